@@ -1,0 +1,271 @@
+"""`GrowingModel`: a Keras model that can estimate splitting eigenpairs and widen itself."""
+
+import logging
+
+import keras
+import numpy as np
+
+from keras_split import splitting, surgery
+from keras_split.activations import validate_surrogate
+from keras_split.channel_graph import ChannelGraph
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("fast", "exact")
+
+
+def as_functional(model):
+    """A functional model computing ``model`` with the same layer objects.
+
+    Args:
+        model: a functional or Sequential ``keras.Model``.
+
+    Returns:
+        A functional ``keras.Model`` (``model`` itself when already functional).
+
+    Raises:
+        ValueError: for a subclassed model, or a Sequential model without an
+            input shape.
+    """
+    if isinstance(model, keras.Sequential):
+        if not model.built or model.inputs is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' has no input shape; start it "
+                "with keras.Input(shape) so that it can be grown."
+            )
+        inputs = keras.Input(batch_shape=tuple(model.inputs[0].shape),
+                             dtype=model.inputs[0].dtype, name=f"{model.name}_input")
+        x = inputs
+        for layer in model.layers:
+            x = layer(x)
+        return keras.Model(inputs, x, name=model.name)
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(
+            f"GrowingModel needs a functional or Sequential keras.Model, got "
+            f"{type(model).__name__}: subclassed models have no graph to split."
+        )
+    return model
+
+
+@keras.saving.register_keras_serializable(package="keras_split")
+class GrowingModel(keras.Model):
+    """A Keras model that grows by splitting steepest descent.
+
+    It behaves as the wrapped model for ``compile``, ``fit``, ``evaluate``,
+    ``predict``, ``save`` and ``summary``, and adds
+    :meth:`splitting_eigenpairs` and :meth:`split`. Ordinary training runs the
+    wrapped model's own layers and nothing else.
+
+    Args:
+        model: a functional or Sequential ``keras.Model`` built from supported
+            layers (see :mod:`keras_split.handlers`).
+        surrogate: ``"softplus"`` (default) gives piecewise-linear activations
+            (ReLU family, identity) the second derivative of
+            ``softplus(3 z) / 3``, as the splitting papers' code does; None uses
+            the true second derivative everywhere (zero for those activations).
+        **kwargs: passed to ``keras.Model`` (e.g. ``name``).
+
+    Raises:
+        ValueError: for an unsupported layer, a nested or shared layer, or a
+            bad ``surrogate``; the message names the layer.
+
+    Example:
+        >>> model = GrowingModel(keras.Sequential([keras.Input((4,)),
+        ...     keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)]))
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> eig = model.splitting_eigenpairs((x, y), method="exact")
+        >>> model.split({"dense": [0, 3]}, eigenpairs=eig, epsilon=1e-2)
+    """
+
+    def __init__(self, model, surrogate="softplus", **kwargs):
+        self.surrogate = validate_surrogate(surrogate)
+        network = as_functional(model)
+        graph = ChannelGraph(network, surrogate=self.surrogate)
+        kwargs.setdefault("name", f"growing_{network.name}")
+        super().__init__(**kwargs)
+        self.network = network
+        self._graph = graph
+        self.built = True
+
+    # --------------------------------------------------------------- keras API
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.network.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.network),
+            "surrogate": self.surrogate,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        network = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(network, **config)
+
+    # -------------------------------------------------------------- splitting
+    @property
+    def splittable_layers(self):
+        """Names of the layers whose units can be split, in graph order."""
+        return list(self._graph.splittable_layers)
+
+    def coupled_groups(self):
+        """The coupled channel groups with more than one member.
+
+        Returns:
+            A list of ``[(layer_name, unit), ...]`` lists, e.g. the producers
+            whose outputs meet in a residual ``Add``.
+        """
+        return [m for m in self._graph.groups.values() if len(m) > 1]
+
+    def _loss_fn(self):
+        if not self.compiled or getattr(self, "_compile_loss", None) is None:
+            raise ValueError(
+                "The model must be compiled with a loss before splitting "
+                "eigenpairs can be estimated: call model.compile(optimizer, loss)."
+            )
+
+        def loss_fn(x, y, y_pred, sample_weight):
+            return self.compute_loss(x=x, y=y, y_pred=y_pred,
+                                     sample_weight=sample_weight, training=False)
+
+        return loss_fn
+
+    def splitting_eigenpairs(self, data, method="fast", layers=None, batch_size=32,
+                             epochs=5, learning_rate=0.01, eval_data=None, seed=0,
+                             max_bytes=splitting.DEFAULT_MAX_EXACT_BYTES, verbose=0):
+        """Minimum eigenpairs of every splittable neuron's splitting matrix.
+
+        BatchNormalization is frozen (inference statistics) and dropout is off.
+
+        Args:
+            data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)``
+                tuple of arrays; the loss is the compiled loss.
+            method: ``"fast"`` (auxiliary activations and RMSprop on the
+                Rayleigh quotient) or ``"exact"`` (build each matrix, ``eigh``).
+            layers: restrict to these layer names (default: all splittable).
+            batch_size: batch size for array data.
+            epochs: fast method: passes over ``data``.
+            learning_rate: fast method: RMSprop step size.
+            eval_data: fast method: data on which the final eigenvalues are
+                measured (default: ``data``).
+            seed: fast method: seed of the initial vectors.
+            max_bytes: exact method: memory limit for the matrices.
+            verbose: 0 silent, 1 progress bar.
+
+        Returns:
+            ``{layer_name: Eigenpairs}``.
+
+        Raises:
+            ValueError: for an uncompiled model, a bad ``method`` or layer name,
+                empty or non-finite data, or exact matrices too large.
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+        if layers is not None:
+            layers = list(layers)
+            for name in layers:
+                if name not in self._graph.splittable_layers:
+                    raise ValueError(
+                        f"Layer '{name}' is not a splittable layer of this model. "
+                        f"Splittable layers: {self._graph.splittable_layers}."
+                    )
+        loss_fn = self._loss_fn()
+        if method == "exact":
+            return splitting.exact_eigenpairs(
+                self._graph, loss_fn, data, layers=layers, batch_size=batch_size,
+                max_bytes=max_bytes, verbose=verbose,
+            )
+        return splitting.fast_eigenpairs(
+            self._graph, loss_fn, data, layers=layers, epochs=epochs,
+            batch_size=batch_size, learning_rate=learning_rate,
+            eval_data=eval_data, seed=seed, verbose=verbose,
+        )
+
+    def split(self, plan, eigenpairs=None, epsilon=1e-2):
+        """Splits the named units in place: each becomes two, ``theta +/- epsilon v``.
+
+        Every consumer of a split channel gets the channel twice with its
+        incoming weights halved, so at ``epsilon = 0`` the function is unchanged.
+        Naming any producer of a coupled group (a residual ``Add``) splits all of
+        its producers, each along its own eigenvector.
+
+        Optimizer state: the optimizer is rebuilt from its config; its iteration
+        count is kept, slot variables (momentum, Adam moments, ...) of unchanged
+        weights are copied, and those of widened weights are copied entry by
+        entry, both children of a unit starting with the parent's slots.
+
+        Args:
+            plan: ``{layer_name: [unit, ...]}``.
+            eigenpairs: the result of :meth:`splitting_eigenpairs`; required
+                unless ``epsilon == 0``.
+            epsilon: absolute step along each unit eigenvector.
+
+        Returns:
+            ``{layer_name: (units_before, units_after)}`` for every widened producer.
+
+        Raises:
+            ValueError: for unknown layers, bad unit indices, missing
+                eigenpairs or a bad ``epsilon``; the model is left unchanged.
+        """
+        if not (isinstance(epsilon, (int, float, np.floating)) and np.isfinite(epsilon)):
+            raise ValueError(f"epsilon must be a finite number, got {epsilon!r}.")
+        groups = surgery.resolve_plan(self._graph, plan)
+        plans = surgery.plan_edits(self._graph, groups, eigenpairs, float(epsilon))
+        new_network, var_edits = surgery.widen_model(self._graph, plans)
+        new_graph = ChannelGraph(new_network, surrogate=self.surrogate)
+        summary = {}
+        for name in self._graph.producers:
+            before = self._graph.units(name)
+            after = new_graph.units(name)
+            if after != before:
+                summary[name] = (before, after)
+        self._replace_network(new_network, new_graph, var_edits)
+        logger.info("Split %d coupled groups: %s", len(groups), summary)
+        return summary
+
+    def _replace_network(self, network, graph, var_edits):
+        old_optimizer = getattr(self, "optimizer", None)
+        old_vars = {v.path: v for v in self.network.trainable_variables}
+        self._tracker.unlock()
+        self._tracker.untrack(self.network)
+        self.network = network
+        self._graph = graph
+        self.train_function = self.test_function = self.predict_function = None
+        self._trainable_variables_cache = None
+        if old_optimizer is not None and getattr(self, "_compile_config", None) is not None:
+            self._rebuild_optimizer(old_optimizer, old_vars, var_edits)
+
+    def _rebuild_optimizer(self, old, old_vars, var_edits):
+        config = dict(self._compile_config.config)
+        new = old.__class__.from_config(old.get_config())
+        config["optimizer"] = new
+        self.compile(**config)
+        if not old.built:
+            return
+        new.build(self.trainable_variables)
+        new.iterations.assign(old.iterations)
+        old_slots = {v.name: v for v in old.variables}
+        prefixes = sorted(
+            ((p.replace("/", "_") + "_", e) for p, e in var_edits.items()),
+            key=lambda item: -len(item[0]),
+        )
+        for slot in new.variables:
+            source = old_slots.get(slot.name)
+            if source is None or slot is new.iterations:
+                continue
+            value = keras.ops.convert_to_numpy(source)
+            if tuple(value.shape) != tuple(slot.shape):
+                edit = next((e for p, e in prefixes if slot.name.startswith(p)), None)
+                if edit is None:
+                    continue
+                value = edit.apply(value, with_delta=False, halve=False)
+                if tuple(value.shape) != tuple(slot.shape):
+                    continue
+            slot.assign(value)

@@ -1,0 +1,274 @@
+"""Per-layer-type handlers: how channels flow through a layer and how it widens.
+
+Every layer of a model that :class:`keras_split.GrowingModel` grows needs a
+handler, looked up by the layer's exact class in a registry. A handler answers
+two questions:
+
+* ``trace``: which *channel classes* the layer's output channels carry, given
+  those of its inputs. Producers (Dense, Conv2D) start new classes; per-channel
+  layers (BatchNormalization, activations, pooling, DepthwiseConv2D, ...) pass
+  them on; element-wise merges (Add, Multiply, ...) tie the channels of their
+  inputs into one coupled group; Concatenate stacks them; Flatten repeats them
+  for every spatial position; *sinks* (Softmax, LayerNormalization, Reshape)
+  mix channels, so whatever reaches them can never be split.
+* ``widen``: given how each input and output tensor was widened (a
+  :class:`~keras_split.channel_map.ChannelMap`), the new layer config and how
+  every weight is rebuilt. Consumers halve the incoming weights of a duplicated
+  channel, per-channel layers duplicate their entries unchanged.
+
+Register a handler for your own layer with :func:`register_handler`.
+"""
+
+import numpy as np
+import keras
+
+from keras_split.channel_map import WeightEdit
+
+
+class LayerHandler:
+    """Base handler: a layer with one input and one output that passes channels through.
+
+    Subclasses override ``validate``, ``trace`` and ``widen``.
+    """
+
+    role = "channelwise"
+
+    def validate(self, layer):
+        """Raises ValueError for configurations this handler cannot widen."""
+        fmt = getattr(layer, "data_format", None)
+        if fmt not in (None, "channels_last"):
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) uses "
+                f"data_format={fmt!r}; only 'channels_last' is supported."
+            )
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        """Returns the class array of each output tensor."""
+        return [in_classes[0]]
+
+    def widen(self, layer, in_maps, out_maps):
+        """Returns ``(config_updates, {weight_name: WeightEdit})``."""
+        cmap = in_maps[0]
+        edits = {}
+        channels = cmap.old_size
+        for w in layer.weights:
+            if len(w.shape) >= 1 and w.shape[-1] == channels:
+                edits[w.name] = WeightEdit([(len(w.shape) - 1, cmap, False)])
+        return {}, edits
+
+
+class ChannelwiseHandler(LayerHandler):
+    """Per-channel layers: activations, dropout, pooling, padding, BatchNormalization.
+
+    Weights whose last axis is the channel axis (BatchNormalization's gamma,
+    beta and moving statistics, PReLU's alpha) are duplicated with the channel.
+    """
+
+
+class BatchNormalizationHandler(ChannelwiseHandler):
+    """BatchNormalization over the last axis."""
+
+    def validate(self, layer):
+        super().validate(layer)
+        if layer.axis not in (-1, len(layer.input.shape) - 1):
+            raise ValueError(
+                f"Layer '{layer.name}' (BatchNormalization) normalises axis "
+                f"{layer.axis}; only the last (channel) axis is supported."
+            )
+
+
+class ActivationHandler(ChannelwiseHandler):
+    """An Activation layer: per-channel unless its function mixes channels (softmax)."""
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        from keras_split.activations import NON_ELEMENTWISE, activation_name
+
+        if activation_name(layer.activation) in NON_ELEMENTWISE:
+            return SINK.trace(layer, in_classes, out_shapes, graph)
+        return [in_classes[0]]
+
+
+class ProducerHandler(LayerHandler):
+    """Dense and Conv2D: each output unit is a neuron that can be split.
+
+    Kernel layout ``[..., fan_in_channels, units]``: the input channel axis is
+    -2 (incoming weights of a duplicated channel are halved), the output axis
+    -1 (a split unit's filter is duplicated, then perturbed along its
+    eigenvector by the caller).
+    """
+
+    role = "producer"
+    units_key = "units"
+
+    def validate(self, layer):
+        super().validate(layer)
+        if getattr(layer, "groups", 1) != 1:
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) has groups="
+                f"{layer.groups}; grouped convolutions are not supported."
+            )
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        return [graph.new_classes(layer.name, out_shapes[0][-1])]
+
+    def widen(self, layer, in_maps, out_maps):
+        in_map, out_map = in_maps[0], out_maps[0]
+        edits = {
+            "kernel": WeightEdit(
+                [(len(layer.kernel.shape) - 2, in_map, True),
+                 (len(layer.kernel.shape) - 1, out_map, False)]
+            )
+        }
+        if layer.use_bias:
+            edits["bias"] = WeightEdit([(0, out_map, False)])
+        updates = {self.units_key: out_map.size} if out_map.changed else {}
+        return updates, edits
+
+
+class Conv2DHandler(ProducerHandler):
+    units_key = "filters"
+
+
+class DepthwiseConv2DHandler(LayerHandler):
+    """DepthwiseConv2D: channel ``c`` yields outputs ``c*m .. c*m+m-1``; filters are duplicated."""
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        return [np.repeat(in_classes[0], layer.depth_multiplier)]
+
+    def widen(self, layer, in_maps, out_maps):
+        edits = {"kernel": WeightEdit([(2, in_maps[0], False)])}
+        if layer.use_bias:
+            edits["bias"] = WeightEdit([(0, out_maps[0], False)])
+        return {}, edits
+
+
+class MergeHandler(LayerHandler):
+    """Element-wise merges (Add, Subtract, Multiply, Average, Maximum, Minimum).
+
+    Channel ``j`` of every input is tied to channel ``j`` of the others: they
+    form one coupled group, split together or not at all.
+    """
+
+    role = "merge"
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        sizes = {c.size for c in in_classes}
+        if len(sizes) != 1:
+            # Broadcasting over channels: the channels cannot be split.
+            return SINK.trace(layer, in_classes, out_shapes, graph)
+        for other in in_classes[1:]:
+            graph.union(in_classes[0], other)
+        return [in_classes[0]]
+
+    def widen(self, layer, in_maps, out_maps):
+        return {}, {}
+
+
+class ConcatenateHandler(MergeHandler):
+    """Concatenate: along the channel axis the classes are stacked (channel offsets)."""
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        rank = len(out_shapes[0])
+        if layer.axis in (-1, rank - 1):
+            return [np.concatenate(in_classes)]
+        return super().trace(layer, in_classes, out_shapes, graph)
+
+
+class FlattenHandler(LayerHandler):
+    """Flatten (channels last): the channel classes repeat at every spatial position."""
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        positions = out_shapes[0][-1] // max(in_classes[0].size, 1)
+        return [np.tile(in_classes[0], positions)]
+
+    def widen(self, layer, in_maps, out_maps):
+        return {}, {}
+
+
+class SinkHandler(LayerHandler):
+    """Layers that mix channels (Softmax, LayerNormalization, Reshape, Permute).
+
+    Their input channels are fixed (never split) and their outputs start fixed
+    classes, so the layer itself is never widened.
+    """
+
+    role = "sink"
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        for classes in in_classes:
+            graph.fix(classes)
+        return [graph.fixed(shape[-1] if shape else 1) for shape in out_shapes]
+
+    def widen(self, layer, in_maps, out_maps):
+        return {}, {}
+
+
+SINK = SinkHandler()
+CHANNELWISE = ChannelwiseHandler()
+PRODUCER = ProducerHandler()
+MERGE = MergeHandler()
+
+_REGISTRY = {}
+
+
+def register_handler(layer_class, handler):
+    """Registers the handler used for layers of exactly ``layer_class``.
+
+    Args:
+        layer_class: a ``keras.layers.Layer`` subclass.
+        handler: a :class:`LayerHandler` instance (e.g. ``handlers.CHANNELWISE``
+            for a custom per-channel activation, ``handlers.SINK`` for a layer
+            that mixes channels).
+
+    Raises:
+        ValueError: if the arguments have the wrong types.
+
+    Example:
+        >>> register_handler(MyScaleLayer, CHANNELWISE)
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise ValueError(f"layer_class must be a keras Layer subclass, got {layer_class!r}.")
+    if not isinstance(handler, LayerHandler):
+        raise ValueError(f"handler must be a LayerHandler, got {handler!r}.")
+    _REGISTRY[layer_class] = handler
+
+
+def get_handler(layer):
+    """The handler for ``layer``'s exact class.
+
+    Raises:
+        ValueError: naming the layer and its type when none is registered.
+    """
+    handler = _REGISTRY.get(type(layer))
+    if handler is None:
+        raise ValueError(
+            f"Layer '{layer.name}' of type {type(layer).__name__} is not "
+            "supported by keras_split (no handler registered). Supported: "
+            f"{sorted(c.__name__ for c in _REGISTRY)}. Register one with "
+            "keras_split.handlers.register_handler."
+        )
+    handler.validate(layer)
+    return handler
+
+
+L = keras.layers
+for _cls in (
+    L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
+    L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
+    L.MaxPooling2D, L.AveragePooling2D, L.GlobalAveragePooling2D,
+    L.GlobalMaxPooling2D, L.ZeroPadding2D, L.Cropping2D, L.UpSampling2D,
+    L.Identity, L.ActivityRegularization,
+):
+    register_handler(_cls, CHANNELWISE)
+register_handler(L.Activation, ActivationHandler())
+register_handler(L.BatchNormalization, BatchNormalizationHandler())
+register_handler(L.Dense, PRODUCER)
+register_handler(L.Conv2D, Conv2DHandler())
+register_handler(L.DepthwiseConv2D, DepthwiseConv2DHandler())
+for _cls in (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum):
+    register_handler(_cls, MERGE)
+register_handler(L.Concatenate, ConcatenateHandler())
+register_handler(L.Flatten, FlattenHandler())
+for _cls in (L.Softmax, L.LayerNormalization, L.Reshape, L.Permute):
+    register_handler(_cls, SINK)
+del L, _cls

@@ -1,0 +1,462 @@
+"""Splitting eigenpairs: the exact reference and the fast auxiliary-activation method.
+
+For a neuron ``a = sigma(z)``, ``z = c * (theta . p) + b`` (``p`` the input
+patch, ``c`` the frozen BatchNorm scale), the splitting matrix is
+``S = E[dL/da * sigma''(z) * c**2 * p p^T]``, summed over spatial positions and
+averaged over examples (the compiled loss is a mean over the batch).
+
+* :func:`exact_eigenpairs` builds every ``S`` from the per-position
+  coefficient ``g = dL/da * sigma''(z) * c**2`` and the input patches
+  (``tf.image.extract_patches``), then calls ``numpy.linalg.eigh``.
+* :func:`fast_eigenpairs` never builds ``S``. An auxiliary activation
+  ``sigma''(z) c**2 (Y . p)(V . p)`` is added to every neuron at ``Y = 0``; one
+  backward pass gives ``dL/dY = S V`` for all neurons at once. ``Y . p`` is a
+  zero tensor whose custom gradient is the filter gradient, so the forward
+  pass costs one extra convolution (``V . p``) per layer, and the backward pass
+  differentiates only with respect to the ``Y`` slots. The Rayleigh quotient
+  ``v^T S v / v^T v`` is minimised with RMSprop over mini-batches, with the
+  eigenvectors re-normalised after every step. The eigenvalue is then measured
+  with the final ``v`` on evaluation batches: ``lambda = v^T (S v)``, with
+  residual ``||S v - lambda v||``.
+
+The model's own layers are untouched: the eigenvector variables live here and
+exist only while eigenpairs are estimated, so ordinary training pays nothing.
+"""
+
+import logging
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_split import data_utils
+from keras_split.eigenpairs import Eigenpairs
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_EXACT_BYTES = 4 * 2**30
+
+
+# --------------------------------------------------------------------- linear ops
+def linear(layer, x, kernel):
+    """``kernel . p`` for every patch ``p`` of ``x``: the layer's op without bias."""
+    if isinstance(layer, keras.layers.Dense):
+        return tf.tensordot(x, kernel, axes=[[x.shape.rank - 1], [0]])
+    return layer.convolution_op(x, kernel)
+
+
+def _conv_args(layer):
+    strides = [1, *layer.strides, 1]
+    dilations = [1, *layer.dilation_rate, 1]
+    return strides, dilations, layer.padding.upper()
+
+
+def filter_gradient(layer, x, dout, kernel_shape):
+    """d/dK of ``sum(dout * linear(layer, x, K))``: the gradient reaching the Y slot."""
+    if isinstance(layer, keras.layers.Dense):
+        fan_in = kernel_shape[0]
+        xf = tf.reshape(x, [-1, fan_in])
+        df = tf.reshape(dout, [-1, kernel_shape[-1]])
+        return tf.matmul(xf, df, transpose_a=True)
+    strides, dilations, padding = _conv_args(layer)
+    return tf.raw_ops.Conv2DBackpropFilter(
+        input=x, filter_sizes=tf.constant(kernel_shape, tf.int32),
+        out_backprop=dout, strides=strides, padding=padding,
+        dilations=dilations,
+    )
+
+
+def patches(layer, x):
+    """The input patches of every output position, ``[positions, fan_in]``."""
+    if isinstance(layer, keras.layers.Dense):
+        return tf.reshape(x, [-1, x.shape[-1]])
+    kh, kw = layer.kernel_size
+    strides, dilations, padding = _conv_args(layer)
+    p = tf.image.extract_patches(
+        x, sizes=[1, kh, kw, 1], strides=strides, rates=dilations, padding=padding
+    )
+    return tf.reshape(p, [-1, kh * kw * x.shape[-1]])
+
+
+def _zero_slot(layer, x, y, like):
+    """``linear(layer, x, y)`` at ``y = 0`` without computing it: zeros with the right gradient."""
+    kernel_shape = y.shape.as_list()
+
+    @tf.custom_gradient
+    def slot(y_):
+        def grad(dout):
+            return filter_gradient(layer, x, dout, kernel_shape)
+
+        return tf.zeros_like(like), grad
+
+    return slot(y)
+
+
+# -------------------------------------------------------------------- interpreter
+class _Interpreter:
+    """Runs a functional model layer by layer in inference mode, with splitting hooks."""
+
+    def __init__(self, graph, layers):
+        self.graph = graph
+        self.chains = {name: graph.chains[name] for name in layers}
+        self.point_of = {}
+        for name, chain in self.chains.items():
+            self.point_of.setdefault(chain.point.name, []).append(name)
+        self.scale = {
+            name: chain.scale() for name, chain in self.chains.items()
+        }
+
+    def coefficient(self, name, z, dtype):
+        chain = self.chains[name]
+        c2 = tf.constant(self.scale[name] ** 2, dtype=dtype)
+        return chain.activation.second_derivative(z) * c2
+
+    def run(self, inputs, on_producer, on_point):
+        """Returns the model outputs.
+
+        ``on_producer(name, layer, x)`` returns ``(z_or_None, out)``; a non-None
+        ``z`` means the producer closes its own neuron (fused activation).
+        ``on_point(name, z, a)`` returns the tensor that replaces ``a``.
+        """
+        model = self.graph.model
+        tensors = {}
+        for ref, value in zip(model.inputs, keras.tree.flatten(inputs)):
+            tensors[id(ref)] = value
+        for n in self.graph.nodes:
+            layer = n.layer
+            args, kwargs = n.node.arguments.fill_in(tensors)
+            kwargs = dict(kwargs)
+            kwargs["training"] = False
+            if layer.name in self.chains:
+                x = args[0]
+                z, out = on_producer(layer.name, layer, x)
+                if z is not None:
+                    out = on_point(layer.name, z, out)
+            else:
+                out = layer(*args, **kwargs)
+            for name in self.point_of.get(layer.name, []):
+                chain = self.chains[name]
+                if chain.fused:
+                    continue
+                linear_end = chain.point is chain.producer or chain.point is chain.batch_norm
+                out = on_point(name, out if linear_end else args[0], out)
+            for ref, value in zip(n.outputs, keras.tree.flatten(out)):
+                tensors[id(ref)] = value
+        outs = [tensors[id(t)] for t in model.outputs]
+        return outs[0] if len(outs) == 1 else outs
+
+
+def _producer_forward(layer, x):
+    """``(z, a)`` of a producer whose activation is fused: ``z = K . p + b``, ``a = sigma(z)``."""
+    z = linear(layer, x, layer.kernel)
+    if layer.use_bias:
+        z = z + layer.bias
+    return z, layer.activation(z)
+
+
+def _check_finite(name, tensor, what):
+    if not np.all(np.isfinite(tensor)):
+        raise ValueError(
+            f"Non-finite values in the {what} of layer '{name}' during eigen "
+            "estimation; check the data, the loss and the learning rate."
+        )
+
+
+def _layers_with_signal(graph, layers):
+    active = [n for n in layers if not graph.chains[n].activation.is_zero]
+    return active
+
+
+def _zero_result(layer, seed):
+    units, fan_in = int(layer.kernel.shape[-1]), int(np.prod(layer.kernel.shape[:-1]))
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((units, fan_in))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return Eigenpairs(np.zeros(units), v, np.zeros(units))
+
+
+# ------------------------------------------------------------------------- exact
+def exact_eigenpairs(graph, loss_fn, data, layers=None, batch_size=32,
+                     max_bytes=DEFAULT_MAX_EXACT_BYTES, verbose=0):
+    """Builds every splitting matrix and takes its smallest eigenpair with ``eigh``.
+
+    Args:
+        graph: the model's :class:`~keras_split.channel_graph.ChannelGraph`.
+        loss_fn: ``loss_fn(x, y, y_pred, sample_weight) -> scalar`` (a mean over the batch).
+        data: a batched dataset or an ``(x, y)`` tuple of arrays.
+        layers: producer names (default: all splittable layers).
+        batch_size: for array data.
+        max_bytes: refuse when the matrices would need more memory than this.
+        verbose: 0 silent, 1 progress bar.
+
+    Returns:
+        ``{layer_name: Eigenpairs}``.
+
+    Raises:
+        ValueError: when the matrices would not fit in ``max_bytes`` (the
+            message says how much they need), for empty or non-finite data.
+
+    Example:
+        >>> eig = exact_eigenpairs(graph, loss_fn, (x, y))
+    """
+    layers = list(graph.splittable_layers if layers is None else layers)
+    dtype = keras.config.floatx()
+    itemsize = np.dtype(dtype).itemsize
+    sizes = {}
+    for name in layers:
+        kernel = graph.producers[name].layer.kernel
+        sizes[name] = (int(kernel.shape[-1]), int(np.prod(kernel.shape[:-1])))
+    need = sum(u * d * d * itemsize for u, d in sizes.values())
+    if need > max_bytes:
+        detail = ", ".join(
+            f"{n}: {u}x{d}x{d}" for n, (u, d) in sizes.items()
+        )
+        raise ValueError(
+            f"The exact splitting matrices would need {need / 2**30:.2f} GiB "
+            f"({detail}), more than max_bytes={max_bytes / 2**30:.2f} GiB. Use "
+            "method='fast', fewer layers, or a larger max_bytes."
+        )
+    active = _layers_with_signal(graph, layers)
+    interp = _Interpreter(graph, active)
+    dataset = data_utils.as_dataset(data, batch_size)
+
+    @tf.function(reduce_retracing=True)
+    def batch_matrices(x, y, sw):
+        recorded = {}
+
+        def on_producer(name, layer, x_):
+            recorded.setdefault(name, {})["x"] = x_
+            if interp.chains[name].fused:
+                return _producer_forward(layer, x_)
+            return None, layer(x_, training=False)
+
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            def on_point(name, z, a):
+                tape.watch(a)
+                recorded[name]["z"], recorded[name]["a"] = z, a
+                return a
+
+            y_pred = interp.run(x, on_producer, on_point)
+            loss = loss_fn(x, y, y_pred, sw)
+        names = list(recorded)
+        grads = tape.gradient(loss, [recorded[n]["a"] for n in names])
+        out = {}
+        for name, da in zip(names, grads):
+            layer = graph.producers[name].layer
+            rec = recorded[name]
+            units = sizes[name][0]
+            if da is None:
+                da = tf.zeros_like(rec["a"])
+            g = da * interp.coefficient(name, rec["z"], da.dtype)
+            g = tf.reshape(g, [-1, units])
+            p = patches(layer, rec["x"])
+            out[name] = tf.einsum("nk,nd,ne->kde", g, p, p)
+        return out
+
+    totals = {name: np.zeros((u, d, d)) for name, (u, d) in sizes.items() if name in active}
+    n_batches = 0
+    progbar = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
+    for batch in dataset:
+        x, y, sw = data_utils.unpack(batch)
+        for name, s in batch_matrices(x, y, sw).items():
+            totals[name] += s.numpy()
+        n_batches += 1
+        progbar.update(n_batches)
+    if n_batches == 0:
+        raise ValueError("data is empty: no batch to estimate splitting matrices from.")
+    result = {}
+    for name in layers:
+        layer = graph.producers[name].layer
+        if name not in totals:
+            result[name] = _zero_result(layer, 0)
+            continue
+        s = totals[name] / n_batches
+        _check_finite(name, s, "splitting matrices")
+        s = 0.5 * (s + np.transpose(s, (0, 2, 1)))
+        w, v = np.linalg.eigh(s)
+        vec = v[:, :, 0]
+        # A deterministic sign: the largest component is positive.
+        idx = np.argmax(np.abs(vec), axis=1)
+        vec = vec * np.sign(vec[np.arange(vec.shape[0]), idx])[:, None]
+        result[name] = Eigenpairs(w[:, 0], vec, np.zeros(w.shape[0]))
+    return result
+
+
+# -------------------------------------------------------------------------- fast
+class FastEigenSolver:
+    """Stochastic minimisation of the Rayleigh quotient of every neuron at once.
+
+    Args:
+        graph: the model's ChannelGraph.
+        loss_fn: ``loss_fn(x, y, y_pred, sample_weight) -> scalar``.
+        layers: producer names (default: all splittable layers).
+        learning_rate: RMSprop step size on the unit eigenvectors.
+        seed: seed of the random initial eigenvectors.
+
+    Example:
+        >>> solver = FastEigenSolver(graph, loss_fn)
+        >>> eig = solver.fit(dataset, epochs=3).evaluate(dataset)
+    """
+
+    def __init__(self, graph, loss_fn, layers=None, learning_rate=0.01, seed=0):
+        if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate)
+                and learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        self.graph = graph
+        self.loss_fn = loss_fn
+        self.layers = list(graph.splittable_layers if layers is None else layers)
+        self.active = _layers_with_signal(graph, self.layers)
+        self.seed = seed
+        self.interp = _Interpreter(graph, self.active)
+        rng = np.random.default_rng(seed)
+        dtype = keras.config.floatx()
+        self.vectors = {}
+        for name in self.active:
+            shape = tuple(graph.producers[name].layer.kernel.shape)
+            v = rng.standard_normal(shape)
+            v /= np.sqrt(np.sum(v * v, axis=tuple(range(len(shape) - 1)), keepdims=True))
+            self.vectors[name] = keras.Variable(v.astype(dtype), name=f"{name}_split_v",
+                                                trainable=True)
+        self.optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate)
+        self._sv_fn = tf.function(self._sv, reduce_retracing=True)
+        self._step_fn = tf.function(self._step, reduce_retracing=True)
+
+    def _sv(self, x, y, sw):
+        """``S V`` of every active layer on one batch (the Y-slot gradients)."""
+        interp, vectors = self.interp, self.vectors
+        slots = {
+            name: tf.zeros(vectors[name].shape, dtype=vectors[name].dtype)
+            for name in self.active
+        }
+        aux = {}
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(list(slots.values()))
+
+            def on_producer(name, layer, x_):
+                w = tf.stop_gradient(linear(layer, x_, vectors[name].value))
+                u = _zero_slot(layer, x_, slots[name], w)
+                aux[name] = (u, w)
+                if interp.chains[name].fused:
+                    return _producer_forward(layer, x_)
+                return None, layer(x_, training=False)
+
+            def on_point(name, z, a):
+                u, w = aux[name]
+                return a + interp.coefficient(name, z, a.dtype) * u * w
+
+            y_pred = interp.run(x, on_producer, on_point)
+            loss = self.loss_fn(x, y, y_pred, sw)
+        names = list(slots)
+        grads = tape.gradient(loss, [slots[n] for n in names])
+        return {
+            n: (g if g is not None else tf.zeros_like(slots[n]))
+            for n, g in zip(names, grads)
+        }
+
+    @staticmethod
+    def _rayleigh(v, sv):
+        axes = list(range(len(v.shape) - 1))
+        lam = tf.reduce_sum(v * sv, axis=axes)
+        return lam, sv - lam * v
+
+    def _step(self, x, y, sw):
+        svs = self._sv(x, y, sw)
+        grads, finite = [], []
+        for name in self.active:
+            v = self.vectors[name].value
+            _, g = self._rayleigh(v, svs[name])
+            grads.append(g)
+            finite.append(tf.reduce_all(tf.math.is_finite(g)))
+        self.optimizer.apply_gradients(zip(grads, [self.vectors[n] for n in self.active]))
+        for name in self.active:
+            var = self.vectors[name]
+            axes = list(range(len(var.shape) - 1))
+            var.assign(var.value / tf.sqrt(tf.reduce_sum(tf.square(var.value), axis=axes)))
+        return tf.stack(finite) if finite else tf.constant([], tf.bool)
+
+    def fit(self, data, epochs=5, batch_size=32, verbose=0):
+        """Runs ``epochs`` passes of RMSprop over ``data``. Returns ``self``.
+
+        Raises:
+            ValueError: for empty data or a non-finite gradient (naming the layer).
+        """
+        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
+        if not self.active:
+            return self
+        dataset = data_utils.as_dataset(data, batch_size)
+        for epoch in range(int(epochs)):
+            progbar = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
+            steps = 0
+            for batch in dataset:
+                x, y, sw = data_utils.unpack(batch)
+                finite = self._step_fn(x, y, sw).numpy()
+                if not finite.all():
+                    bad = self.active[int(np.argmin(finite))]
+                    raise ValueError(
+                        f"Non-finite splitting gradient in layer '{bad}' during "
+                        "eigen estimation; check the data, the loss and the model."
+                    )
+                steps += 1
+                progbar.update(steps)
+            if steps == 0:
+                raise ValueError("data is empty: no batch to estimate eigenpairs from.")
+            logger.debug("fast eigen estimation: epoch %d/%d done", epoch + 1, epochs)
+        return self
+
+    def evaluate(self, data, batch_size=32):
+        """Eigenpairs from the current vectors, ``lambda = v^T S v`` measured on ``data``."""
+        dataset = data_utils.as_dataset(data, batch_size)
+        totals = {n: 0.0 for n in self.active}
+        count = 0
+        for batch in dataset:
+            x, y, sw = data_utils.unpack(batch)
+            for name, sv in self._sv_fn(x, y, sw).items():
+                totals[name] = totals[name] + sv.numpy().astype(np.float64)
+            count += 1
+        if count == 0 and self.active:
+            raise ValueError("evaluation data is empty.")
+        result = {}
+        for name in self.layers:
+            layer = self.graph.producers[name].layer
+            if name not in self.vectors:
+                result[name] = _zero_result(layer, self.seed)
+                continue
+            units = int(layer.kernel.shape[-1])
+            v = keras.ops.convert_to_numpy(self.vectors[name]).astype(np.float64)
+            v = v.reshape(-1, units).T
+            sv = (totals[name] / count).reshape(-1, units).T
+            _check_finite(name, sv, "splitting products S v")
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            lam = np.sum(v * sv, axis=1)
+            residual = np.linalg.norm(sv - lam[:, None] * v, axis=1)
+            result[name] = Eigenpairs(lam, v, residual)
+        return result
+
+
+def fast_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32,
+                    learning_rate=0.01, eval_data=None, seed=0, verbose=0):
+    """Fast splitting eigenpairs: RMSprop on the Rayleigh quotient, one backward pass a step.
+
+    Args:
+        graph: the model's ChannelGraph.
+        loss_fn: ``loss_fn(x, y, y_pred, sample_weight) -> scalar``.
+        data: a batched dataset or an ``(x, y)`` tuple of arrays.
+        layers: producer names (default: all splittable layers).
+        epochs: passes over ``data``.
+        batch_size: for array data.
+        learning_rate: RMSprop step size.
+        eval_data: the batches on which the final eigenvalues are measured
+            (default: ``data``).
+        seed: seed of the initial vectors.
+        verbose: 0 silent, 1 progress bar.
+
+    Returns:
+        ``{layer_name: Eigenpairs}`` with residuals.
+
+    Example:
+        >>> eig = fast_eigenpairs(graph, loss_fn, (x, y), epochs=10)
+    """
+    solver = FastEigenSolver(graph, loss_fn, layers, learning_rate, seed)
+    solver.fit(data, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    return solver.evaluate(data if eval_data is None else eval_data, batch_size)

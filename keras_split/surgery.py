@@ -1,0 +1,179 @@
+"""Function-preserving widening of a functional model (the "surgery").
+
+Given the coupled groups to split, :func:`widen_model` computes the channel map
+of every tensor, asks each layer's handler for its new config and weight edits,
+perturbs the children of every split unit along that producer's eigenvector
+(``theta +/- epsilon * v``), clones the model with the new widths and writes the
+new weights. At ``epsilon = 0`` the widened model computes the same function.
+"""
+
+import logging
+
+import keras
+import numpy as np
+
+from keras_split.channel_graph import FIXED
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_plan(graph, plan):
+    """Turns ``{layer_name: [unit, ...]}`` into the set of coupled groups to split.
+
+    Naming any member of a coupled group selects the whole group; naming it
+    twice is one split.
+
+    Args:
+        graph: a :class:`keras_split.channel_graph.ChannelGraph`.
+        plan: dict from producer layer name to an iterable of unit indices.
+
+    Returns:
+        A sorted list of group ids.
+
+    Raises:
+        ValueError: for an unknown or unsplittable layer name, a non-integer or
+            out-of-range unit, or a unit whose channel cannot be split.
+    """
+    if not isinstance(plan, dict):
+        raise ValueError(f"The split plan must be a dict {{layer_name: [units]}}, got {type(plan).__name__}.")
+    groups = set()
+    for name, units in plan.items():
+        if name not in graph.producers:
+            known = [n.layer.name for n in graph.nodes]
+            if name in known:
+                raise ValueError(
+                    f"Layer '{name}' ({type(graph.model.get_layer(name)).__name__}) "
+                    "is not a splittable layer. Splittable layers: "
+                    f"{graph.splittable_layers}."
+                )
+            raise ValueError(
+                f"Unknown layer name '{name}'. Splittable layers: {graph.splittable_layers}."
+            )
+        n_units = graph.units(name)
+        if isinstance(units, (int, np.integer)):
+            units = [units]
+        for unit in units:
+            if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
+                raise ValueError(
+                    f"Unit index {unit!r} of layer '{name}' is not an integer."
+                )
+            if not 0 <= unit < n_units:
+                raise ValueError(
+                    f"Unit index {unit} is out of range for layer '{name}' "
+                    f"({type(graph.producers[name].layer).__name__}) with {n_units} units."
+                )
+            group = graph.group_of(name, int(unit))
+            if group == FIXED:
+                raise ValueError(
+                    f"Unit {unit} of layer '{name}' cannot be split: its channel "
+                    "reaches a model output, a model input or a channel-mixing layer."
+                )
+            groups.add(group)
+    return sorted(groups)
+
+
+def _eigenvector(eigenpairs, layer, unit):
+    if eigenpairs is None or layer.name not in eigenpairs:
+        raise ValueError(
+            f"No eigenpairs for layer '{layer.name}': pass the result of "
+            "splitting_eigenpairs() (or epsilon=0)."
+        )
+    vectors = np.asarray(eigenpairs[layer.name].vectors)
+    fan_shape = tuple(layer.kernel.shape[:-1])
+    expected = (int(layer.kernel.shape[-1]), int(np.prod(fan_shape)))
+    if vectors.shape != expected:
+        raise ValueError(
+            f"Eigenvectors of layer '{layer.name}' have shape {vectors.shape}, "
+            f"expected {expected}: they were computed for another width."
+        )
+    v = vectors[unit]
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"Eigenvector of unit {unit} of layer '{layer.name}' is not finite.")
+    return v.reshape(fan_shape)
+
+
+def plan_edits(graph, groups, eigenpairs=None, epsilon=0.0):
+    """Config updates and weight edits of every layer for splitting ``groups``.
+
+    Args:
+        graph: the model's ChannelGraph.
+        groups: coupled-group ids (see :func:`resolve_plan`).
+        eigenpairs: ``{layer_name: Eigenpairs}``; needed when ``epsilon != 0``.
+        epsilon: the absolute step along each unit eigenvector.
+
+    Returns:
+        ``{layer_name: (config_updates, {weight_name: WeightEdit})}``.
+
+    Raises:
+        ValueError: for missing or mis-shaped eigenpairs.
+    """
+    maps = graph.channel_maps(groups)
+    split_units = {}
+    for group in groups:
+        for name, unit in graph.group_members(group):
+            split_units.setdefault(name, []).append(unit)
+    plans = {}
+    for n in graph.nodes:
+        handler = graph.handlers[n.layer.name]
+        in_maps = [maps[id(t)] for t in n.inputs]
+        out_maps = [maps[id(t)] for t in n.outputs]
+        updates, edits = handler.widen(n.layer, in_maps, out_maps)
+        units = split_units.get(n.layer.name, [])
+        if units and epsilon != 0:
+            kernel = edits["kernel"]
+            delta = np.zeros(
+                tuple(in_maps[0].size if a == len(n.layer.kernel.shape) - 2 else d
+                      for a, d in enumerate(n.layer.kernel.shape[:-1]))
+                + (out_maps[0].size,)
+            )
+            for unit in units:
+                v = _eigenvector(eigenpairs, n.layer, unit)
+                v = in_maps[0].gather(v.astype(np.float64), axis=v.ndim - 1, halve=True)
+                first, second = out_maps[0].children(unit)
+                delta[..., first] += epsilon * v
+                delta[..., second] -= epsilon * v
+            kernel.delta = delta
+        plans[n.layer.name] = (updates, edits)
+    return plans
+
+
+def widen_model(graph, plans):
+    """Clones ``graph.model`` with the planned widths and writes the edited weights.
+
+    Args:
+        graph: the model's ChannelGraph.
+        plans: the result of :func:`plan_edits`.
+
+    Returns:
+        ``(new_model, {variable_path: WeightEdit})``: the widened functional
+        model, and the edit that produced each of its weights (for optimizer
+        slot variables).
+    """
+    model = graph.model
+
+    def clone(layer):
+        updates = plans.get(layer.name, ({}, {}))[0]
+        config = layer.get_config()
+        config.update(updates)
+        return type(layer).from_config(config)
+
+    new_model = keras.models.clone_model(model, clone_function=clone)
+    var_edits = {}
+    for n in graph.nodes:
+        new_layer = new_model.get_layer(n.layer.name)
+        edits = plans[n.layer.name][1]
+        old = {w.name: w for w in n.layer.weights}
+        for w in new_layer.weights:
+            value = keras.ops.convert_to_numpy(old[w.name])
+            edit = edits.get(w.name)
+            if edit is not None:
+                value = edit.apply(value)
+                var_edits[w.path] = edit
+            if tuple(value.shape) != tuple(w.shape):
+                raise RuntimeError(
+                    f"Internal error widening '{n.layer.name}/{w.name}': "
+                    f"{value.shape} vs {tuple(w.shape)}."
+                )
+            w.assign(value.astype(w.dtype))
+    logger.debug("Widened model %s", new_model.name)
+    return new_model, var_edits
