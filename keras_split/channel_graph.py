@@ -271,12 +271,26 @@ class ChannelGraph:
     def channel_maps(self, groups):
         """The ChannelMap of every tensor when the coupled ``groups`` are split.
 
+        Maps are propagated through the graph by each layer's handler, so that
+        they follow the real channel order of every tensor (a producer puts the
+        copy of a split unit right after it; a DepthwiseConv2D with depth
+        multiplier ``m`` keeps its ``m`` outputs per input channel together).
+
         Returns:
             dict ``id(tensor) -> ChannelMap``.
+
+        Raises:
+            ValueError: when a merge would receive inputs widened in different orders.
         """
         selected = np.zeros(len(self.root), dtype=bool)
         selected[list(groups)] = True
-        return {
-            tid: ChannelMap.from_split_mask(selected[self.root[classes]])
-            for tid, classes in self.tensor_classes.items()
+        maps = {
+            id(t): ChannelMap.identity(self.tensor_classes[id(t)].size)
+            for t in self.model.inputs
         }
+        for n in self.nodes:
+            in_maps = [maps[id(t)] for t in n.inputs]
+            masks = [selected[self.root[self.tensor_classes[id(t)]]] for t in n.outputs]
+            for t, m in zip(n.outputs, self.handlers[n.layer.name].propagate(n.layer, in_maps, masks)):
+                maps[id(t)] = m
+        return maps

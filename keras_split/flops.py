@@ -52,12 +52,19 @@ def count_flops(model):
         32
     """
     network = getattr(model, "network", model)
+    if isinstance(network, keras.Sequential):
+        network = network._functional if getattr(network, "_functional", None) else network
+    if not hasattr(network, "_nodes_by_depth"):
+        raise ValueError(f"count_flops needs a functional or Sequential model, got {type(model).__name__}.")
     total = 0
-    for layer in network.layers:
-        if isinstance(layer, keras.Model):
-            total += count_flops(layer)
-            continue
-        for node in layer._inbound_nodes:
+    for nodes in network._nodes_by_depth.values():
+        for node in nodes:
+            layer = node.operation
+            if layer is None or node.is_input:
+                continue
+            if isinstance(layer, keras.Model):
+                total += count_flops(layer)
+                continue
             for out in node.outputs:
                 total += layer_macs(layer, out)
     return int(total)

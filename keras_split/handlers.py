@@ -22,7 +22,7 @@ Register a handler for your own layer with :func:`register_handler`.
 import numpy as np
 import keras
 
-from keras_split.channel_map import WeightEdit
+from keras_split.channel_map import ChannelMap, WeightEdit
 
 
 class LayerHandler:
@@ -45,6 +45,14 @@ class LayerHandler:
     def trace(self, layer, in_classes, out_shapes, graph):
         """Returns the class array of each output tensor."""
         return [in_classes[0]]
+
+    def propagate(self, layer, in_maps, out_masks):
+        """The ChannelMap of each output, given the inputs' maps.
+
+        ``out_masks`` says, per output tensor, which of its channels belong to a
+        split group (producers use it; pass-through layers follow their input).
+        """
+        return [in_maps[0]]
 
     def widen(self, layer, in_maps, out_maps):
         """Returns ``(config_updates, {weight_name: WeightEdit})``."""
@@ -111,6 +119,9 @@ class ProducerHandler(LayerHandler):
     def trace(self, layer, in_classes, out_shapes, graph):
         return [graph.new_classes(layer.name, out_shapes[0][-1])]
 
+    def propagate(self, layer, in_maps, out_masks):
+        return [ChannelMap.from_split_mask(out_masks[0])]
+
     def widen(self, layer, in_maps, out_maps):
         in_map, out_map = in_maps[0], out_maps[0]
         edits = {
@@ -134,6 +145,10 @@ class DepthwiseConv2DHandler(LayerHandler):
 
     def trace(self, layer, in_classes, out_shapes, graph):
         return [np.repeat(in_classes[0], layer.depth_multiplier)]
+
+    def propagate(self, layer, in_maps, out_masks):
+        # Output channel c * m + j comes from input channel c.
+        return [in_maps[0].repeat(layer.depth_multiplier)]
 
     def widen(self, layer, in_maps, out_maps):
         edits = {"kernel": WeightEdit([(2, in_maps[0], False)])}
@@ -160,6 +175,17 @@ class MergeHandler(LayerHandler):
             graph.union(in_classes[0], other)
         return [in_classes[0]]
 
+    def propagate(self, layer, in_maps, out_masks):
+        first = in_maps[0].src
+        for other in in_maps[1:]:
+            if not np.array_equal(other.src, first):
+                raise ValueError(
+                    f"Cannot split through '{layer.name}' ({type(layer).__name__}): "
+                    "its inputs would be widened in different channel orders "
+                    "(a DepthwiseConv2D with depth_multiplier > 1 on one branch)."
+                )
+        return [in_maps[0]]
+
     def widen(self, layer, in_maps, out_maps):
         return {}, {}
 
@@ -173,6 +199,13 @@ class ConcatenateHandler(MergeHandler):
             return [np.concatenate(in_classes)]
         return super().trace(layer, in_classes, out_shapes, graph)
 
+    def propagate(self, layer, in_maps, out_masks):
+        if layer.axis in (-1, len(layer.output.shape) - 1):
+            offsets = np.cumsum([0] + [m.old_size for m in in_maps[:-1]])
+            src = np.concatenate([m.src + off for m, off in zip(in_maps, offsets)])
+            return [ChannelMap(src, sum(m.old_size for m in in_maps))]
+        return super().propagate(layer, in_maps, out_masks)
+
 
 class FlattenHandler(LayerHandler):
     """Flatten (channels last): the channel classes repeat at every spatial position."""
@@ -180,6 +213,9 @@ class FlattenHandler(LayerHandler):
     def trace(self, layer, in_classes, out_shapes, graph):
         positions = out_shapes[0][-1] // max(in_classes[0].size, 1)
         return [np.tile(in_classes[0], positions)]
+
+    def propagate(self, layer, in_maps, out_masks):
+        return [in_maps[0].tile(out_masks[0].size // max(in_maps[0].old_size, 1))]
 
     def widen(self, layer, in_maps, out_maps):
         return {}, {}
@@ -198,6 +234,9 @@ class SinkHandler(LayerHandler):
         for classes in in_classes:
             graph.fix(classes)
         return [graph.fixed(shape[-1] if shape else 1) for shape in out_shapes]
+
+    def propagate(self, layer, in_maps, out_masks):
+        return [ChannelMap.identity(m.size) for m in out_masks]
 
     def widen(self, layer, in_maps, out_maps):
         return {}, {}

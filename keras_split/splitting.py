@@ -14,8 +14,8 @@ averaged over examples (the compiled loss is a mean over the batch).
   zero tensor whose custom gradient is the filter gradient, so the forward
   pass costs one extra convolution (``V . p``) per layer, and the backward pass
   differentiates only with respect to the ``Y`` slots. The Rayleigh quotient
-  ``v^T S v / v^T v`` is minimised with RMSprop over mini-batches, with the
-  eigenvectors re-normalised after every step. The eigenvalue is then measured
+  ``v^T S v / v^T v`` is minimised with RMSprop over mini-batches (cosine
+  learning-rate decay to 1 %), eigenvectors re-normalised after every step. The eigenvalue is then measured
   with the final ``v`` on evaluation batches: ``lambda = v^T (S v)``, with
   residual ``||S v - lambda v||``.
 
@@ -154,6 +154,11 @@ def _producer_forward(layer, x):
     return z, layer.activation(z)
 
 
+def graph_dtype(graph, name):
+    """The compute dtype of producer ``name``."""
+    return graph.producers[name].layer.compute_dtype
+
+
 def _check_finite(name, tensor, what):
     if not np.all(np.isfinite(tensor)):
         raise ValueError(
@@ -176,9 +181,9 @@ def _zero_result(layer, seed):
 
 
 # ------------------------------------------------------------------------- exact
-def exact_eigenpairs(graph, loss_fn, data, layers=None, batch_size=32,
-                     max_bytes=DEFAULT_MAX_EXACT_BYTES, verbose=0):
-    """Builds every splitting matrix and takes its smallest eigenpair with ``eigh``.
+def splitting_matrices(graph, loss_fn, data, layers=None, batch_size=32,
+                       max_bytes=DEFAULT_MAX_EXACT_BYTES, verbose=0):
+    """Builds the splitting matrix of every neuron, averaged over ``data``.
 
     Args:
         graph: the model's :class:`~keras_split.channel_graph.ChannelGraph`.
@@ -190,18 +195,17 @@ def exact_eigenpairs(graph, loss_fn, data, layers=None, batch_size=32,
         verbose: 0 silent, 1 progress bar.
 
     Returns:
-        ``{layer_name: Eigenpairs}``.
+        ``{layer_name: float64[units, fan_in, fan_in]}`` (symmetric).
 
     Raises:
         ValueError: when the matrices would not fit in ``max_bytes`` (the
             message says how much they need), for empty or non-finite data.
 
     Example:
-        >>> eig = exact_eigenpairs(graph, loss_fn, (x, y))
+        >>> s = splitting_matrices(graph, loss_fn, (x, y))["dense"]
     """
     layers = list(graph.splittable_layers if layers is None else layers)
-    dtype = keras.config.floatx()
-    itemsize = np.dtype(dtype).itemsize
+    itemsize = 8  # matrices are accumulated in float64
     sizes = {}
     for name in layers:
         kernel = graph.producers[name].layer.kernel
@@ -266,16 +270,36 @@ def exact_eigenpairs(graph, loss_fn, data, layers=None, batch_size=32,
         raise ValueError("data is empty: no batch to estimate splitting matrices from.")
     result = {}
     for name in layers:
-        layer = graph.producers[name].layer
+        units, fan_in = sizes[name]
         if name not in totals:
-            result[name] = _zero_result(layer, 0)
+            result[name] = np.zeros((units, fan_in, fan_in))
             continue
         s = totals[name] / n_batches
         _check_finite(name, s, "splitting matrices")
-        s = 0.5 * (s + np.transpose(s, (0, 2, 1)))
+        result[name] = 0.5 * (s + np.transpose(s, (0, 2, 1)))
+    return result
+
+
+def exact_eigenpairs(graph, loss_fn, data, layers=None, batch_size=32,
+                     max_bytes=DEFAULT_MAX_EXACT_BYTES, verbose=0):
+    """Builds every splitting matrix and takes its smallest eigenpair with ``numpy.linalg.eigh``.
+
+    Args: as :func:`splitting_matrices`.
+
+    Returns:
+        ``{layer_name: Eigenpairs}``; each vector's largest component is positive.
+
+    Raises:
+        ValueError: as :func:`splitting_matrices`.
+
+    Example:
+        >>> eig = exact_eigenpairs(graph, loss_fn, (x, y))
+    """
+    matrices = splitting_matrices(graph, loss_fn, data, layers, batch_size, max_bytes, verbose)
+    result = {}
+    for name, s in matrices.items():
         w, v = np.linalg.eigh(s)
         vec = v[:, :, 0]
-        # A deterministic sign: the largest component is positive.
         idx = np.argmax(np.abs(vec), axis=1)
         vec = vec * np.sign(vec[np.arange(vec.shape[0]), idx])[:, None]
         result[name] = Eigenpairs(w[:, 0], vec, np.zeros(w.shape[0]))
@@ -307,14 +331,15 @@ class FastEigenSolver:
         self.layers = list(graph.splittable_layers if layers is None else layers)
         self.active = _layers_with_signal(graph, self.layers)
         self.seed = seed
+        self.learning_rate = float(learning_rate)
         self.interp = _Interpreter(graph, self.active)
         rng = np.random.default_rng(seed)
-        dtype = keras.config.floatx()
         self.vectors = {}
         for name in self.active:
             shape = tuple(graph.producers[name].layer.kernel.shape)
             v = rng.standard_normal(shape)
             v /= np.sqrt(np.sum(v * v, axis=tuple(range(len(shape) - 1)), keepdims=True))
+            dtype = graph.producers[name].layer.kernel.dtype
             self.vectors[name] = keras.Variable(v.astype(dtype), name=f"{name}_split_v",
                                                 trainable=True)
         self.optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate)
@@ -325,7 +350,7 @@ class FastEigenSolver:
         """``S V`` of every active layer on one batch (the Y-slot gradients)."""
         interp, vectors = self.interp, self.vectors
         slots = {
-            name: tf.zeros(vectors[name].shape, dtype=vectors[name].dtype)
+            name: tf.zeros(vectors[name].shape, dtype=graph_dtype(self.graph, name))
             for name in self.active
         }
         aux = {}
@@ -333,7 +358,8 @@ class FastEigenSolver:
             tape.watch(list(slots.values()))
 
             def on_producer(name, layer, x_):
-                w = tf.stop_gradient(linear(layer, x_, vectors[name].value))
+                v = tf.cast(vectors[name].value, x_.dtype)
+                w = tf.stop_gradient(linear(layer, x_, v))
                 u = _zero_slot(layer, x_, slots[name], w)
                 aux[name] = (u, w)
                 if interp.chains[name].fused:
@@ -353,11 +379,24 @@ class FastEigenSolver:
             for n, g in zip(names, grads)
         }
 
+    def _learning_rate(self, step, total):
+        """Cosine decay from ``learning_rate`` to 1 % of it over the run."""
+        progress = min(step / max(total - 1, 1), 1.0)
+        return self.learning_rate * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * progress)))
+
     @staticmethod
     def _rayleigh(v, sv):
+        """``lambda = v^T S v`` and the Rayleigh gradient ``S v - lambda v``, relative to ``||S v||``.
+
+        Dividing by ``||S v||`` makes every neuron's step independent of the scale
+        of its matrix (splitting matrices of different layers differ by orders of
+        magnitude), so RMSprop's epsilon never stalls a neuron with a tiny ``S``.
+        """
         axes = list(range(len(v.shape) - 1))
         lam = tf.reduce_sum(v * sv, axis=axes)
-        return lam, sv - lam * v
+        norm = tf.sqrt(tf.reduce_sum(tf.square(sv), axis=axes))
+        tiny = tf.constant(np.finfo(v.dtype.as_numpy_dtype).tiny, v.dtype)
+        return lam, (sv - lam * v) / (norm + tiny)
 
     def _step(self, x, y, sw):
         svs = self._sv(x, y, sw)
@@ -385,10 +424,17 @@ class FastEigenSolver:
         if not self.active:
             return self
         dataset = data_utils.as_dataset(data, batch_size)
+        steps_per_epoch = int(dataset.cardinality())
+        if steps_per_epoch < 1:
+            steps_per_epoch = None  # unknown until the first epoch ends
+        step = 0
         for epoch in range(int(epochs)):
-            progbar = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
+            progbar = keras.utils.Progbar(steps_per_epoch, verbose=verbose, unit_name="batch")
             steps = 0
             for batch in dataset:
+                if steps_per_epoch:
+                    self.optimizer.learning_rate.assign(
+                        self._learning_rate(step, epochs * steps_per_epoch))
                 x, y, sw = data_utils.unpack(batch)
                 finite = self._step_fn(x, y, sw).numpy()
                 if not finite.all():
@@ -398,9 +444,11 @@ class FastEigenSolver:
                         "eigen estimation; check the data, the loss and the model."
                     )
                 steps += 1
+                step += 1
                 progbar.update(steps)
             if steps == 0:
                 raise ValueError("data is empty: no batch to estimate eigenpairs from.")
+            steps_per_epoch = steps
             logger.debug("fast eigen estimation: epoch %d/%d done", epoch + 1, epochs)
         return self
 

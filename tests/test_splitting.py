@@ -1,0 +1,173 @@
+"""Splitting math: exact matrices vs autodiff Hessians, fast vs exact, steepest descent."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_split as ks
+from keras_split import activations, splitting
+from tests import zoo
+
+# point layer (where the neuron's activation output lives) of every producer
+POINTS = {
+    "mlp": {"d1": "d1", "d2": "a2"},
+    "cnn_bn_swish": {"c1": "a1", "c2": "a2", "c3": "c3"},
+    "residual": {"stem": "act_stem", "res_conv": "act_res", "head": "head"},
+    "flatten_dense": {"c1": "c1", "d1": "d1"},
+    "separable": {"expand": "act_e", "pw": "act_pw", "pw2": "pw2"},
+}
+
+
+def _compiled(topology, surrogate=None, rng=None):
+    base = zoo.TOPOLOGIES[topology]()
+    zoo.randomize_batchnorm(base, rng or np.random.default_rng(3))
+    model = ks.GrowingModel(base, surrogate=surrogate)
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def reference_matrices(model, x, y, layer_name, point_name):
+    """S_i from the autodiff Hessian of sum_n dL/da_n * a_n w.r.t. the layer's kernel.
+
+    Shares no code with keras_split: plain Keras sub-models and nested tapes.
+    """
+    net = model.network
+    kernel = net.get_layer(layer_name).kernel
+    sub = keras.Model(net.inputs, [net.get_layer(point_name).output, net.outputs[0]])
+    with tf.GradientTape() as tape:
+        a, out = sub(x, training=False)
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y, out))
+    dlda = tf.stop_gradient(tape.gradient(loss, a))
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            a, _ = sub(x, training=False)
+            f = tf.reduce_sum(dlda * a)
+        g = inner.gradient(f, kernel)
+    h = outer.jacobian(g, kernel).numpy()
+    units = kernel.shape[-1]
+    d = int(np.prod(kernel.shape[:-1]))
+    h = h.reshape(d, units, d, units)
+    return np.stack([h[:, i, :, i] for i in range(units)])
+
+
+@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "flatten_dense"])
+def test_exact_matrices_match_autodiff_hessian(float64, topology):
+    model = _compiled(topology)
+    x, y = zoo.data_for(model.network, n=12)
+    mats = splitting.splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=12)
+    assert set(mats) == set(POINTS[topology])
+    for layer, point in POINTS[topology].items():
+        ref = reference_matrices(model, x, y, layer, point)
+        scale = np.abs(ref).max()
+        assert scale > 1e-8, layer
+        np.testing.assert_allclose(mats[layer], ref, atol=1e-6 * scale, rtol=1e-6)
+
+
+def test_exact_matrices_average_over_batches(float64):
+    model = _compiled("mlp")
+    x, y = zoo.data_for(model.network, n=24)
+    whole = splitting.splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=24)
+    parts = splitting.splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=8)
+    for name in whole:
+        np.testing.assert_allclose(parts[name], whole[name], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "separable", "flatten_dense"])
+def test_fast_matches_exact(topology):
+    model = _compiled(topology, surrogate="softplus")
+    x, y = zoo.data_for(model.network, n=32)
+    exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=32)
+    fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=32, epochs=400,
+                                      learning_rate=0.01)
+    assert set(fast) == set(exact) == set(model.splittable_layers)
+    top = max(np.abs(e.values).max() for e in exact.values())
+    checked = 0
+    for name in exact:
+        e, f = exact[name], fast[name]
+        assert f.vectors.shape == e.vectors.shape
+        np.testing.assert_allclose(np.linalg.norm(f.vectors, axis=1), 1.0, rtol=1e-5)
+        for k in np.flatnonzero(np.abs(e.values) >= 0.01 * top):
+            rel = abs(f.values[k] - e.values[k]) / abs(e.values[k])
+            cos = abs(f.vectors[k] @ e.vectors[k])
+            assert rel <= 0.02, (name, k, f.values[k], e.values[k])
+            assert cos >= 0.99, (name, k, cos)
+            checked += 1
+    assert checked >= 5
+
+
+def _loss(model, x, y):
+    return float(model.evaluate(x, y, batch_size=len(x), verbose=0))
+
+
+@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual"])
+def test_steepest_descent_identity(float64, topology):
+    """Loss change of splitting negative-lambda neurons = eps^2 / 2 * sum(lambda) within 1 %."""
+    model = _compiled(topology)
+    x, y = zoo.data_for(model.network, n=40)
+    eig = model.splitting_eigenpairs((x, y), method="exact", batch_size=40)
+    plan, total = {}, 0.0
+    groups = {}
+    for name, e in eig.items():
+        for k in np.argsort(e.values)[:2]:
+            groups.setdefault(model._graph.group_of(name, int(k)), []).append((name, int(k)))
+    for members in groups.values():
+        # The group's value is the sum over all its producers.
+        all_members = model._graph.group_members(model._graph.group_of(*members[0]))
+        value = sum(eig[n].values[u] for n, u in all_members)
+        if value < 0:
+            name, unit = members[0]
+            plan.setdefault(name, []).append(unit)
+            total += value
+    assert total < 0 and len(plan) >= 1
+    eps = 1e-3
+    before = _loss(model, x, y)
+    model.split(plan, eigenpairs=eig, epsilon=eps)
+    after = _loss(model, x, y)
+    predicted = eps**2 / 2 * total
+    assert abs((after - before) - predicted) <= 0.01 * abs(predicted), (after - before, predicted)
+
+
+def test_surrogate_gives_relu_nets_a_signal():
+    model = _compiled("mlp")  # tanh/swish: surrogate irrelevant
+    x, y = zoo.data_for(model.network)
+    relu = ks.GrowingModel(zoo.mlp(act="relu"), surrogate=None)
+    relu.compile(optimizer="sgd", loss="mse")
+    eig = relu.splitting_eigenpairs((x, y), method="exact")
+    np.testing.assert_array_equal(eig["d1"].values, 0.0)
+    assert np.any(eig["d2"].values != 0)  # swish after d2
+    soft = ks.GrowingModel(zoo.mlp(act="relu"), surrogate="softplus")
+    soft.set_weights(relu.get_weights())
+    soft.compile(optimizer="sgd", loss="mse")
+    eig2 = soft.splitting_eigenpairs((x, y), method="exact")
+    assert np.all(eig2["d1"].values < 0) or np.any(eig2["d1"].values != 0)
+    np.testing.assert_allclose(eig2["d2"].values, eig["d2"].values)
+    assert model.splittable_layers == ["d1", "d2"]
+
+
+@pytest.mark.parametrize(
+    "name, closed_form",
+    [
+        ("tanh", lambda z: -2 * np.tanh(z) * (1 - np.tanh(z) ** 2)),
+        ("sigmoid", lambda z: (s := 1 / (1 + np.exp(-z))) * (1 - s) * (1 - 2 * s)),
+        ("softplus", lambda z: (s := 1 / (1 + np.exp(-z))) * (1 - s)),
+        ("swish", lambda z: (s := 1 / (1 + np.exp(-z))) * (1 - s) * (2 + z * (1 - 2 * s))),
+        ("gelu", lambda z: np.exp(-z * z / 2) / np.sqrt(2 * np.pi) * (2 - z * z)),
+    ],
+)
+def test_true_second_derivatives(name, closed_form):
+    z = np.linspace(-3, 3, 13)
+    fn = keras.activations.get(name)
+    act = activations.NeuronActivation(fn, activations.activation_name(fn), "softplus")
+    assert not act.uses_surrogate
+    got = act.second_derivative(tf.constant(z, tf.float64)).numpy()
+    np.testing.assert_allclose(got, closed_form(z), rtol=1e-6, atol=1e-9)
+
+
+def test_relu_surrogate_is_softplus_beta3():
+    z = np.linspace(-2, 2, 9)
+    act = activations.NeuronActivation(keras.activations.relu, "relu", "softplus")
+    s = 1 / (1 + np.exp(-3 * z))
+    np.testing.assert_allclose(act.second_derivative(tf.constant(z)).numpy(), 3 * s * (1 - s))
+    act = activations.NeuronActivation(keras.activations.relu, "relu", None)
+    np.testing.assert_array_equal(act.second_derivative(tf.constant(z)).numpy(), 0.0)
