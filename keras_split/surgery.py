@@ -65,7 +65,8 @@ def resolve_plan(graph, plan):
             group = graph.group_of(name, int(unit))
             if group == FIXED:
                 raise ValueError(
-                    f"Unit {unit} of layer '{name}' cannot be split: its channel "
+                    f"Unit {unit} of layer '{name}' "
+                    f"({type(graph.producers[name].layer).__name__}) cannot be split: its channel "
                     "reaches a model output, a model input or a channel-mixing layer."
                 )
             groups.add(group)

@@ -1,0 +1,205 @@
+"""GrowingModel as a Keras model: training, saving, optimizer state, and bad input."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_split as ks
+from tests import zoo
+
+L = keras.layers
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def _assert_unchanged(model, weights, config):
+    after = _weights(model)
+    assert len(after) == len(weights)
+    for a, b in zip(after, weights):
+        np.testing.assert_array_equal(a, b)
+    assert model.network.get_config() == config
+
+
+def test_fit_after_split_keeps_optimizer_config_and_slots():
+    model = ks.GrowingModel(zoo.cnn_bn_swish())
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9), loss="mse")
+    x, y = zoo.data_for(model.network, n=32)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    old_opt = model.optimizer
+    old_momentum = {v.name: np.array(v) for v in old_opt.variables}
+    eig = model.splitting_eigenpairs((x, y), method="exact")
+    model.split({"c1": [1], "c2": [0, 4]}, eigenpairs=eig, epsilon=1e-2)
+    opt = model.optimizer
+    assert type(opt) is keras.optimizers.SGD and opt is not old_opt
+    assert float(opt.learning_rate) == pytest.approx(0.05)
+    assert opt.momentum == 0.9
+    assert int(opt.iterations) == 4
+    # Unchanged weights keep their momentum; widened ones copy it per child.
+    new_momentum = {v.name: np.array(v) for v in opt.variables}
+    np.testing.assert_array_equal(new_momentum["c3_bias_momentum"], old_momentum["c3_bias_momentum"])
+    np.testing.assert_array_equal(new_momentum["c1_kernel_momentum"],
+                                  old_momentum["c1_kernel_momentum"][..., [0, 1, 1, 2, 3]])
+    np.testing.assert_array_equal(new_momentum["bn1_gamma_momentum"],
+                                  old_momentum["bn1_gamma_momentum"][[0, 1, 1, 2, 3]])
+    assert new_momentum["c2_kernel_momentum"].shape == (3, 3, 5, 7)
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert int(model.optimizer.iterations) == 8
+
+
+def test_keras_round_trip_after_split(tmp_path):
+    model = ks.GrowingModel(zoo.residual())
+    model.compile(optimizer="adam", loss="mse")
+    x, y = zoo.data_for(model.network, n=16)
+    model.fit(x, y, epochs=1, verbose=0)
+    model.split({"stem": [0, 3], "head": [1]}, epsilon=0.0)
+    model.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "grown.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, ks.GrowingModel)
+    assert loaded.network.get_layer("stem").kernel.shape[-1] == 6
+    assert loaded.network.get_layer("res_conv").kernel.shape[-1] == 6
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert loaded.splittable_layers == model.splittable_layers
+    loaded.fit(x, y, epochs=1, verbose=0)
+
+
+def test_summary_and_evaluate_behave_like_keras():
+    model = ks.GrowingModel(zoo.mlp())
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    x, y = zoo.data_for(model.network, n=8)
+    plain = zoo.mlp()
+    plain.set_weights(model.get_weights())
+    plain.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    np.testing.assert_allclose(model.evaluate(x, y, verbose=0), plain.evaluate(x, y, verbose=0), rtol=1e-6)
+    lines = []
+    model.summary(print_fn=lambda s, **k: lines.append(s))
+    assert any("mlp" in line for line in lines)
+    assert ks.count_flops(model) == 6 * 5 + 5 * 4 + 4 * 3
+
+
+def test_count_flops_conv_and_depthwise():
+    model = zoo.separable_block()
+    expected = (
+        8 * 8 * 3 * 4  # expand 1x1
+        + 8 * 8 * 9 * 4  # dw
+        + 8 * 8 * 4 * 5  # pw
+        + 4 * 4 * 9 * 5 * 2  # dw2, stride 2, multiplier 2
+        + 4 * 4 * 10 * 3  # pw2
+        + 3 * 2  # out
+    )
+    assert ks.count_flops(model) == expected
+
+
+# ---------------------------------------------------------------------------- bad input
+class Custom(L.Layer):
+    def call(self, x):
+        return x * 2
+
+
+@pytest.mark.parametrize(
+    "build, pattern",
+    [
+        (lambda: keras.Sequential([keras.Input((5, 3)), L.LSTM(4, name="lstm"), L.Dense(2)]),
+         "'lstm' of type LSTM"),
+        (lambda: keras.Sequential([keras.Input((3,)), L.Dense(4), Custom(name="mine"), L.Dense(2)]),
+         "'mine' of type Custom"),
+    ],
+)
+def test_unsupported_layers_are_named(build, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ks.GrowingModel(build())
+
+
+def test_shared_layer_is_refused():
+    x = keras.Input((4,))
+    shared = L.Dense(4, activation="tanh", name="shared")
+    out = L.Dense(1)(L.Add()([shared(x), shared(shared(x))]))
+    with pytest.raises(ValueError, match="'shared'.*shared"):
+        ks.GrowingModel(keras.Model(x, out))
+
+
+def test_nested_model_is_refused():
+    inner = keras.Sequential([keras.Input((3,)), L.Dense(3)], name="inner")
+    x = keras.Input((3,))
+    with pytest.raises(ValueError, match="'inner' is a nested model"):
+        ks.GrowingModel(keras.Model(x, L.Dense(1)(inner(x))))
+
+
+def test_subclassed_model_is_refused():
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="Sub"):
+        ks.GrowingModel(Sub())
+
+
+@pytest.mark.parametrize(
+    "plan, pattern",
+    [
+        ({"nope": [0]}, "Unknown layer name 'nope'"),
+        ({"bn1": [0]}, "'bn1' \\(BatchNormalization\\) is not a splittable layer"),
+        ({"out": [0]}, "Unit 0 of layer 'out' \\(Dense\\) cannot be split: .* model output"),
+        ({"c1": [4]}, "Unit index 4 is out of range for layer 'c1' \\(Conv2D\\) with 4 units"),
+        ({"c2": [-1]}, "Unit index -1 is out of range for layer 'c2'"),
+        ({"c2": ["a"]}, "Unit index 'a' of layer 'c2'"),
+        ({"c2": [0, 7]}, "out of range"),
+        (["c2"], "must be a dict"),
+    ],
+)
+def test_bad_split_plans_leave_model_unchanged(plan, pattern):
+    model = ks.GrowingModel(zoo.cnn_bn_swish())
+    weights, config = _weights(model), model.network.get_config()
+    with pytest.raises(ValueError, match=pattern):
+        model.split(plan, epsilon=0.0)
+    _assert_unchanged(model, weights, config)
+
+
+def test_missing_or_stale_eigenpairs_leave_model_unchanged():
+    model = ks.GrowingModel(zoo.mlp())
+    weights, config = _weights(model), model.network.get_config()
+    with pytest.raises(ValueError, match="No eigenpairs for layer 'd1'"):
+        model.split({"d1": [0]}, epsilon=0.1)
+    stale = {"d1": ks.Eigenpairs(np.zeros(4), np.zeros((4, 6)))}
+    with pytest.raises(ValueError, match="'d1' have shape \\(4, 6\\), expected \\(5, 6\\)"):
+        model.split({"d1": [0]}, eigenpairs=stale, epsilon=0.1)
+    with pytest.raises(ValueError, match="epsilon"):
+        model.split({"d1": [0]}, epsilon=float("nan"))
+    _assert_unchanged(model, weights, config)
+
+
+def test_eigen_estimation_input_errors():
+    model = ks.GrowingModel(zoo.mlp())
+    x, y = zoo.data_for(model.network, n=8)
+    with pytest.raises(ValueError, match="compiled"):
+        model.splitting_eigenpairs((x, y))
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="method must be one of"):
+        model.splitting_eigenpairs((x, y), method="lanczos")
+    with pytest.raises(ValueError, match="'bogus' is not a splittable layer"):
+        model.splitting_eigenpairs((x, y), layers=["bogus"])
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    for method in ("fast", "exact"):
+        with pytest.raises(ValueError, match="Non-finite .* layer 'd"):
+            model.splitting_eigenpairs((bad, y), method=method, epochs=1)
+    with pytest.raises(ValueError, match="empty"):
+        model.splitting_eigenpairs(tf.data.Dataset.from_tensor_slices((x, y)).batch(4).take(0))
+    with pytest.raises(ValueError, match="would need .* GiB"):
+        model.splitting_eigenpairs((x, y), method="exact", max_bytes=100)
+
+
+def test_fast_path_adds_nothing_to_training():
+    """The plain layers are the model: same trainable variables, no splitting variables."""
+    base = zoo.cnn_bn_swish()
+    model = ks.GrowingModel(base)
+    assert [v.path for v in model.trainable_variables] == [v.path for v in base.trainable_variables]
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = zoo.data_for(base, n=8)
+    model.splitting_eigenpairs((x, y), epochs=1)
+    assert [v.path for v in model.variables] == [v.path for v in base.variables]
