@@ -1,0 +1,119 @@
+"""Cost of splitting each coupled group: the MACs (or parameters) it adds to the network.
+
+Splitting group ``g`` widens every tensor that carries one of its channels by
+the number of such channels. A Dense/Conv2D layer with ``cin`` inputs and
+``cout`` outputs, ``k`` kernel positions and ``P`` output positions costs
+``P * k * cin * cout`` MACs; if the split adds ``a`` input and ``b`` output
+channels it adds ``P * k * (a * cout + cin * b + a * b)``: the child filters,
+the extra input channels of every consumer (at every position after a
+Flatten), and the duplicated DepthwiseConv2D filters (``P * k * m * a``).
+Costs are measured on the current network, so they change from stage to stage.
+"""
+
+import keras
+import numpy as np
+
+from keras_split.flops import layer_macs
+
+COST_MODES = ("flops", "params", "uniform")
+
+
+def _positions(tensor):
+    shape = tuple(tensor.shape)[1:-1]
+    return int(np.prod(shape)) if shape else 1
+
+
+def _counts(graph, tensor, index, n_cols):
+    """Per column of ``index`` (group id -> column), how many channels of ``tensor`` it has."""
+    roots = graph.root[graph.tensor_classes[id(tensor)]]
+    counts = np.zeros(n_cols)
+    cols = np.array([index.get(int(r), -1) for r in roots], dtype=np.int64)
+    np.add.at(counts, cols[cols >= 0], 1.0)
+    return counts
+
+
+def _added_cost(graph, index, n_cols, mode):
+    """The cost each column of groups adds when its groups are split together."""
+    total = np.zeros(n_cols)
+    L = keras.layers
+    for n in graph.nodes:
+        layer = n.layer
+        if not layer.weights or not n.inputs:
+            continue
+        a = _counts(graph, n.inputs[0], index, n_cols)
+        b = _counts(graph, n.outputs[0], index, n_cols)
+        pos = _positions(n.outputs[0]) if mode == "flops" else 1
+        if isinstance(layer, L.DepthwiseConv2D):
+            k = int(np.prod(layer.kernel.shape[:2])) * layer.depth_multiplier
+            total += pos * k * a
+            if mode == "params" and layer.use_bias:
+                total += b
+        elif isinstance(layer, (L.Dense, L.Conv2D)):
+            k = int(np.prod(layer.kernel.shape[:-2]))
+            cin, cout = layer.kernel.shape[-2], layer.kernel.shape[-1]
+            total += pos * k * (a * cout + cin * b + a * b)
+            if mode == "params" and layer.use_bias:
+                total += b
+        elif mode == "params":
+            # Per-channel weights (BatchNormalization, PReLU): one entry per channel.
+            channels = n.inputs[0].shape[-1]
+            per = sum(int(np.prod(w.shape[:-1])) for w in layer.weights if w.shape[-1] == channels)
+            total += per * a
+    return total
+
+
+def _check_mode(mode):
+    if mode not in COST_MODES:
+        raise ValueError(f"cost mode must be one of {COST_MODES} or a callable, got {mode!r}.")
+
+
+def group_costs(graph, groups, mode="flops"):
+    """Cost of splitting each group alone, on the current network.
+
+    Args:
+        graph: a :class:`~keras_split.channel_graph.ChannelGraph`.
+        groups: list of group ids.
+        mode: ``"flops"`` (MACs), ``"params"`` (weights, BatchNorm statistics
+            included) or ``"uniform"`` (1 per group).
+
+    Returns:
+        ``float64[len(groups)]``.
+
+    Raises:
+        ValueError: for an unknown mode.
+
+    Example:
+        >>> group_costs(graph, [g1, g2], "flops")
+        array([1152., 864.])
+    """
+    _check_mode(mode)
+    groups = [int(g) for g in groups]
+    if mode == "uniform":
+        return np.ones(len(groups))
+    return _added_cost(graph, {g: i for i, g in enumerate(groups)}, len(groups), mode)
+
+
+def network_cost(graph, mode="flops"):
+    """The current network's total cost in the same unit as :func:`group_costs`.
+
+    Returns:
+        MACs for ``"flops"``, the parameter count for ``"params"``, the number
+        of splittable groups for ``"uniform"``.
+    """
+    _check_mode(mode)
+    if mode == "flops":
+        return float(sum(layer_macs(n.layer, n.outputs[0]) for n in graph.nodes))
+    if mode == "params":
+        return float(graph.model.count_params())
+    return float(len(graph.groups))
+
+
+def widened_cost(graph, groups, mode="flops"):
+    """The exact total cost after splitting all ``groups`` together (cross terms included)."""
+    _check_mode(mode)
+    groups = [int(g) for g in groups]
+    if mode == "uniform" or not groups:
+        return network_cost(graph, mode) + (len(groups) if mode == "uniform" else 0)
+    return network_cost(graph, mode) + float(
+        _added_cost(graph, {g: 0 for g in groups}, 1, mode)[0]
+    )

@@ -1,0 +1,208 @@
+"""Energy-aware selection: which neurons to split under a cost budget (a knapsack).
+
+Minimise ``sum_i beta_i * lambda_i`` subject to ``sum_i beta_i * cost_i <= budget``
+and ``beta_i in {0, 1}``, optionally with per-layer caps on the number of new
+units and with every grown layer's width rounded to a multiple (e.g. 8).
+
+* ``solver="milp"`` solves it exactly with ``scipy.optimize.milp`` (HiGHS).
+* ``solver="lp"`` solves the LP relaxation ``0 <= beta <= 1`` with
+  ``scipy.optimize.linprog(method="highs")`` as the energy-aware splitting paper
+  does, then rounds: items with ``beta >= 1 - 1e-9`` are kept, fractional ones
+  dropped, and the remaining candidates are added greedily by ``lambda / cost``
+  while the budget and the caps allow (a knapsack LP has at most one fractional
+  item per constraint, so this loses little).
+* ``solver="greedy_value"``: the original ("vanilla") splitting, by ``lambda``
+  alone: candidates in order of increasing ``lambda`` until the next does not fit.
+
+This module knows nothing of models: it works on arrays.
+"""
+
+import numpy as np
+from scipy import optimize
+
+SOLVERS = ("milp", "lp", "greedy_value")
+
+
+def _validate(values, costs, budget, layer_of, max_units, round_to, widths):
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    costs = np.asarray(costs, dtype=np.float64).reshape(-1)
+    if values.shape != costs.shape:
+        raise ValueError(f"values and costs differ in length: {values.size} vs {costs.size}.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("values contain non-finite entries.")
+    if not np.all(np.isfinite(costs)) or np.any(costs < 0):
+        raise ValueError("costs must be finite and non-negative.")
+    if not (np.isscalar(budget) and np.isfinite(budget) and budget >= 0):
+        raise ValueError(f"budget must be a finite non-negative number, got {budget!r}.")
+    n = values.size
+    if layer_of is None:
+        membership = np.zeros((0, n))
+    else:
+        membership = np.asarray(layer_of, dtype=np.float64)
+        if membership.ndim == 1:
+            labels = membership.astype(np.int64)
+            membership = np.zeros((labels.max() + 1 if n else 0, n))
+            membership[labels, np.arange(n)] = 1
+        if membership.shape[1] != n:
+            raise ValueError(f"layer_of must have {n} columns, got {membership.shape}.")
+    n_layers = membership.shape[0]
+    caps = None
+    if max_units is not None:
+        caps = np.broadcast_to(np.asarray(max_units, dtype=np.float64), (n_layers,))
+        if np.any(caps < 0):
+            raise ValueError(f"max_units must be non-negative, got {max_units!r}.")
+    if round_to is not None:
+        if not isinstance(round_to, (int, np.integer)) or round_to < 1:
+            raise ValueError(f"round_to must be a positive integer, got {round_to!r}.")
+        if widths is None or len(widths) != n_layers:
+            raise ValueError("round_to needs layer_of and the current widths of every layer.")
+    return values, costs, membership, caps
+
+
+def select_neurons(values, costs, budget, solver="milp", layer_of=None, max_units=None,
+                   round_to=None, widths=None, time_limit=60.0):
+    """Chooses the neurons (or coupled groups) to split.
+
+    Args:
+        values: ``lambda_i``, the splitting value of each candidate (negative is useful).
+        costs: ``cost_i >= 0`` of splitting each candidate.
+        budget: the largest total cost.
+        solver: ``"milp"`` (exact), ``"lp"`` (paper's relaxation + rounding) or
+            ``"greedy_value"`` (vanilla: by ``lambda`` alone).
+        layer_of: optional layer membership, either an int label per candidate
+            or a ``[layers, candidates]`` count matrix (a coupled group counts
+            once in each of its layers). Needed for ``max_units`` and ``round_to``.
+        max_units: optional cap (scalar or per layer) on the new units of a layer.
+        round_to: ``milp`` only: every layer that grows ends at a width that is a
+            multiple of this.
+        widths: current width of every layer (with ``round_to``).
+        time_limit: seconds for the MILP solver.
+
+    Returns:
+        A sorted ``int64`` array of selected candidate indices. Candidates with
+        ``lambda >= 0`` are never selected (they cannot lower the loss).
+
+    Raises:
+        ValueError: for inconsistent arguments, an unknown solver, or a MILP the
+            solver could not solve.
+
+    Example:
+        >>> select_neurons([-3.0, -2.0, -1.0], [2.0, 1.0, 1.0], budget=2.0)
+        array([1, 2])
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+    values, costs, membership, caps = _validate(
+        values, costs, budget, layer_of, max_units, round_to, widths
+    )
+    if round_to is not None and solver != "milp":
+        raise ValueError("round_to needs solver='milp'.")
+    cand = np.flatnonzero(values < 0)
+    if cand.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    v, c, m = values[cand], costs[cand], membership[:, cand]
+    if solver == "milp":
+        chosen = _milp(v, c, budget, m, caps, round_to, widths, time_limit)
+    elif solver == "lp":
+        chosen = _lp(v, c, budget, m, caps)
+    else:
+        chosen = _greedy_by_value(v, c, budget, m, caps)
+    return np.sort(cand[chosen]).astype(np.int64)
+
+
+def _milp(v, c, budget, m, caps, round_to, widths, time_limit):
+    n, n_layers = v.size, m.shape[0]
+    rows, lows, highs = [c], [-np.inf], [float(budget)]
+    integrality = [np.ones(n)]
+    objective = [v]
+    upper = [np.ones(n)]
+    extra = 0
+    if caps is not None:
+        for l in range(n_layers):
+            rows.append(m[l])
+            lows.append(-np.inf)
+            highs.append(caps[l])
+    if round_to is not None:
+        # Per layer l: k_l >= 0 integer, z_l binary.
+        #   sum_i m_li beta_i - round_to * k_l - r_l * z_l == 0
+        #   sum_i m_li beta_i - n_l * z_l <= 0
+        extra = 2 * n_layers
+        big = m.sum(axis=1)
+        rem = (-np.asarray(widths, dtype=np.int64)) % round_to
+        objective.append(np.zeros(extra))
+        integrality.append(np.ones(extra))
+        upper.append(np.concatenate([np.full(n_layers, np.inf), np.ones(n_layers)]))
+    total = n + extra
+    a = []
+    for row in rows:
+        full = np.zeros(total)
+        full[: row.size] = row
+        a.append(full)
+    if round_to is not None:
+        for l in range(n_layers):
+            eq = np.zeros(total)
+            eq[:n] = m[l]
+            eq[n + l] = -round_to
+            eq[n + n_layers + l] = -rem[l]
+            a.append(eq)
+            lows.append(0.0)
+            highs.append(0.0)
+            le = np.zeros(total)
+            le[:n] = m[l]
+            le[n + n_layers + l] = -big[l]
+            a.append(le)
+            lows.append(-np.inf)
+            highs.append(0.0)
+    res = optimize.milp(
+        c=np.concatenate(objective),
+        constraints=optimize.LinearConstraint(np.array(a), lows, highs),
+        integrality=np.concatenate(integrality),
+        bounds=optimize.Bounds(np.zeros(total), np.concatenate(upper)),
+        options={"time_limit": time_limit},
+    )
+    if res.x is None:
+        raise ValueError(f"The knapsack MILP failed: {res.message}")
+    return np.flatnonzero(res.x[:n] > 0.5)
+
+
+def _feasible_add(i, c, budget, m, caps, spent, counts):
+    if spent + c[i] > budget * (1 + 1e-12) + 1e-12:
+        return False
+    if caps is not None and np.any(counts + m[:, i] > caps + 1e-9):
+        return False
+    return True
+
+
+def _lp(v, c, budget, m, caps):
+    a, b = [c], [float(budget)]
+    if caps is not None:
+        a.extend(m)
+        b.extend(caps)
+    res = optimize.linprog(v, A_ub=np.array(a), b_ub=np.array(b),
+                           bounds=[(0, 1)] * v.size, method="highs")
+    if res.x is None:
+        raise ValueError(f"The knapsack LP failed: {res.message}")
+    chosen = res.x >= 1 - 1e-9
+    spent = float(c[chosen].sum())
+    counts = m[:, chosen].sum(axis=1)
+    ratio = v / np.maximum(c, 1e-300)
+    for i in np.argsort(ratio, kind="stable"):
+        if not chosen[i] and _feasible_add(i, c, budget, m, caps, spent, counts):
+            chosen[i] = True
+            spent += c[i]
+            counts = counts + m[:, i]
+    return np.flatnonzero(chosen)
+
+
+def _greedy_by_value(v, c, budget, m, caps):
+    chosen = np.zeros(v.size, dtype=bool)
+    spent, counts = 0.0, np.zeros(m.shape[0])
+    for i in np.argsort(v, kind="stable"):
+        if not _feasible_add(i, c, budget, m, caps, spent, counts):
+            if caps is not None and np.any(counts + m[:, i] > caps + 1e-9):
+                continue  # this layer is full; others may still grow
+            break
+        chosen[i] = True
+        spent += c[i]
+        counts = counts + m[:, i]
+    return np.flatnonzero(chosen)
