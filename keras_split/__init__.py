@@ -4,8 +4,13 @@ from keras_split import handlers
 from keras_split.eigenpairs import Eigenpairs
 from keras_split.flops import count_flops
 from keras_split.growing_model import GrowingModel
+from keras_split.growth_stage import GrowthStage
+from keras_split.selection import select_neurons
 from keras_split.handlers import register_handler
 
 __version__ = "0.1.0"
 
-__all__ = ["Eigenpairs", "GrowingModel", "count_flops", "handlers", "register_handler"]
+__all__ = [
+    "Eigenpairs", "GrowingModel", "GrowthStage", "count_flops", "handlers",
+    "register_handler", "select_neurons",
+]

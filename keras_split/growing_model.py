@@ -5,7 +5,9 @@ import logging
 import keras
 import numpy as np
 
-from keras_split import splitting, surgery
+import tensorflow as tf
+
+from keras_split import data_utils, growth, splitting, surgery
 from keras_split.activations import validate_surrogate
 from keras_split.channel_graph import ChannelGraph
 
@@ -77,7 +79,7 @@ class GrowingModel(keras.Model):
         >>> model.split({"dense": [0, 3]}, eigenpairs=eig, epsilon=1e-2)
     """
 
-    def __init__(self, model, surrogate="softplus", **kwargs):
+    def __init__(self, model, surrogate="softplus", growth_history=None, **kwargs):
         self.surrogate = validate_surrogate(surrogate)
         network = as_functional(model)
         graph = ChannelGraph(network, surrogate=self.surrogate)
@@ -85,6 +87,7 @@ class GrowingModel(keras.Model):
         super().__init__(**kwargs)
         self.network = network
         self._graph = graph
+        self.growth_history = list(growth_history or [])
         self.built = True
 
     # --------------------------------------------------------------- keras API
@@ -98,6 +101,7 @@ class GrowingModel(keras.Model):
         return {
             "model": keras.saving.serialize_keras_object(self.network),
             "surrogate": self.surrogate,
+            "growth_history": list(self.growth_history),
             "name": self.name,
         }
 
@@ -136,6 +140,22 @@ class GrowingModel(keras.Model):
                                      sample_weight=sample_weight, training=False)
 
         return loss_fn
+
+    def _check_labels(self, dataset):
+        """Raises a clear ValueError when the first batch does not fit the model and loss."""
+        for batch in dataset.take(1):
+            x, y, sw = data_utils.unpack(batch)
+            try:
+                y_pred = self(x, training=False)
+                loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw,
+                                         training=False)
+            except (ValueError, TypeError, tf.errors.InvalidArgumentError) as err:
+                shapes = f"x {tuple(x.shape)}, y {tuple(y.shape)}"
+                raise ValueError(
+                    f"The data does not match the model and its compiled loss "
+                    f"({shapes}): {str(err).splitlines()[0]}"
+                ) from err
+            del loss  # non-finite values are reported per layer by the estimators
 
     def splitting_eigenpairs(self, data, method="fast", layers=None, batch_size=32,
                              epochs=5, learning_rate=0.01, eval_data=None, seed=0,
@@ -177,6 +197,7 @@ class GrowingModel(keras.Model):
                         f"Splittable layers: {self._graph.splittable_layers}."
                     )
         loss_fn = self._loss_fn()
+        self._check_labels(data_utils.as_dataset(data, batch_size))
         if method == "exact":
             return splitting.exact_eigenpairs(
                 self._graph, loss_fn, data, layers=layers, batch_size=batch_size,
@@ -232,23 +253,23 @@ class GrowingModel(keras.Model):
 
     def _replace_network(self, network, graph, var_edits):
         old_optimizer = getattr(self, "optimizer", None)
-        old_vars = {v.path: v for v in self.network.trainable_variables}
+        had_train_function = self.train_function is not None
         self._tracker.unlock()
         self._tracker.untrack(self.network)
         self.network = network
         self._graph = graph
         self.train_function = self.test_function = self.predict_function = None
-        self._trainable_variables_cache = None
-        if old_optimizer is not None and getattr(self, "_compile_config", None) is not None:
-            self._rebuild_optimizer(old_optimizer, old_vars, var_edits)
+        if old_optimizer is not None and self.compiled:
+            self.optimizer = self._rebuild_optimizer(old_optimizer, var_edits)
+        if had_train_function:
+            # Growing inside fit (GrowthCallback): the loop calls train_function next.
+            self.make_train_function(force=True)
 
-    def _rebuild_optimizer(self, old, old_vars, var_edits):
-        config = dict(self._compile_config.config)
+    def _rebuild_optimizer(self, old, var_edits):
+        """A fresh optimizer of the same config, with the old one's state carried over."""
         new = old.__class__.from_config(old.get_config())
-        config["optimizer"] = new
-        self.compile(**config)
         if not old.built:
-            return
+            return new
         new.build(self.trainable_variables)
         new.iterations.assign(old.iterations)
         old_slots = {v.name: v for v in old.variables}
@@ -269,3 +290,65 @@ class GrowingModel(keras.Model):
                 if tuple(value.shape) != tuple(slot.shape):
                     continue
             slot.assign(value)
+        return new
+
+    # ----------------------------------------------------------------- growth
+    def grow(self, data, growth_ratio=0.5, epsilon=1e-2, method="fast", eigen_epochs=3,
+             cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
+             batch_size=32, learning_rate=0.01, eval_data=None, seed=0, dry_run=False,
+             log_dir=None, verbose=0):
+        """One energy-aware growth stage: eigenpairs, costs, knapsack selection, split.
+
+        The budget is ``growth_ratio`` times the current network's cost, so that
+        with ``cost="flops"`` the MACs after the stage are at most
+        ``(1 + growth_ratio)`` times the MACs before (the exact cost of the
+        selection, cross terms included, is checked).
+
+        Args:
+            data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)`` tuple.
+                Unless ``eval_data`` is given, the last 20 % of its batches (when
+                it has at least 5) are held out to measure the final eigenvalues,
+                residuals and the loss change.
+            growth_ratio: budget as a fraction of the current cost, in (0, 100].
+            epsilon: absolute step along each unit eigenvector.
+            method: ``"fast"`` or ``"exact"`` eigenpairs.
+            eigen_epochs: fast method: passes over the estimation batches.
+            cost: ``"flops"`` (energy-aware, the paper), ``"params"``,
+                ``"uniform"`` (vanilla splitting: by lambda alone, under the
+                MACs budget), or a callable ``layer -> cost of one of its
+                neurons`` (e.g. from a latency table).
+            solver: ``"milp"`` (exact knapsack), ``"lp"`` (the paper's
+                relaxation and rounding) or ``"greedy_value"``.
+            threshold: only groups with ``lambda < threshold`` (<= 0) are candidates.
+            max_units: cap on new units per layer (int, or ``{layer: int}``).
+            round_to: ``milp``: grown layers end at a multiple of this width.
+            batch_size: for array data.
+            learning_rate: fast method: RMSprop step size.
+            eval_data: batches for the final eigenvalues and the loss change.
+            seed: seed of the fast method's initial vectors.
+            dry_run: return the plan without changing the model.
+            log_dir: write TensorBoard scalars and lambda histograms there.
+            verbose: 0 silent, 1 progress bar and a one-line summary.
+
+        Returns:
+            A :class:`keras_split.GrowthStage`, also appended (as a dict) to
+            ``growth_history`` unless ``dry_run``.
+
+        Raises:
+            ValueError: for a bad argument (naming it), an uncompiled model, or
+                empty or non-finite data. A stage that splits nothing is not an error.
+
+        Example:
+            >>> stage = model.grow(train_ds, growth_ratio=0.5)
+            >>> print(stage.summary())
+        """
+        stage = growth.run_stage(
+            self, data, growth_ratio=growth_ratio, epsilon=epsilon, method=method,
+            eigen_epochs=eigen_epochs, cost=cost, solver=solver, threshold=threshold,
+            max_units=max_units, round_to=round_to, batch_size=batch_size,
+            learning_rate=learning_rate, eval_data=eval_data, seed=seed,
+            dry_run=dry_run, log_dir=log_dir, verbose=verbose,
+        )
+        if not dry_run:
+            self.growth_history.append(stage.to_dict())
+        return stage

@@ -1,0 +1,252 @@
+"""One growth stage: estimate eigenpairs, cost every coupled group, select, split.
+
+:func:`run_stage` is what :meth:`keras_split.GrowingModel.grow` calls; it is
+kept apart from the model class so that the math, cost and selection modules
+stay free of the growing loop.
+"""
+
+import logging
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_split import costs as cost_lib
+from keras_split import data_utils, selection
+from keras_split.flops import count_flops
+from keras_split.growth_stage import GrowthStage
+
+logger = logging.getLogger(__name__)
+
+MAX_GROWTH_RATIO = 100.0
+
+
+def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold):
+    """Raises ValueError for a bad argument of :func:`run_stage`, naming it."""
+    if (isinstance(growth_ratio, bool) or not isinstance(growth_ratio, (int, float, np.floating))
+            or not math.isfinite(growth_ratio) or growth_ratio <= 0
+            or growth_ratio > MAX_GROWTH_RATIO):
+        raise ValueError(
+            f"growth_ratio must be a finite number in (0, {MAX_GROWTH_RATIO}], got {growth_ratio!r}."
+        )
+    if not isinstance(epsilon, (int, float, np.floating)) or not math.isfinite(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be a finite non-negative number, got {epsilon!r}.")
+    if not (callable(cost) or cost in cost_lib.COST_MODES):
+        raise ValueError(f"cost must be one of {cost_lib.COST_MODES} or a callable, got {cost!r}.")
+    if solver not in selection.SOLVERS:
+        raise ValueError(f"solver must be one of {selection.SOLVERS}, got {solver!r}.")
+    if method not in ("fast", "exact"):
+        raise ValueError(f"method must be 'fast' or 'exact', got {method!r}.")
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold > 0:
+        raise ValueError(f"threshold must be a finite number <= 0, got {threshold!r}.")
+
+
+def split_holdout(dataset, fraction=0.2):
+    """``(estimation, held_out)`` batches: the last ``fraction`` of batches are held out.
+
+    With fewer than 5 batches (or an unknown length) both are the whole dataset.
+    """
+    n = int(dataset.cardinality())
+    if n < 5:
+        return dataset, dataset
+    k = max(1, int(round(n * fraction)))
+    return dataset.take(n - k), dataset.skip(n - k)
+
+
+def mean_loss(model, dataset):
+    """The compiled loss averaged over ``dataset`` (inference mode), weighted by batch size."""
+    total, count = 0.0, 0
+    for batch in dataset:
+        x, y, sw = data_utils.unpack(batch)
+        y_pred = model(x, training=False)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw, training=False)
+        n = int(data_utils.batch_size_of(x))
+        total += float(loss) * n
+        count += n
+    if count == 0:
+        raise ValueError("The evaluation data is empty.")
+    return total / count
+
+
+def _costs(graph, groups, cost):
+    """Per-group costs, the network total, and the exact-total function, in one unit."""
+    if callable(cost):
+        per_layer = {}
+        for name in graph.splittable_layers:
+            value = float(cost(graph.producers[name].layer))
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"The cost callable returned {value!r} for layer '{name}'; it "
+                    "must return a finite non-negative cost per neuron."
+                )
+            per_layer[name] = value
+        group_cost = np.array([
+            sum(per_layer.get(n, 0.0) for n, _ in graph.group_members(g)) for g in groups
+        ])
+        total = sum(per_layer[n] * graph.units(n) for n in per_layer)
+        return group_cost, total, lambda chosen: total + float(group_cost[chosen].sum())
+    group_cost = cost_lib.group_costs(graph, groups, cost)
+    total = cost_lib.network_cost(graph, cost)
+    return group_cost, total, lambda chosen: cost_lib.widened_cost(
+        graph, [groups[i] for i in chosen], cost)
+
+
+def _layer_membership(graph, groups):
+    names = list(graph.splittable_layers)
+    row = {n: i for i, n in enumerate(names)}
+    m = np.zeros((len(names), len(groups)))
+    for j, g in enumerate(groups):
+        for name, _ in graph.group_members(g):
+            m[row[name], j] += 1
+    return names, m
+
+
+def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
+                  threshold=0.0, max_units=None, round_to=None):
+    """Chooses the coupled groups to split under ``growth_ratio`` times the network's cost.
+
+    The selection is solved with per-group marginal costs, then the exact cost
+    of the whole selection (with the cross terms of splitting a layer and its
+    consumer together) is checked, and the least efficient groups are dropped
+    until it fits.
+
+    Returns:
+        ``(groups, values, chosen, budget, solver_used)``; ``cost="uniform"``
+        (vanilla splitting) always uses the ``"greedy_value"`` rule under the
+        MACs budget.
+    """
+    groups = sorted(graph.groups)
+    values = np.array([
+        sum(eigenpairs[n].values[u] for n, u in graph.group_members(g)) for g in groups
+    ], dtype=np.float64)
+    if cost == "uniform":
+        solver_used = "greedy_value" if solver != "greedy_value" else solver
+        group_cost = cost_lib.group_costs(graph, groups, "flops")
+        total = cost_lib.network_cost(graph, "flops")
+
+        def exact_total(chosen):
+            return cost_lib.widened_cost(graph, [groups[i] for i in chosen], "flops")
+    else:
+        solver_used = solver
+        group_cost, total, exact_total = _costs(graph, groups, cost)
+    budget = growth_ratio * total
+    names, membership = _layer_membership(graph, groups)
+    caps = None
+    if max_units is not None:
+        if isinstance(max_units, dict):
+            unknown = set(max_units) - set(names)
+            if unknown:
+                raise ValueError(f"max_units names unknown layers {sorted(unknown)}.")
+            caps = np.array([max_units.get(n, np.inf) for n in names], dtype=np.float64)
+        else:
+            caps = max_units
+    widths = [graph.units(n) for n in names]
+    masked = np.where(values < threshold, values, 0.0)
+    chosen = selection.select_neurons(
+        masked, group_cost, budget, solver=solver_used, layer_of=membership,
+        max_units=caps, round_to=round_to, widths=widths,
+    )
+    # Cross terms: drop the least efficient group until the exact cost fits.
+    chosen = list(chosen)
+    while chosen and exact_total(chosen) - total > budget * (1 + 1e-9):
+        ratio = [values[i] / max(group_cost[i], 1e-300) for i in chosen]
+        chosen.pop(int(np.argmax(ratio)))
+    return groups, values, np.array(chosen, dtype=np.int64), budget, solver_used
+
+
+def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="fast", eigen_epochs=3,
+              cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
+              batch_size=32, learning_rate=0.01, eval_data=None, seed=0, dry_run=False,
+              log_dir=None, verbose=0):
+    """Runs one growth stage on ``model`` (a GrowingModel); see ``GrowingModel.grow``."""
+    validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold)
+    dataset = data_utils.as_dataset(data, batch_size)
+    if eval_data is None:
+        estimate_on, held_out = split_holdout(dataset)
+    else:
+        estimate_on, held_out = dataset, data_utils.as_dataset(eval_data, batch_size, "eval_data")
+    graph = model._graph
+    t0 = time.perf_counter()
+    eig = model.splitting_eigenpairs(
+        estimate_on, method=method, epochs=eigen_epochs, learning_rate=learning_rate,
+        eval_data=held_out, seed=seed, verbose=verbose,
+    )
+    t1 = time.perf_counter()
+    groups, values, chosen, budget, solver_used = select_groups(
+        graph, eig, float(growth_ratio), cost, solver, threshold, max_units, round_to
+    )
+    t2 = time.perf_counter()
+    plan = {}
+    for i in chosen:
+        name, unit = graph.group_members(groups[i])[0]
+        plan.setdefault(name, []).append(int(unit))
+    split_units = {name: [] for name in graph.splittable_layers}
+    for i in chosen:
+        for name, unit in graph.group_members(groups[i]):
+            split_units[name].append(int(unit))
+    macs_before, params_before = count_flops(model), int(model.count_params())
+    before_units = {n: graph.units(n) for n in graph.splittable_layers}
+    loss_before = loss_after = None
+    if not dry_run:
+        loss_before = mean_loss(model, held_out)
+        if plan:
+            model.split(plan, eigenpairs=eig, epsilon=float(epsilon))
+        loss_after = mean_loss(model, held_out)
+        macs_after, params_after = count_flops(model), int(model.count_params())
+    else:
+        macs_after = int(cost_lib.widened_cost(graph, [groups[i] for i in chosen], "flops"))
+        params_after = int(cost_lib.widened_cost(graph, [groups[i] for i in chosen], "params"))
+    t3 = time.perf_counter()
+    layers = {}
+    for name in graph.splittable_layers:
+        e = eig[name]
+        res = e.residuals if e.residuals is not None else np.zeros_like(e.values)
+        layers[name] = {
+            "units_before": before_units[name],
+            "units_after": before_units[name] + len(split_units[name]),
+            "split_indices": sorted(split_units[name]),
+            "lambda_min": float(e.values.min()),
+            "lambda_mean": float(e.values.mean()),
+            "n_negative": int((e.values < 0).sum()),
+            "residual_max": float(res.max()),
+            "residual_mean": float(res.mean()),
+        }
+    selected_value = float(values[chosen].sum()) if len(chosen) else 0.0
+    stage = GrowthStage(
+        stage=len(model.growth_history), method=method,
+        cost=cost if isinstance(cost, str) else getattr(cost, "__name__", "callable"),
+        solver=solver_used, growth_ratio=float(growth_ratio), epsilon=float(epsilon),
+        budget=float(budget), macs_before=int(macs_before), macs_after=int(macs_after),
+        params_before=params_before, params_after=int(params_after),
+        n_candidates=int((values < threshold).sum()), n_selected=int(len(chosen)),
+        selected_value=selected_value,
+        predicted_loss_change=float(epsilon) ** 2 / 2 * selected_value,
+        loss_before=loss_before, loss_after=loss_after,
+        measured_loss_change=None if dry_run else loss_after - loss_before,
+        layers=layers,
+        seconds={"eigen": t1 - t0, "select": t2 - t1, "split": t3 - t2},
+        dry_run=bool(dry_run),
+    )
+    if log_dir is not None:
+        _write_tensorboard(log_dir, stage, eig)
+    if verbose:
+        keras.utils.io_utils.print_msg(stage.summary())
+    logger.info(stage.summary())
+    return stage
+
+
+def _write_tensorboard(log_dir, stage, eig):
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default(step=stage.stage):
+        tf.summary.scalar("growth/macs", stage.macs_after)
+        tf.summary.scalar("growth/params", stage.params_after)
+        tf.summary.scalar("growth/n_selected", stage.n_selected)
+        tf.summary.scalar("growth/predicted_loss_change", stage.predicted_loss_change)
+        if stage.measured_loss_change is not None:
+            tf.summary.scalar("growth/measured_loss_change", stage.measured_loss_change)
+        for name, e in eig.items():
+            tf.summary.histogram(f"lambda/{name}", e.values)
+            tf.summary.scalar(f"width/{name}", stage.layers[name]["units_after"])
+    writer.flush()

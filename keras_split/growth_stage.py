@@ -1,0 +1,90 @@
+"""`GrowthStage`: the JSON-serialisable record of one growth stage."""
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass
+class GrowthStage:
+    """What one call of :meth:`keras_split.GrowingModel.grow` did (or would do).
+
+    Attributes:
+        stage: index of the stage in the model's growth history.
+        method, cost, solver: how eigenpairs, costs and the selection were made.
+        growth_ratio, epsilon, budget: the budget is ``growth_ratio`` times the
+            network's cost in the cost mode's unit (MACs for ``"flops"``).
+        macs_before, macs_after, params_before, params_after: network totals.
+        n_candidates, n_selected: coupled groups with ``lambda < threshold``, and chosen.
+        selected_value: ``sum(lambda)`` of the chosen groups.
+        predicted_loss_change: ``epsilon**2 / 2 * selected_value``.
+        loss_before, loss_after, measured_loss_change: the compiled loss on the
+            evaluation batches around the split (None for a dry run).
+        layers: per producer, ``units_before``, ``units_after``,
+            ``split_indices``, and the statistics of its ``lambda`` and of the
+            fast solver's residual ``||S v - lambda v||``.
+        seconds: wall time of ``eigen``, ``select`` and ``split``.
+        dry_run: True when the model was not changed.
+
+    Example:
+        >>> stage = model.grow(train, growth_ratio=0.5)
+        >>> GrowthStage.from_json(stage.to_json()) == stage
+        True
+    """
+
+    stage: int
+    method: str
+    cost: str
+    solver: str
+    growth_ratio: float
+    epsilon: float
+    budget: float
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    n_candidates: int
+    n_selected: int
+    selected_value: float
+    predicted_loss_change: float
+    loss_before: float = None
+    loss_after: float = None
+    measured_loss_change: float = None
+    layers: dict = dataclasses.field(default_factory=dict)
+    seconds: dict = dataclasses.field(default_factory=dict)
+    dry_run: bool = False
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"Unknown GrowthStage fields: {sorted(unknown)}.")
+        return cls(**d)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+    def summary(self):
+        """One line: the stage, its MACs change, how many groups split, the loss change."""
+        grown = ", ".join(
+            f"{n} {l['units_before']}->{l['units_after']}"
+            for n, l in self.layers.items() if l["units_after"] != l["units_before"]
+        )
+        measured = (
+            "n/a" if self.measured_loss_change is None else f"{self.measured_loss_change:+.3e}"
+        )
+        return (
+            f"stage {self.stage}{' (dry run)' if self.dry_run else ''}: "
+            f"MACs {self.macs_before:,} -> {self.macs_after:,} "
+            f"({self.macs_after / max(self.macs_before, 1):.2f}x), split "
+            f"{self.n_selected}/{self.n_candidates} groups, loss change predicted "
+            f"{self.predicted_loss_change:+.3e} measured {measured}"
+            + (f" [{grown}]" if grown else "")
+        )

@@ -1,0 +1,190 @@
+"""Growth stages: budget, record, training after growth, saving, cost modes, bad input."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_split as ks
+
+L = keras.layers
+
+
+def small_cnn():
+    """Layers with very different per-neuron costs: a full-resolution conv, a pooled one, a dense."""
+    x = keras.Input((12, 12, 3), name="x")
+    h = L.Conv2D(6, 3, padding="same", use_bias=False, name="wide")(x)
+    h = L.BatchNormalization(name="bn1")(h)
+    h = L.Activation("swish", name="a1")(h)
+    h = L.MaxPooling2D(4, name="pool")(h)
+    h = L.Conv2D(6, 1, activation="swish", name="narrow")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    h = L.Dense(8, activation="tanh", name="fc")(h)
+    return keras.Model(x, L.Dense(3, name="logits")(h), name="small_cnn")
+
+
+def data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12, 12, 3)).astype("float32")
+    w = rng.normal(size=(3, 3))
+    y = np.argmax(x.mean(axis=(1, 2)) @ w + 0.1 * rng.normal(size=(n, 3)), axis=1)
+    return x, y
+
+
+def compiled(model=None):
+    m = ks.GrowingModel(model or small_cnn())
+    m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+    return m
+
+
+@pytest.fixture(scope="module")
+def trained_weights():
+    keras.utils.set_random_seed(7)
+    m = compiled()
+    x, y = data()
+    m.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    return m.get_weights()
+
+
+def test_grow_respects_budget_and_records_everything(tmp_path, trained_weights):
+    model = compiled()
+    model.set_weights(trained_weights)
+    x, y = data()
+    macs = ks.count_flops(model)
+    stage = model.grow((x, y), growth_ratio=0.3, method="exact", batch_size=16, epsilon=1e-2)
+    assert stage.macs_before == macs
+    assert stage.macs_after == ks.count_flops(model)
+    assert macs < stage.macs_after <= 1.3 * macs
+    assert stage.n_selected >= 1
+    assert stage.params_after == model.count_params()
+    for name, rec in stage.layers.items():
+        width = model.network.get_layer(name).kernel.shape[-1]
+        assert rec["units_after"] == width
+        assert rec["units_after"] - rec["units_before"] == len(rec["split_indices"])
+        assert rec["lambda_min"] <= rec["lambda_mean"]
+    assert stage.predicted_loss_change == pytest.approx(1e-4 / 2 * stage.selected_value)
+    assert stage.measured_loss_change == pytest.approx(stage.loss_after - stage.loss_before)
+    assert abs(stage.measured_loss_change) < 1e-3
+    again = ks.GrowthStage.from_json(json.dumps(json.loads(stage.to_json())))
+    assert again == stage
+    assert model.growth_history == [stage.to_dict()]
+    # Training continues with the same optimizer class and learning rate.
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert type(model.optimizer) is keras.optimizers.SGD
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.growth_history == model.growth_history
+    np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0),
+                               atol=1e-5)
+
+
+def test_fast_grow_reports_residuals_on_held_out_batches(trained_weights):
+    model = compiled()
+    model.set_weights(trained_weights)
+    x, y = data()
+    stage = model.grow((x, y), growth_ratio=0.5, method="fast", eigen_epochs=2, batch_size=16)
+    assert stage.method == "fast"
+    assert all(rec["residual_max"] > 0 for rec in stage.layers.values())
+    assert stage.macs_after <= 1.5 * stage.macs_before
+
+
+def test_dry_run_leaves_model_alone(trained_weights):
+    model = compiled()
+    model.set_weights(trained_weights)
+    x, y = data()
+    stage = model.grow((x, y), growth_ratio=0.5, method="exact", dry_run=True)
+    assert stage.dry_run and stage.n_selected > 0 and stage.measured_loss_change is None
+    assert model.growth_history == []
+    np.testing.assert_array_equal(model.get_weights()[0], trained_weights[0])
+    real = model.grow((x, y), growth_ratio=0.5, method="exact")
+    assert real.macs_after == stage.macs_after
+    assert {n: r["split_indices"] for n, r in real.layers.items()} == {
+        n: r["split_indices"] for n, r in stage.layers.items()}
+
+
+def test_energy_aware_beats_vanilla_per_mac(trained_weights):
+    model = compiled()
+    model.set_weights(trained_weights)
+    x, y = data()
+    eig = model.splitting_eigenpairs((x, y), method="exact")
+    from keras_split import growth
+    results = {}
+    for cost in ("flops", "uniform"):
+        groups, values, chosen, budget, _ = growth.select_groups(model._graph, eig, 0.3, cost=cost)
+        from keras_split import costs
+        added = costs.widened_cost(model._graph, [groups[i] for i in chosen]) - costs.network_cost(
+            model._graph)
+        assert 0 < added <= budget
+        results[cost] = (values[chosen].sum(), added, chosen)
+    flops_value, flops_added, flops_chosen = results["flops"]
+    uni_value, uni_added, uni_chosen = results["uniform"]
+    assert flops_value <= uni_value  # the optimum under the same budget
+    assert flops_value / flops_added <= uni_value / uni_added
+    assert len(flops_chosen) > len(uni_chosen)  # cheap neurons first
+
+
+def test_cost_modes_and_callable(trained_weights):
+    x, y = data()
+    for cost in ("params", "uniform", lambda layer: 1.0 if layer.name == "fc" else 100.0):
+        model = compiled()
+        model.set_weights(trained_weights)
+        # callable: network cost 8 * 1 + 12 * 100 = 1208, budget 60 < one conv neuron.
+        stage = model.grow((x, y), growth_ratio=0.05 if callable(cost) else 0.2,
+                           method="exact", cost=cost, dry_run=True)
+        assert stage.n_selected >= 1
+        if callable(cost):
+            grown = {n for n, r in stage.layers.items() if r["split_indices"]}
+            assert grown == {"fc"}
+        if cost == "params":
+            assert stage.params_after <= 1.2 * stage.params_before
+        if cost == "uniform":
+            assert stage.solver == "greedy_value"
+            assert stage.macs_after <= 1.2 * stage.macs_before
+
+
+def test_budget_too_small_splits_nothing(trained_weights):
+    model = compiled()
+    model.set_weights(trained_weights)
+    x, y = data()
+    stage = model.grow((x, y), growth_ratio=1e-6, method="exact")
+    assert stage.n_selected == 0 and stage.macs_after == stage.macs_before
+    assert stage.n_candidates > 0
+
+
+def test_round_to_and_max_units(trained_weights):
+    model = compiled()
+    model.set_weights(trained_weights)
+    x, y = data()
+    stage = model.grow((x, y), growth_ratio=1.0, method="exact", round_to=4,
+                       max_units={"wide": 0})
+    for name, rec in stage.layers.items():
+        if rec["units_after"] != rec["units_before"]:
+            assert rec["units_after"] % 4 == 0
+    assert stage.layers["wide"]["units_after"] == 6
+
+
+@pytest.mark.parametrize("ratio", [0, -0.5, float("nan"), float("inf"), 1e9, "half", True])
+def test_bad_growth_ratio(ratio):
+    model = compiled()
+    x, y = data(16)
+    with pytest.raises(ValueError, match="growth_ratio"):
+        model.grow((x, y), growth_ratio=ratio)
+
+
+def test_bad_data():
+    model = compiled()
+    x, y = data(16)
+    with pytest.raises(ValueError, match="empty"):
+        model.grow(tf.data.Dataset.from_tensor_slices((x, y)).batch(4).take(0), method="exact")
+    with pytest.raises(ValueError, match="cost"):
+        model.grow((x, y), cost="latency")
+    with pytest.raises(ValueError, match="solver"):
+        model.grow((x, y), solver="cplex")
+    with pytest.raises(ValueError, match="does not match the model and its compiled loss"):
+        model.grow((x, np.zeros((16, 7, 2))), method="exact")
