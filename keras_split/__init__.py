@@ -4,13 +4,15 @@ from keras_split import handlers
 from keras_split.eigenpairs import Eigenpairs
 from keras_split.flops import count_flops
 from keras_split.growing_model import GrowingModel
+from keras_split.growth_callback import GrowthCallback
 from keras_split.growth_stage import GrowthStage
+from keras_split.schedule import grow_schedule
 from keras_split.selection import select_neurons
 from keras_split.handlers import register_handler
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Eigenpairs", "GrowingModel", "GrowthStage", "count_flops", "handlers",
-    "register_handler", "select_neurons",
+    "Eigenpairs", "GrowingModel", "GrowthCallback", "GrowthStage", "count_flops",
+    "grow_schedule", "handlers", "register_handler", "select_neurons",
 ]

@@ -43,16 +43,24 @@ def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold)
         raise ValueError(f"threshold must be a finite number <= 0, got {threshold!r}.")
 
 
-def split_holdout(dataset, fraction=0.2):
-    """``(estimation, held_out)`` batches: the last ``fraction`` of batches are held out.
+def split_holdout(dataset, fraction=0.2, max_batches=20):
+    """``(estimation, held_out)``: the last ``fraction`` of batches (at most ``max_batches``).
 
-    With fewer than 5 batches (or an unknown length) both are the whole dataset.
+    The held-out batches are read once and cached, so that the eigenvalues and
+    the loss before and after the split are measured on the same examples even
+    when ``dataset`` reshuffles every epoch (with reshuffling, those examples
+    may also appear in other epochs' estimation batches: pass ``eval_data`` to
+    ``grow`` for a strict hold-out). With fewer than 5 batches (or an unknown
+    length) both are the whole dataset.
     """
     n = int(dataset.cardinality())
     if n < 5:
         return dataset, dataset
-    k = max(1, int(round(n * fraction)))
-    return dataset.take(n - k), dataset.skip(n - k)
+    k = min(max(1, int(round(n * fraction))), max_batches)
+    held_out = dataset.skip(n - k).cache()
+    for _ in held_out:
+        pass
+    return dataset.take(n - k), held_out
 
 
 def mean_loss(model, dataset):

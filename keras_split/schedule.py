@@ -1,0 +1,176 @@
+"""Resumable growth: train -> grow -> train ..., checkpointed atomically after every stage.
+
+Run directory layout::
+
+    RUN_DIR/run.json          {"format", "config", "completed"}: the last complete stage
+    RUN_DIR/stage_K/model.keras   the model (with its optimizer state) after stage K
+    RUN_DIR/stage_K/history.json  growth records and fit histories up to stage K
+
+Stage 0 trains the seed; stage K >= 1 grows, then trains. Every stage seeds
+Keras, NumPy and TensorFlow with ``seed + K`` and (by default) turns on
+TensorFlow op determinism, so a run killed at any moment and restarted with the
+same call resumes from the last complete stage and ends with the same weights as
+an uninterrupted run.
+"""
+
+import json
+import logging
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from keras_split.growing_model import GrowingModel
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "keras_split.run/1"
+
+
+def _write_json_atomic(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_run(out_dir):
+    """The ``run.json`` of a run directory, or None for a missing or empty directory.
+
+    Raises:
+        ValueError: for a directory that is not a keras_split run directory,
+            an unreadable ``run.json``, or a missing stage checkpoint.
+    """
+    if not os.path.exists(out_dir):
+        return None
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"'{out_dir}' exists and is not a directory.")
+    path = os.path.join(out_dir, "run.json")
+    if not os.path.exists(path):
+        leftovers = [n for n in os.listdir(out_dir) if not n.startswith(".")]
+        if leftovers:
+            raise ValueError(
+                f"'{out_dir}' is not empty and holds no run.json: not a keras_split "
+                "run directory. Choose an empty or new directory; nothing was overwritten."
+            )
+        return None
+    try:
+        with open(path) as f:
+            run = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"'{path}' is corrupt ({err}); nothing was overwritten.") from err
+    if not isinstance(run, dict) or run.get("format") != FORMAT or "completed" not in run:
+        raise ValueError(f"'{path}' is not a {FORMAT} file; nothing was overwritten.")
+    stage_model = os.path.join(out_dir, f"stage_{run['completed']}", "model.keras")
+    if run["completed"] >= 0 and not os.path.exists(stage_model):
+        raise ValueError(f"'{stage_model}' is missing: the run directory is damaged.")
+    return run
+
+
+def _save_stage(out_dir, stage, model, history):
+    final = os.path.join(out_dir, f"stage_{stage}")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    model.save(os.path.join(tmp, "model.keras"))
+    _write_json_atomic(os.path.join(tmp, "history.json"), history)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1,
+                  growth_ratio=0.5, seed=0, grow_kwargs=None, fit_kwargs=None,
+                  config=None, deterministic=True, verbose=0):
+    """Runs (or resumes) train -> grow -> train ... and checkpoints every stage.
+
+    Args:
+        build_model: ``() -> GrowingModel``, compiled; called only for a new run.
+        train_data: a dataset, or ``stage -> dataset`` (rebuilt every stage,
+            e.g. with a seeded shuffle, so that resumed stages see the same data).
+        out_dir: the run directory (created if missing).
+        stages: number of growth stages after the seed's training.
+        epochs_per_stage: training epochs of every stage.
+        growth_ratio: passed to ``grow``.
+        seed: base seed; stage K uses ``seed + K``.
+        grow_kwargs: more arguments of ``GrowingModel.grow`` (JSON-serialisable).
+        fit_kwargs: more arguments of ``fit`` (not ``epochs``).
+        config: extra JSON-serialisable settings that identify the run (data
+            path, model name...); a restart with other settings is refused.
+        deterministic: turn on TensorFlow op determinism.
+        verbose: passed to ``fit`` and ``grow``.
+
+    Returns:
+        ``(model, history)``: the final GrowingModel and the history dict.
+
+    Raises:
+        ValueError: for a bad argument, a directory that is not a run directory,
+            a corrupt checkpoint, or a run started with another configuration;
+            nothing in ``out_dir`` is overwritten then.
+
+    Example:
+        >>> model, history = grow_schedule(make_seed, train_ds, "runs/a", stages=3)
+    """
+    if not isinstance(stages, int) or stages < 0:
+        raise ValueError(f"stages must be a non-negative integer, got {stages!r}.")
+    if not isinstance(epochs_per_stage, int) or epochs_per_stage < 0:
+        raise ValueError(f"epochs_per_stage must be a non-negative integer, got {epochs_per_stage!r}.")
+    grow_kwargs = dict(grow_kwargs or {})
+    fit_kwargs = dict(fit_kwargs or {})
+    run_config = {
+        "stages": stages, "epochs_per_stage": epochs_per_stage,
+        "growth_ratio": growth_ratio, "seed": seed, "grow_kwargs": grow_kwargs,
+        "user": config or {},
+    }
+    try:
+        run_config = json.loads(json.dumps(run_config, sort_keys=True))
+    except TypeError as err:
+        raise ValueError(f"grow_kwargs and config must be JSON-serialisable: {err}") from err
+    run = read_run(out_dir)
+    if run is not None:
+        old = {k: v for k, v in run["config"].items() if k != "stages"}
+        new = {k: v for k, v in run_config.items() if k != "stages"}
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(
+                f"'{out_dir}' holds a run with a different configuration "
+                f"(differs in {diff}); use another directory. Nothing was overwritten."
+            )
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    os.makedirs(out_dir, exist_ok=True)
+    if run is None or run["completed"] < 0:
+        completed, history = -1, {"stages": [], "fit": []}
+        model = None
+    else:
+        completed = run["completed"]
+        stage_dir = os.path.join(out_dir, f"stage_{completed}")
+        try:
+            model = keras.saving.load_model(os.path.join(stage_dir, "model.keras"))
+            with open(os.path.join(stage_dir, "history.json")) as f:
+                history = json.load(f)
+        except Exception as err:  # noqa: BLE001 - any failure means a bad checkpoint
+            raise ValueError(f"Cannot load the checkpoint in '{stage_dir}': {err}") from err
+        logger.info("Resuming '%s' after stage %d", out_dir, completed)
+    for stage in range(completed + 1, stages + 1):
+        keras.utils.set_random_seed(seed + stage)
+        if model is None:
+            model = build_model()
+            if not isinstance(model, GrowingModel):
+                raise ValueError("build_model must return a compiled GrowingModel.")
+        data = train_data(stage) if callable(train_data) else train_data
+        if stage > 0:
+            record = model.grow(data, growth_ratio=growth_ratio, seed=seed + stage,
+                                verbose=verbose, **grow_kwargs)
+            history["stages"].append(record.to_dict())
+        fit = model.fit(data, epochs=epochs_per_stage, verbose=verbose, **fit_kwargs)
+        history["fit"].append({k: [float(v) for v in vals] for k, vals in fit.history.items()})
+        _save_stage(out_dir, stage, model, history)
+        _write_json_atomic(os.path.join(out_dir, "run.json"),
+                           {"format": FORMAT, "config": run_config, "completed": stage})
+        logger.info("Stage %d of '%s' saved", stage, out_dir)
+    if model is None:
+        model = build_model()
+    return model, history
