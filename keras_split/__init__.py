@@ -1,5 +1,13 @@
 """keras_split: grow Keras models by (energy-aware) splitting steepest descent."""
 
+try:
+    import tensorflow  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "keras_split needs TensorFlow: pip install 'keras-split[cpu]' (CPU wheel) or "
+        "'keras-split[gpu]', or install tensorflow yourself."
+    ) from err
+
 from keras_split import handlers
 from keras_split.eigenpairs import Eigenpairs
 from keras_split.flops import count_flops
