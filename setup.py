@@ -16,6 +16,7 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",
         "scikit-learn>=1.3",
+        "tensorboard>=2.16",
     ],
     extras_require={
         # TensorFlow comes as one of two wheels that install the same module: pick one.

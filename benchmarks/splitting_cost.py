@@ -8,7 +8,7 @@ blocks, 32x32x3 input) at several widths, times per step:
 * ``train_growing``: the same through :class:`keras_split.GrowingModel`;
 * ``fast``: one fast-splitting step (auxiliary-activation backward pass,
   RMSprop on the Rayleigh quotients of every neuron);
-* ``exact``: building every splitting matrix on the batch (widths <= 64).
+* ``exact``: building every splitting matrix on the batch and ``eigh`` (widths <= 64).
 
 Ratios are what to read; absolute times depend on the machine. Each time is
 the minimum, over interleaved repeats, of the mean step time of ``--steps`` steps. Writes
@@ -113,9 +113,14 @@ def run(widths, batch_size, steps, repeats, data_dir, exact_max_width):
         # The minimum over interleaved repeats: the least disturbed by other load.
         row.update({k: float(np.min(v)) for k, v in t.items()})
         if width <= exact_max_width:
-            row["exact"] = timed(lambda n: [splitting.splitting_matrices(
-                growing._graph, growing._loss_fn(), (x, y), batch_size=batch_size)
-                for _ in range(n)], 1, 1)
+            exact = splitting.ExactMatrices(growing._graph, growing._loss_fn())
+
+            def exact_steps(n):
+                for _ in range(n):
+                    for s in exact(xt, yt, None).values():
+                        np.linalg.eigh(s.numpy())
+
+            row["exact"] = timed(exact_steps, 1, 2)
         units = sum(growing._graph.units(n) for n in growing.splittable_layers)
         row["neurons"] = units
         row["exact_matrix_bytes"] = int(sum(

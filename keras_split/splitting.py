@@ -154,6 +154,12 @@ def _producer_forward(layer, x):
     return z, layer.activation(z)
 
 
+def _matrix_size(graph, name):
+    """``(units, fan_in)`` of producer ``name``."""
+    kernel = graph.producers[name].layer.kernel
+    return int(kernel.shape[-1]), int(np.prod(kernel.shape[:-1]))
+
+
 def graph_dtype(graph, name):
     """The compute dtype of producer ``name``."""
     return graph.producers[name].layer.compute_dtype
@@ -181,6 +187,65 @@ def _zero_result(layer, seed):
 
 
 # ------------------------------------------------------------------------- exact
+class ExactMatrices:
+    """The splitting matrices of one batch, ``{layer: [units, d, d]}``, as a compiled function.
+
+    Args:
+        graph: the model's ChannelGraph.
+        loss_fn: ``loss_fn(x, y, y_pred, sample_weight) -> scalar``.
+        layers: producer names (default: all splittable layers); those whose
+            activation has a zero second derivative are left out.
+
+    Example:
+        >>> mats = ExactMatrices(graph, loss_fn)(x, y, None)
+    """
+
+    def __init__(self, graph, loss_fn, layers=None):
+        self.graph = graph
+        self.loss_fn = loss_fn
+        layers = graph.splittable_layers if layers is None else layers
+        self.layers = _layers_with_signal(graph, layers)
+        self.sizes = {n: _matrix_size(graph, n) for n in self.layers}
+        self.interp = _Interpreter(graph, self.layers)
+        self._fn = tf.function(self._batch, reduce_retracing=True)
+
+    def __call__(self, x, y, sw):
+        return self._fn(x, y, sw)
+
+    def _batch(self, x, y, sw):
+        interp, graph = self.interp, self.graph
+        recorded = {}
+
+        def on_producer(name, layer, x_):
+            recorded.setdefault(name, {})["x"] = x_
+            if interp.chains[name].fused:
+                return _producer_forward(layer, x_)
+            return None, layer(x_, training=False)
+
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            def on_point(name, z, a):
+                tape.watch(a)
+                recorded[name]["z"], recorded[name]["a"] = z, a
+                return a
+
+            y_pred = interp.run(x, on_producer, on_point)
+            loss = self.loss_fn(x, y, y_pred, sw)
+        names = list(recorded)
+        grads = tape.gradient(loss, [recorded[n]["a"] for n in names])
+        out = {}
+        for name, da in zip(names, grads):
+            layer = graph.producers[name].layer
+            rec = recorded[name]
+            units = self.sizes[name][0]
+            if da is None:
+                da = tf.zeros_like(rec["a"])
+            g = da * interp.coefficient(name, rec["z"], da.dtype)
+            g = tf.reshape(g, [-1, units])
+            p = patches(layer, rec["x"])
+            out[name] = tf.einsum("nk,nd,ne->kde", g, p, p)
+        return out
+
+
 def splitting_matrices(graph, loss_fn, data, layers=None, batch_size=32,
                        max_bytes=DEFAULT_MAX_EXACT_BYTES, verbose=0):
     """Builds the splitting matrix of every neuron, averaged over ``data``.
@@ -206,10 +271,7 @@ def splitting_matrices(graph, loss_fn, data, layers=None, batch_size=32,
     """
     layers = list(graph.splittable_layers if layers is None else layers)
     itemsize = 8  # matrices are accumulated in float64
-    sizes = {}
-    for name in layers:
-        kernel = graph.producers[name].layer.kernel
-        sizes[name] = (int(kernel.shape[-1]), int(np.prod(kernel.shape[:-1])))
+    sizes = {name: _matrix_size(graph, name) for name in layers}
     need = sum(u * d * d * itemsize for u, d in sizes.values())
     if need > max_bytes:
         detail = ", ".join(
@@ -220,51 +282,22 @@ def splitting_matrices(graph, loss_fn, data, layers=None, batch_size=32,
             f"({detail}), more than max_bytes={max_bytes / 2**30:.2f} GiB. Use "
             "method='fast', fewer layers, or a larger max_bytes."
         )
-    active = _layers_with_signal(graph, layers)
-    interp = _Interpreter(graph, active)
+    batch_matrices = ExactMatrices(graph, loss_fn, layers)
     dataset = data_utils.as_dataset(data, batch_size)
 
-    @tf.function(reduce_retracing=True)
-    def batch_matrices(x, y, sw):
-        recorded = {}
-
-        def on_producer(name, layer, x_):
-            recorded.setdefault(name, {})["x"] = x_
-            if interp.chains[name].fused:
-                return _producer_forward(layer, x_)
-            return None, layer(x_, training=False)
-
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            def on_point(name, z, a):
-                tape.watch(a)
-                recorded[name]["z"], recorded[name]["a"] = z, a
-                return a
-
-            y_pred = interp.run(x, on_producer, on_point)
-            loss = loss_fn(x, y, y_pred, sw)
-        names = list(recorded)
-        grads = tape.gradient(loss, [recorded[n]["a"] for n in names])
-        out = {}
-        for name, da in zip(names, grads):
-            layer = graph.producers[name].layer
-            rec = recorded[name]
-            units = sizes[name][0]
-            if da is None:
-                da = tf.zeros_like(rec["a"])
-            g = da * interp.coefficient(name, rec["z"], da.dtype)
-            g = tf.reshape(g, [-1, units])
-            p = patches(layer, rec["x"])
-            out[name] = tf.einsum("nk,nd,ne->kde", g, p, p)
-        return out
-
-    totals = {name: np.zeros((u, d, d)) for name, (u, d) in sizes.items() if name in active}
-    n_batches = 0
+    totals = {}
+    for name in batch_matrices.layers:
+        units, fan_in = sizes[name]
+        totals[name] = np.zeros((units, fan_in, fan_in))
+    n_batches = n_examples = 0
     progbar = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
     for batch in dataset:
         x, y, sw = data_utils.unpack(batch)
+        n = int(data_utils.batch_size_of(x))
         for name, s in batch_matrices(x, y, sw).items():
-            totals[name] += s.numpy()
+            totals[name] += n * s.numpy()  # the loss is a mean over the batch
         n_batches += 1
+        n_examples += n
         progbar.update(n_batches)
     if n_batches == 0:
         raise ValueError("data is empty: no batch to estimate splitting matrices from.")
@@ -274,7 +307,7 @@ def splitting_matrices(graph, loss_fn, data, layers=None, batch_size=32,
         if name not in totals:
             result[name] = np.zeros((units, fan_in, fan_in))
             continue
-        s = totals[name] / n_batches
+        s = totals[name] / n_examples
         _check_finite(name, s, "splitting matrices")
         result[name] = 0.5 * (s + np.transpose(s, (0, 2, 1)))
     return result
@@ -459,9 +492,10 @@ class FastEigenSolver:
         count = 0
         for batch in dataset:
             x, y, sw = data_utils.unpack(batch)
+            n = int(data_utils.batch_size_of(x))
             for name, sv in self._sv_fn(x, y, sw).items():
-                totals[name] = totals[name] + sv.numpy().astype(np.float64)
-            count += 1
+                totals[name] = totals[name] + n * sv.numpy().astype(np.float64)
+            count += n
         if count == 0 and self.active:
             raise ValueError("evaluation data is empty.")
         result = {}

@@ -188,3 +188,25 @@ def test_bad_data():
         model.grow((x, y), solver="cplex")
     with pytest.raises(ValueError, match="does not match the model and its compiled loss"):
         model.grow((x, np.zeros((16, 7, 2))), method="exact")
+
+
+def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
+    x, y = data()
+    decisions = []
+    for run in range(2):
+        model = compiled()
+        model.set_weights(trained_weights)
+        stage = model.grow((x, y), growth_ratio=0.4, method="fast", eigen_epochs=2, seed=5,
+                           log_dir=str(tmp_path / f"tb{run}"))
+        decisions.append({n: r["split_indices"] for n, r in stage.layers.items()})
+    assert decisions[0] == decisions[1]
+    assert any(decisions[0].values())
+    tags, macs = set(), None
+    for path in (tmp_path / "tb0").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.add(value.tag)
+                if value.tag == "growth/macs":
+                    macs = float(tf.make_ndarray(value.tensor))
+    assert {"growth/macs", "lambda/wide", "width/fc"} <= tags
+    assert macs == stage.macs_after
