@@ -295,12 +295,12 @@ class GrowingModel(keras.Model):
     # ----------------------------------------------------------------- growth
     def grow(self, data, growth_ratio=0.5, epsilon=1e-2, method="fast", eigen_epochs=3,
              cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
-             batch_size=32, learning_rate=0.01, eval_data=None, seed=0, dry_run=False,
-             log_dir=None, verbose=0):
+             max_widths=None, batch_size=32, learning_rate=0.01, eval_data=None, seed=0,
+             dry_run=False, log_dir=None, verbose=0):
         """One energy-aware growth stage: eigenpairs, costs, knapsack selection, split.
 
-        The budget is ``growth_ratio`` times the current network's cost, so that
-        with ``cost="flops"`` the MACs after the stage are at most
+        The budget is ``growth_ratio`` times the current network's cost in the
+        cost mode's unit, and in every mode the MACs after the stage are at most
         ``(1 + growth_ratio)`` times the MACs before (the exact cost of the
         selection, cross terms included, is checked).
 
@@ -321,6 +321,7 @@ class GrowingModel(keras.Model):
                 relaxation and rounding) or ``"greedy_value"``.
             threshold: only groups with ``lambda < threshold`` (<= 0) are candidates.
             max_units: cap on new units per layer (int, or ``{layer: int}``).
+            max_widths: ``{layer: int}``, the widest a layer may become.
             round_to: ``milp``: grown layers end at a multiple of this width.
             batch_size: for array data.
             learning_rate: fast method: RMSprop step size.
@@ -345,7 +346,8 @@ class GrowingModel(keras.Model):
         stage = growth.run_stage(
             self, data, growth_ratio=growth_ratio, epsilon=epsilon, method=method,
             eigen_epochs=eigen_epochs, cost=cost, solver=solver, threshold=threshold,
-            max_units=max_units, round_to=round_to, batch_size=batch_size,
+            max_units=max_units, round_to=round_to, max_widths=max_widths,
+            batch_size=batch_size,
             learning_rate=learning_rate, eval_data=eval_data, seed=seed,
             dry_run=dry_run, log_dir=log_dir, verbose=verbose,
         )

@@ -111,14 +111,38 @@ def _layer_membership(graph, groups):
     return names, m
 
 
+def _caps(names, widths, max_units, max_widths):
+    """Per-layer caps on new units from ``max_units`` (int or dict) and ``max_widths`` (dict)."""
+    caps = np.full(len(names), np.inf)
+    for arg, label in ((max_units, "max_units"), (max_widths, "max_widths")):
+        if arg is None:
+            continue
+        if isinstance(arg, dict):
+            unknown = set(arg) - set(names)
+            if unknown:
+                raise ValueError(f"{label} names unknown or unsplittable layers {sorted(unknown)}.")
+            limit = np.array([arg.get(n, np.inf) for n in names], dtype=np.float64)
+        elif label == "max_units" and isinstance(arg, (int, np.integer)) and arg >= 0:
+            limit = np.full(len(names), float(arg))
+        else:
+            raise ValueError(f"{label} must be {'an int or ' if label == 'max_units' else ''}"
+                             f"a dict {{layer: int}}, got {arg!r}.")
+        if label == "max_widths":
+            limit = np.maximum(limit - np.asarray(widths, dtype=np.float64), 0.0)
+        caps = np.minimum(caps, limit)
+    return None if np.all(np.isinf(caps)) else caps
+
+
 def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
-                  threshold=0.0, max_units=None, round_to=None):
+                  threshold=0.0, max_units=None, round_to=None, max_widths=None):
     """Chooses the coupled groups to split under ``growth_ratio`` times the network's cost.
 
-    The selection is solved with per-group marginal costs, then the exact cost
-    of the whole selection (with the cross terms of splitting a layer and its
-    consumer together) is checked, and the least efficient groups are dropped
-    until it fits.
+    The knapsack is solved with per-group marginal costs. The exact cost of the
+    whole selection (with the cross terms of splitting a layer and its consumer
+    together) is then measured, and, whatever the cost mode, so are the MACs:
+    while either exceeds its bound (``(1 + growth_ratio)`` times the current
+    value) the knapsack is solved again with a budget lowered by the overshoot,
+    so that constraints such as ``round_to`` keep holding.
 
     Returns:
         ``(groups, values, chosen, budget, solver_used)``; ``cost="uniform"``
@@ -129,43 +153,49 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     values = np.array([
         sum(eigenpairs[n].values[u] for n, u in graph.group_members(g)) for g in groups
     ], dtype=np.float64)
-    if cost == "uniform":
-        solver_used = "greedy_value" if solver != "greedy_value" else solver
-        group_cost = cost_lib.group_costs(graph, groups, "flops")
-        total = cost_lib.network_cost(graph, "flops")
+    macs = cost_lib.network_cost(graph, "flops")
 
-        def exact_total(chosen):
-            return cost_lib.widened_cost(graph, [groups[i] for i in chosen], "flops")
+    def macs_after(chosen):
+        return cost_lib.widened_cost(graph, [groups[i] for i in chosen], "flops")
+
+    if cost == "uniform":
+        solver_used = "greedy_value"
+        group_cost, total, exact_total = (
+            cost_lib.group_costs(graph, groups, "flops"), macs, macs_after)
     else:
         solver_used = solver
         group_cost, total, exact_total = _costs(graph, groups, cost)
     budget = growth_ratio * total
     names, membership = _layer_membership(graph, groups)
-    caps = None
-    if max_units is not None:
-        if isinstance(max_units, dict):
-            unknown = set(max_units) - set(names)
-            if unknown:
-                raise ValueError(f"max_units names unknown layers {sorted(unknown)}.")
-            caps = np.array([max_units.get(n, np.inf) for n in names], dtype=np.float64)
-        else:
-            caps = max_units
     widths = [graph.units(n) for n in names]
+    caps = _caps(names, widths, max_units, max_widths)
     masked = np.where(values < threshold, values, 0.0)
-    chosen = selection.select_neurons(
-        masked, group_cost, budget, solver=solver_used, layer_of=membership,
-        max_units=caps, round_to=round_to, widths=widths,
-    )
-    # Cross terms: drop the least efficient group until the exact cost fits.
-    chosen = list(chosen)
-    while chosen and exact_total(chosen) - total > budget * (1 + 1e-9):
-        ratio = [values[i] / max(group_cost[i], 1e-300) for i in chosen]
-        chosen.pop(int(np.argmax(ratio)))
-    return groups, values, np.array(chosen, dtype=np.int64), budget, solver_used
+    target = budget
+    for _ in range(50):
+        chosen = selection.select_neurons(
+            masked, group_cost, target, solver=solver_used, layer_of=membership,
+            max_units=caps, round_to=round_to, widths=widths,
+        )
+        if len(chosen) == 0:
+            break
+        over = exact_total(chosen) - total - budget
+        macs_over = macs_after(chosen) - macs * (1 + growth_ratio)
+        if over <= budget * 1e-9 and macs_over <= 0:
+            break
+        # Lower the budget by the overshoot (in the cost unit) and solve again.
+        shrink = max(over, 0.0)
+        if macs_over > 0:
+            spent = max(float(group_cost[chosen].sum()), 1e-300)
+            shrink = max(shrink, spent * macs_over / max(macs_after(chosen) - macs, 1e-300))
+        target = max(float(group_cost[chosen].sum()) - shrink, 0.0) * (1 - 1e-9)
+    else:
+        chosen = np.zeros(0, dtype=np.int64)
+    return groups, values, np.asarray(chosen, dtype=np.int64), budget, solver_used
 
 
 def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="fast", eigen_epochs=3,
               cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
+              max_widths=None,
               batch_size=32, learning_rate=0.01, eval_data=None, seed=0, dry_run=False,
               log_dir=None, verbose=0):
     """Runs one growth stage on ``model`` (a GrowingModel); see ``GrowingModel.grow``."""
@@ -183,7 +213,8 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="fast", eigen_
     )
     t1 = time.perf_counter()
     groups, values, chosen, budget, solver_used = select_groups(
-        graph, eig, float(growth_ratio), cost, solver, threshold, max_units, round_to
+        graph, eig, float(growth_ratio), cost, solver, threshold, max_units, round_to,
+        max_widths,
     )
     t2 = time.perf_counter()
     plan = {}

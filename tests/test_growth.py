@@ -143,6 +143,7 @@ def test_cost_modes_and_callable(trained_weights):
             assert grown == {"fc"}
         if cost == "params":
             assert stage.params_after <= 1.2 * stage.params_before
+        assert stage.macs_after <= (1.05 if callable(cost) else 1.2) * stage.macs_before
         if cost == "uniform":
             assert stage.solver == "greedy_value"
             assert stage.macs_after <= 1.2 * stage.macs_before
@@ -162,11 +163,18 @@ def test_round_to_and_max_units(trained_weights):
     model.set_weights(trained_weights)
     x, y = data()
     stage = model.grow((x, y), growth_ratio=1.0, method="exact", round_to=4,
-                       max_units={"wide": 0})
+                       max_units={"wide": 0}, max_widths={"fc": 12}, dry_run=True)
+    grown = 0
     for name, rec in stage.layers.items():
         if rec["units_after"] != rec["units_before"]:
             assert rec["units_after"] % 4 == 0
+            grown += 1
+    assert grown >= 1
     assert stage.layers["wide"]["units_after"] == 6
+    assert stage.layers["fc"]["units_after"] <= 12
+    assert stage.macs_after <= 2 * stage.macs_before
+    with pytest.raises(ValueError, match="max_widths names unknown"):
+        model.grow((x, y), method="exact", max_widths={"logits": 20})
 
 
 @pytest.mark.parametrize("ratio", [0, -0.5, float("nan"), float("inf"), 1e9, "half", True])

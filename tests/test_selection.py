@@ -30,6 +30,13 @@ def _brute(values, costs, budget, membership=None, caps=None, round_to=None, wid
     return best, best_set
 
 
+def _instance(rng, n_max, max_cost):
+    n = int(rng.integers(1, n_max + 1))
+    values = rng.normal(-0.5, 1.0, n)
+    costs = rng.integers(1, max_cost, n).astype(float)
+    return n, values, costs, float(rng.uniform(0, costs.sum()))
+
+
 def _lp_bound(values, costs, budget):
     neg = values < 0
     res = optimize.linprog(np.where(neg, values, 0), A_ub=[costs], b_ub=[budget],
@@ -40,10 +47,7 @@ def _lp_bound(values, costs, budget):
 def test_milp_optimal_and_lp_feasible_on_200_random_instances():
     rng = np.random.default_rng(0)
     for trial in range(200):
-        n = int(rng.integers(1, 17))
-        values = rng.normal(-0.5, 1.0, n)
-        costs = rng.integers(1, 50, n).astype(float)
-        budget = float(rng.uniform(0, costs.sum()))
+        n, values, costs, budget = _instance(rng, 16, 50)
         best, _ = _brute(values, costs, budget)
         milp = select_neurons(values, costs, budget, solver="milp")
         assert costs[milp].sum() <= budget + 1e-9
@@ -59,10 +63,7 @@ def test_milp_optimal_and_lp_feasible_on_200_random_instances():
 def test_milp_with_layer_caps_and_rounding_matches_brute_force():
     rng = np.random.default_rng(1)
     for trial in range(40):
-        n = int(rng.integers(2, 11))
-        values = rng.normal(-0.5, 1.0, n)
-        costs = rng.integers(1, 20, n).astype(float)
-        budget = float(rng.uniform(0, costs.sum()))
+        n, values, costs, budget = _instance(rng, 10, 20)
         labels = rng.integers(0, 3, n)
         membership = np.zeros((3, n))
         membership[labels, np.arange(n)] = 1
