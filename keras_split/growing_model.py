@@ -136,8 +136,15 @@ class GrowingModel(keras.Model):
             )
 
         def loss_fn(x, y, y_pred, sample_weight):
-            return self.compute_loss(x=x, y=y, y_pred=y_pred,
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred,
                                      sample_weight=sample_weight, training=False)
+            # In a replica context Keras divides the loss by the number of replicas
+            # (their gradients are summed); undo it: the splitting matrices are
+            # defined with the mean loss of the (per-replica) batch.
+            context = tf.distribute.get_replica_context()
+            if tf.distribute.has_strategy() and context is not None:
+                loss = loss * tf.cast(context.num_replicas_in_sync, loss.dtype)
+            return loss
 
         return loss_fn
 
@@ -163,6 +170,9 @@ class GrowingModel(keras.Model):
         """Minimum eigenpairs of every splittable neuron's splitting matrix.
 
         BatchNormalization is frozen (inference statistics) and dropout is off.
+        When the model was built under a ``tf.distribute`` strategy with several
+        replicas, the fast method splits every batch across them; the exact
+        method (for small networks) runs on one device.
 
         Args:
             data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)``
@@ -207,6 +217,7 @@ class GrowingModel(keras.Model):
             self._graph, loss_fn, data, layers=layers, epochs=epochs,
             batch_size=batch_size, learning_rate=learning_rate,
             eval_data=eval_data, seed=seed, verbose=verbose,
+            strategy=self.distribute_strategy,
         )
 
     def split(self, plan, eigenpairs=None, epsilon=1e-2):
@@ -239,7 +250,9 @@ class GrowingModel(keras.Model):
             raise ValueError(f"epsilon must be a finite number, got {epsilon!r}.")
         groups = surgery.resolve_plan(self._graph, plan)
         plans = surgery.plan_edits(self._graph, groups, eigenpairs, float(epsilon))
-        new_network, var_edits = surgery.widen_model(self._graph, plans)
+        # Under tf.distribute, the new variables must be created in the model's strategy.
+        with self.distribute_strategy.scope():
+            new_network, var_edits = surgery.widen_model(self._graph, plans)
         new_graph = ChannelGraph(new_network, surrogate=self.surrogate)
         summary = {}
         for name in self._graph.producers:
@@ -260,7 +273,8 @@ class GrowingModel(keras.Model):
         self._graph = graph
         self.train_function = self.test_function = self.predict_function = None
         if old_optimizer is not None and self.compiled:
-            self.optimizer = self._rebuild_optimizer(old_optimizer, var_edits)
+            with self.distribute_strategy.scope():
+                self.optimizer = self._rebuild_optimizer(old_optimizer, var_edits)
         if had_train_function:
             # Growing inside fit (GrowthCallback): the loop calls train_function next.
             self.make_train_function(force=True)

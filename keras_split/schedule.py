@@ -83,7 +83,7 @@ def _save_stage(out_dir, stage, model, history):
 
 def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1,
                   growth_ratio=0.5, seed=0, grow_kwargs=None, fit_kwargs=None,
-                  config=None, deterministic=True, verbose=0):
+                  config=None, deterministic=True, verbose=0, grow_data=None, strategy=None):
     """Runs (or resumes) train -> grow -> train ... and checkpoints every stage.
 
     Args:
@@ -101,6 +101,11 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
             path, model name...); a restart with other settings is refused.
         deterministic: turn on TensorFlow op determinism.
         verbose: passed to ``fit`` and ``grow``.
+        grow_data: the batches for eigen estimation (a dataset or ``stage ->
+            dataset``); default: the training data of the stage.
+        strategy: a ``tf.distribute.Strategy``: ``build_model`` is called and
+            checkpoints are loaded in its scope, so that training and splitting
+            run under it.
 
     Returns:
         ``(model, history)``: the final GrowingModel and the history dict.
@@ -140,6 +145,7 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
             )
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    scope = (strategy or tf.distribute.get_strategy()).scope
     os.makedirs(out_dir, exist_ok=True)
     if run is None or run["completed"] < 0:
         completed, history = -1, {"stages": [], "fit": []}
@@ -148,7 +154,8 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         completed = run["completed"]
         stage_dir = os.path.join(out_dir, f"stage_{completed}")
         try:
-            model = keras.saving.load_model(os.path.join(stage_dir, "model.keras"))
+            with scope():
+                model = keras.saving.load_model(os.path.join(stage_dir, "model.keras"))
             with open(os.path.join(stage_dir, "history.json")) as f:
                 history = json.load(f)
         except Exception as err:  # noqa: BLE001 - any failure means a bad checkpoint
@@ -157,12 +164,15 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
     for stage in range(completed + 1, stages + 1):
         keras.utils.set_random_seed(seed + stage)
         if model is None:
-            model = build_model()
+            with scope():
+                model = build_model()
             if not isinstance(model, GrowingModel):
                 raise ValueError("build_model must return a compiled GrowingModel.")
         data = train_data(stage) if callable(train_data) else train_data
         if stage > 0:
-            record = model.grow(data, growth_ratio=growth_ratio, seed=seed + stage,
+            eigen_data = data if grow_data is None else (
+                grow_data(stage) if callable(grow_data) else grow_data)
+            record = model.grow(eigen_data, growth_ratio=growth_ratio, seed=seed + stage,
                                 verbose=verbose, **grow_kwargs)
             history["stages"].append(record.to_dict())
         fit = model.fit(data, epochs=epochs_per_stage, verbose=verbose, **fit_kwargs)
@@ -172,5 +182,6 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
                            {"format": FORMAT, "config": run_config, "completed": stage})
         logger.info("Stage %d of '%s' saved", stage, out_dir)
     if model is None:
-        model = build_model()
+        with scope():
+            model = build_model()
     return model, history

@@ -349,13 +349,16 @@ class FastEigenSolver:
         layers: producer names (default: all splittable layers).
         learning_rate: RMSprop step size on the unit eigenvectors.
         seed: seed of the random initial eigenvectors.
+        strategy: a ``tf.distribute.Strategy`` with several replicas: every batch
+            is split across them and their ``S v`` are averaged (weighted by
+            their examples); the eigenvectors themselves live on the host.
 
     Example:
         >>> solver = FastEigenSolver(graph, loss_fn)
         >>> eig = solver.fit(dataset, epochs=3).evaluate(dataset)
     """
 
-    def __init__(self, graph, loss_fn, layers=None, learning_rate=0.01, seed=0):
+    def __init__(self, graph, loss_fn, layers=None, learning_rate=0.01, seed=0, strategy=None):
         if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate)
                 and learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
@@ -376,8 +379,32 @@ class FastEigenSolver:
             self.vectors[name] = keras.Variable(v.astype(dtype), name=f"{name}_split_v",
                                                 trainable=True)
         self.optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate)
-        self._sv_fn = tf.function(self._sv, reduce_retracing=True)
+        self.strategy = strategy if strategy and strategy.num_replicas_in_sync > 1 else None
+        self._sv_fn = tf.function(self._sv_global, reduce_retracing=True)
         self._step_fn = tf.function(self._step, reduce_retracing=True)
+
+    def _sv_sum(self, x, y, sw):
+        """``n * S v`` on one (per-replica) batch of ``n`` examples, and ``n``."""
+        svs = self._sv(x, y, sw)
+        n = tf.shape(tf.nest.flatten(x)[0])[0]
+        return {k: v * tf.cast(n, v.dtype) for k, v in svs.items()}, n
+
+    def _sv_global(self, x, y, sw):
+        """``S v`` of every active layer on a (possibly distributed) batch, and its size."""
+        if self.strategy is None:
+            sums, n = self._sv_sum(x, y, sw)
+        else:
+            per_sums, per_n = self.strategy.run(self._sv_sum, args=(x, y, sw))
+            total = tf.distribute.ReduceOp.SUM
+            sums = {k: self.strategy.reduce(total, v, axis=None) for k, v in per_sums.items()}
+            n = self.strategy.reduce(total, per_n, axis=None)
+        return {k: v / tf.cast(n, v.dtype) for k, v in sums.items()}, n
+
+    def _batches(self, dataset):
+        """``dataset``'s batches, split across the replicas of a multi-replica strategy."""
+        if self.strategy is None:
+            return dataset
+        return self.strategy.experimental_distribute_dataset(dataset)
 
     def _sv(self, x, y, sw):
         """``S V`` of every active layer on one batch (the Y-slot gradients)."""
@@ -432,7 +459,7 @@ class FastEigenSolver:
         return lam, (sv - lam * v) / (norm + tiny)
 
     def _step(self, x, y, sw):
-        svs = self._sv(x, y, sw)
+        svs, _ = self._sv_global(x, y, sw)
         grads, finite = [], []
         for name in self.active:
             v = self.vectors[name].value
@@ -464,7 +491,7 @@ class FastEigenSolver:
         for epoch in range(int(epochs)):
             progbar = keras.utils.Progbar(steps_per_epoch, verbose=verbose, unit_name="batch")
             steps = 0
-            for batch in dataset:
+            for batch in self._batches(dataset):
                 if steps_per_epoch:
                     self.optimizer.learning_rate.assign(
                         self._learning_rate(step, epochs * steps_per_epoch))
@@ -490,10 +517,11 @@ class FastEigenSolver:
         dataset = data_utils.as_dataset(data, batch_size)
         totals = {n: 0.0 for n in self.active}
         count = 0
-        for batch in dataset:
+        for batch in self._batches(dataset):
             x, y, sw = data_utils.unpack(batch)
-            n = int(data_utils.batch_size_of(x))
-            for name, sv in self._sv_fn(x, y, sw).items():
+            svs, n = self._sv_fn(x, y, sw)
+            n = int(n)
+            for name, sv in svs.items():
                 totals[name] = totals[name] + n * sv.numpy().astype(np.float64)
             count += n
         if count == 0 and self.active:
@@ -517,7 +545,7 @@ class FastEigenSolver:
 
 
 def fast_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32,
-                    learning_rate=0.01, eval_data=None, seed=0, verbose=0):
+                    learning_rate=0.01, eval_data=None, seed=0, verbose=0, strategy=None):
     """Fast splitting eigenpairs: RMSprop on the Rayleigh quotient, one backward pass a step.
 
     Args:
@@ -532,6 +560,7 @@ def fast_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32,
             (default: ``data``).
         seed: seed of the initial vectors.
         verbose: 0 silent, 1 progress bar.
+        strategy: split every batch across this strategy's replicas.
 
     Returns:
         ``{layer_name: Eigenpairs}`` with residuals.
@@ -539,6 +568,6 @@ def fast_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32,
     Example:
         >>> eig = fast_eigenpairs(graph, loss_fn, (x, y), epochs=10)
     """
-    solver = FastEigenSolver(graph, loss_fn, layers, learning_rate, seed)
+    solver = FastEigenSolver(graph, loss_fn, layers, learning_rate, seed, strategy)
     solver.fit(data, epochs=epochs, batch_size=batch_size, verbose=verbose)
     return solver.evaluate(data if eval_data is None else eval_data, batch_size)

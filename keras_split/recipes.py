@@ -1,0 +1,101 @@
+"""The papers' growth recipe, shared by the examples and the CLI.
+
+Stages of train -> grow(growth_ratio) -> train with SGD + momentum, a cosine
+learning rate over the whole run, label smoothing, a checkpoint per stage
+(:func:`keras_split.grow_schedule`), and a final table of MACs, parameters,
+top-1 and top-5 accuracy per stage. Training and splitting run under a
+``tf.distribute`` strategy.
+"""
+
+import json
+import logging
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_split.flops import count_flops
+from keras_split.growing_model import GrowingModel
+from keras_split.schedule import grow_schedule
+
+logger = logging.getLogger(__name__)
+
+
+def one_hot(dataset, num_classes):
+    """Maps integer labels to one-hot (label smoothing needs them)."""
+    return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def compiled_model(network, learning_rate, total_steps, label_smoothing=0.1, momentum=0.9,
+                   weight_decay=4e-5):
+    """A GrowingModel with SGD + momentum, cosine decay and label smoothing, top-1/top-5 metrics."""
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(int(total_steps), 1))
+    model = GrowingModel(network)
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True,
+                                       weight_decay=weight_decay or None),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
+                 keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
+    )
+    return model
+
+
+def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_stage,
+               steps_per_epoch, learning_rate, growth_ratio=0.5, eigen_batches=100,
+               seed=0, strategy=None, cost="flops", label_smoothing=0.1, verbose=1,
+               config=None):
+    """Runs (or resumes) the recipe and returns one row per stage.
+
+    Args:
+        build_network: ``() -> keras.Model``, the seed network.
+        train_fn: ``stage -> dataset`` of ``(images, one-hot labels)``.
+        eval_data: evaluation dataset of ``(images, one-hot labels)``.
+        out_dir: run directory.
+        stages, epochs_per_stage, growth_ratio, seed: as in ``grow_schedule``.
+        steps_per_epoch: for the cosine schedule's length.
+        learning_rate: peak learning rate.
+        eigen_batches: training batches used for eigen estimation per stage.
+        strategy: a ``tf.distribute.Strategy`` (default: the current one).
+        cost: ``grow``'s cost mode.
+        label_smoothing: of the loss.
+        verbose: Keras verbosity.
+        config: extra settings that identify the run.
+
+    Returns:
+        A list of ``{stage, macs, params, top1, top5}``; also written to
+        ``out_dir/results.json``.
+    """
+    total_steps = (stages + 1) * epochs_per_stage * steps_per_epoch
+    grow_schedule(
+        lambda: compiled_model(build_network(), learning_rate, total_steps, label_smoothing),
+        train_fn, out_dir, stages=stages, epochs_per_stage=epochs_per_stage,
+        growth_ratio=growth_ratio, seed=seed, strategy=strategy, deterministic=False,
+        grow_data=lambda stage: train_fn(stage).take(eigen_batches),
+        grow_kwargs={"eigen_epochs": 1, "cost": cost},
+        config=dict(config or {}, learning_rate=learning_rate,
+                    label_smoothing=label_smoothing, eigen_batches=eigen_batches),
+        verbose=verbose,
+    )
+    rows = []
+    scope = (strategy or tf.distribute.get_strategy()).scope
+    for stage in range(stages + 1):
+        with scope():
+            model = keras.saving.load_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
+        metrics = model.evaluate(eval_data, verbose=0, return_dict=True)
+        rows.append({"stage": stage, "macs": count_flops(model),
+                     "params": int(model.count_params()),
+                     "top1": float(metrics["top1"]), "top5": float(metrics["top5"])})
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    return rows
+
+
+def format_table(rows):
+    """The per-stage table as text."""
+    lines = [f"{'stage':>5} {'MACs':>14} {'params':>11} {'top-1':>7} {'top-5':>7}"]
+    lines += [f"{r['stage']:>5} {r['macs']:>14,} {r['params']:>11,} {r['top1']:>7.4f} "
+              f"{r['top5']:>7.4f}" for r in rows]
+    return "\n".join(lines)
