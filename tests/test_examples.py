@@ -61,3 +61,23 @@ def test_fast_eigenpairs_split_across_replicas_match_exact():
     assert result["rel"] <= 0.02 and result["cos"] >= 0.99, result
     assert result["n_selected"] > 0
     assert "Mirrored" in result["mirrored"] or "Distributed" in result["mirrored"], result
+
+
+def test_cifar10_example_on_a_tiny_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for c in range(10):
+            folder = tmp_path / "cifar" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                (folder / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "cifar10_mobilenet.py"),
+           "--data-dir", str(tmp_path / "cifar"), "--out", str(tmp_path / "run"),
+           "--stages", "1", "--epochs-per-stage", "1", "--batch-size", "16",
+           "--blocks", "3", "--eigen-batches", "2", "--verbose", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(rows) == 2 and rows[0]["macs"] < rows[1]["macs"] <= 1.5 * rows[0]["macs"]
