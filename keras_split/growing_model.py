@@ -113,6 +113,16 @@ class GrowingModel(keras.Model):
         )
         return cls(network, **config)
 
+    def strip(self):
+        """A plain functional ``keras.Model`` with this architecture and weights.
+
+        Returns:
+            A ``keras.Model`` that loads without keras_split (see ``keras_split.export``).
+        """
+        from keras_split.export import strip
+
+        return strip(self)
+
     # -------------------------------------------------------------- splitting
     @property
     def splittable_layers(self):

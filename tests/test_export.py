@@ -1,0 +1,89 @@
+"""SavedModel and TFLite exports of a grown model, with parity figures."""
+
+import collections
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_split as ks
+from keras_split import export, models
+from keras_split.demo import load_digits
+
+
+@pytest.fixture(scope="module")
+def grown():
+    keras.utils.set_random_seed(0)
+    (x, y), (x_test, y_test) = load_digits()
+    model = ks.GrowingModel(models.mobilenet_v2_cifar(width=8, input_shape=(8, 8, 1)))
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=8, batch_size=64, verbose=0)
+    model.grow((x, y), growth_ratio=0.5, eigen_epochs=1)
+    model.fit(x, y, epochs=4, batch_size=64, verbose=0)
+    return model, (x_test, y_test)
+
+
+def _op_counts(path):
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    return collections.Counter(op.type for op in fn.graph.get_operations())
+
+
+def test_saved_model_equals_the_architecture_built_from_its_widths(grown, tmp_path):
+    model, (x_test, _) = grown
+    result = export.saved_model(model, str(tmp_path / "grown"), sample_data=[x_test])
+    assert result.relative_max_diff <= 1e-4 and result.top1_agreement == 1.0
+    assert result.size_bytes > 0 and result.n_samples == 64
+    fresh = models.mobilenet_v2_cifar(channels=models.channels_of(model), input_shape=(8, 8, 1))
+    fresh.set_weights(model.get_weights())
+    export.saved_model(fresh, str(tmp_path / "fresh"))
+    assert _op_counts(str(tmp_path / "grown")) == _op_counts(str(tmp_path / "fresh"))
+    loaded = tf.saved_model.load(str(tmp_path / "grown"))
+    names = sorted(v.name for v in loaded.variables)
+    assert not any("split" in n for n in names)
+    assert len(loaded.variables) == len(fresh.weights)
+    with pytest.raises(ValueError, match="already exists"):
+        export.saved_model(model, str(tmp_path / "grown"))
+
+
+@pytest.mark.parametrize("quantization, check", [
+    (None, lambda r: r.relative_max_diff <= 1e-4),
+    ("float16", lambda r: r.relative_max_diff <= 2e-2 and r.top1_agreement >= 0.98),
+    ("dynamic", lambda r: r.top1_agreement >= 0.95),
+    ("int8", lambda r: r.top1_agreement >= 0.9),
+])
+def test_tflite_round_trips(grown, tmp_path, quantization, check):
+    model, (x_test, _) = grown
+    data = tf.data.Dataset.from_tensor_slices(x_test).batch(64)
+    result = export.tflite(model, str(tmp_path / "m.tflite"), quantization=quantization,
+                           representative_data=data, sample_data=[x_test[:200]])
+    assert result.n_samples == 64 and result.size_bytes == (tmp_path / "m.tflite").stat().st_size
+    assert check(result), result
+    if quantization == "int8":
+        float_size = export.tflite(model, str(tmp_path / "f.tflite")).size_bytes
+        assert result.size_bytes < float_size
+
+
+def test_strip_needs_no_keras_split(grown, tmp_path):
+    model, (x_test, _) = grown
+    plain = model.strip()
+    assert type(plain) is keras.Model or type(plain).__name__ == "Functional"
+    path = tmp_path / "plain.keras"
+    plain.save(path)
+    with zipfile.ZipFile(path) as z:
+        assert "keras_split" not in json.dumps(json.loads(z.read("config.json")))
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x_test[:16], verbose=0),
+                               model.predict(x_test[:16], verbose=0), atol=1e-5)
+
+
+def test_bad_export_arguments(grown, tmp_path):
+    model, _ = grown
+    with pytest.raises(ValueError, match="quantization"):
+        export.tflite(model, str(tmp_path / "a.tflite"), quantization="int4")
+    with pytest.raises(ValueError, match="representative_data"):
+        export.tflite(model, str(tmp_path / "a.tflite"), quantization="int8")
