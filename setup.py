@@ -17,6 +17,9 @@ setup(
         "scipy>=1.11",
         "scikit-learn>=1.3",
         "tensorboard>=2.16",
+        "matplotlib>=3.7",
+        "tf-keras-vis>=0.8.7",
+        "tensorflow-datasets>=4.9",
     ],
     extras_require={
         # TensorFlow comes as one of two wheels that install the same module: pick one.

@@ -1,4 +1,8 @@
-"""The `keras-split` command line."""
+"""The `keras-split` command line: demo, grow, export, report.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad usage or input (a missing
+data directory, a run directory from another configuration, an unwritable output).
+"""
 
 import argparse
 import logging
@@ -6,32 +10,150 @@ import os
 import sys
 import warnings
 
+MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v1_cifar", "mobilenet_v2_cifar")
+
+
+def _print_rows(rows):
+    keys = [k for k in ("test_accuracy", "top1", "top5") if k in rows[0]]
+    print(f"{'stage':>5} {'MACs':>12} {'params':>10} " + " ".join(f"{k:>13}" for k in keys))
+    for r in rows:
+        print(f"{r['stage']:>5} {r['macs']:>12,} {r['params']:>10,} "
+              + " ".join(f"{r[k]:>13.4f}" for k in keys))
+
 
 def _demo(args):
     from keras_split.demo import run_demo
 
     rows = run_demo(args.out, stages=args.stages, epochs_per_stage=args.epochs_per_stage,
-                    growth_ratio=args.growth_ratio, seed=args.seed, verbose=args.verbose)
-    print(f"{'stage':>5} {'MACs':>10} {'params':>8} {'test acc':>9}  widths")
+                    growth_ratio=args.growth_ratio, seed=args.seed, verbose=args.verbose,
+                    baselines=not args.no_baselines)
+    _print_rows(rows)
     for r in rows:
-        widths = " ".join(str(w) for w in r["widths"].values())
-        print(f"{r['stage']:>5} {r['macs']:>10,} {r['params']:>8,} {r['test_accuracy']:>9.4f}  {widths}")
+        print(f"stage {r['stage']} widths: {' '.join(str(w) for w in r['widths'].values())}")
     print(f"Results: {os.path.join(args.out, 'results.json')}")
+    print(f"Report: {os.path.join(args.out, 'report', 'report.md')}")
+    return 0
+
+
+def _detect_dataset(data_dir):
+    from keras_split.data import imagenet
+
+    if imagenet._shards(data_dir, "train") or os.path.isdir(os.path.join(data_dir, "val")):
+        return "imagenet"
+    if os.path.isdir(os.path.join(data_dir, "train")) and os.path.isdir(os.path.join(data_dir, "test")):
+        return "cifar10"
+    if os.path.isdir(os.path.join(data_dir, "cifar-10-batches-py")) or data_dir.endswith(
+            ("cifar-10-batches-py", "cifar-10-batches-bin", ".tar.gz")):
+        return "cifar10"
+    raise ValueError(
+        f"Cannot tell the dataset of '{data_dir}': expected ImageNet shards or train/ and "
+        "val/ folders, or a CIFAR train/ and test/ folder layout (or pass --dataset).")
+
+
+def _grow(args):
+    if not os.path.exists(args.data):
+        raise ValueError(f"Data directory '{args.data}' does not exist.")
+    from keras_split import data, models, recipes
+
+    dataset = args.dataset if args.dataset != "auto" else _detect_dataset(args.data)
+    if dataset == "imagenet":
+        size, classes = args.image_size or 224, 1000
+        train_fn = lambda stage: recipes.one_hot(data.imagenet_dataset(  # noqa: E731
+            args.data, "train", batch_size=args.batch_size, image_size=size,
+            seed=args.seed + stage), classes)
+        test = recipes.one_hot(data.imagenet_dataset(
+            args.data, "validation", batch_size=args.batch_size, image_size=size), classes)
+        n_train = 1_281_167
+    else:
+        size, classes = 32, 10
+        train_fn = lambda stage: recipes.one_hot(data.cifar_dataset(  # noqa: E731
+            args.data, "train", batch_size=args.batch_size, seed=args.seed + stage,
+            validate=False), classes)
+        test = recipes.one_hot(data.cifar_dataset(args.data, "test", batch_size=500,
+                                                  validate=False), classes)
+        n_train = 50_000
+    builder = getattr(models, args.model)
+    shape = (size, size, 3)
+    if args.model.endswith("_cifar"):
+        network = lambda: builder(width=int(args.width), input_shape=shape,  # noqa: E731
+                                  num_classes=classes)
+    else:
+        network = lambda: builder(args.width, input_shape=shape, num_classes=classes)  # noqa: E731
+    rows = recipes.run_growth(
+        network, train_fn, test, args.out, stages=args.stages,
+        epochs_per_stage=args.epochs_per_stage,
+        steps_per_epoch=max(n_train // args.batch_size, 1), learning_rate=args.learning_rate,
+        growth_ratio=args.growth_ratio, eigen_batches=args.eigen_batches, seed=args.seed,
+        cost=args.cost, label_smoothing=0.1 if dataset == "imagenet" else 0.0,
+        verbose=args.verbose,
+        config={"model": args.model, "width": args.width, "dataset": dataset,
+                "data": os.path.abspath(args.data), "batch_size": args.batch_size},
+    )
+    _print_rows(rows)
+    print(f"Results: {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
+def _export(args):
+    import keras
+
+    from keras_split import export
+
+    model_path = os.path.join(args.stage_dir, "model.keras")
+    if not os.path.exists(model_path):
+        raise ValueError(f"'{args.stage_dir}' holds no model.keras (expected RUN_DIR/stage_K).")
+    model = keras.saving.load_model(model_path)
+    out = args.out or os.path.join(
+        args.stage_dir, "export", "saved_model" if args.format == "savedmodel"
+        else f"model{'_' + args.quantization if args.quantization else ''}.tflite")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"Cannot write to '{parent}'.")
+    sample = None
+    if args.data:
+        from keras_split import data
+
+        sample = data.cifar_dataset(args.data, "test", batch_size=100, validate=False).take(5)
+    if args.format == "savedmodel":
+        result = export.saved_model(model, out, sample_data=sample)
+    else:
+        if args.quantization == "int8" and sample is None:
+            raise ValueError("--quantization int8 needs --data for calibration.")
+        result = export.tflite(model, out, quantization=args.quantization,
+                               representative_data=sample, sample_data=sample)
+    print(f"wrote {result.path} ({result.size_bytes:,} bytes); max |diff| to Keras "
+          f"{result.max_abs_diff:.2e} (relative {result.relative_max_diff:.2e}), "
+          f"top-1 agreement {result.top1_agreement:.4f} on {result.n_samples} inputs")
+    return 0
+
+
+def _report(args):
+    from keras_split.report import write_report
+
+    images = labels = None
+    if args.data:
+        from keras_split import data
+
+        x, y = next(iter(data.cifar_dataset(args.data, "test", batch_size=6, validate=False)))
+        images, labels = x.numpy(), y.numpy()
+    print(f"Report: {write_report(args.run_dir, images, labels)}")
     return 0
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-split",
-        description="Grow Keras models by energy-aware splitting steepest descent.",
+        description="Grow Keras models by energy-aware splitting steepest descent. "
+                    "Exit codes: 0 success, 1 failure, 2 bad usage or input.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser(
         "demo", help="grow a small MobileNet on scikit-learn's bundled digits (offline)",
-        description="Grows a MobileNet-style network (8 channels everywhere) on the "
-                    "real UCI digits bundled with scikit-learn: no download. Rerunning "
-                    "the same command resumes an interrupted run.",
-    )
+        description="Grows a MobileNet-style network (8 channels everywhere) on the real UCI "
+                    "digits bundled with scikit-learn (no download), trains width-multiplier "
+                    "baselines, and writes a report. Rerunning resumes an interrupted run.")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     demo.add_argument("--stages", type=int, default=3, help="growth stages (default: 3)")
     demo.add_argument("--epochs-per-stage", type=int, default=15,
@@ -39,24 +161,80 @@ def build_parser():
     demo.add_argument("--growth-ratio", type=float, default=0.5,
                       help="MACs budget of each stage as a fraction (default: 0.5)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--no-baselines", action="store_true",
+                      help="skip the width-multiplier baselines")
     demo.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
                       help="Keras verbosity of fit and grow (default: 0)")
     demo.set_defaults(func=_demo)
+
+    grow = sub.add_parser(
+        "grow", help="the resumable stage driver on ImageNet or CIFAR data",
+        description="Runs train -> grow -> train ... and checkpoints RUN_DIR/stage_K after "
+                    "every stage; rerunning the same command resumes.")
+    grow.add_argument("--model", choices=MODELS, default="mobilenet_v1",
+                      help="seed architecture (default: mobilenet_v1)")
+    grow.add_argument("--width", type=float, default=0.3,
+                      help="width multiplier (channels for *_cifar models) of the seed")
+    grow.add_argument("--data", required=True,
+                      help="ImageNet shards/folders or a CIFAR folder layout/archive")
+    grow.add_argument("--dataset", choices=("auto", "imagenet", "cifar10"), default="auto",
+                      help="what --data holds (default: detect)")
+    grow.add_argument("--stages", type=int, default=3, help="growth stages (default: 3)")
+    grow.add_argument("--epochs-per-stage", type=int, default=5,
+                      help="training epochs per stage (default: 5)")
+    grow.add_argument("--growth-ratio", type=float, default=0.5,
+                      help="MACs budget of each stage as a fraction (default: 0.5)")
+    grow.add_argument("--out", required=True, help="run directory")
+    grow.add_argument("--cost", choices=("flops", "params", "uniform"), default="flops",
+                      help="selection cost: flops (energy-aware), params, uniform (vanilla)")
+    grow.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    grow.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    grow.add_argument("--learning-rate", type=float, default=0.1,
+                      help="peak learning rate of the cosine schedule (default: 0.1)")
+    grow.add_argument("--eigen-batches", type=int, default=50,
+                      help="training batches for eigen estimation per stage (default: 50)")
+    grow.add_argument("--image-size", type=int, default=None,
+                      help="ImageNet input size (default: 224)")
+    grow.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                      help="Keras verbosity (default: 1, progress bars)")
+    grow.set_defaults(func=_grow)
+
+    exp = sub.add_parser("export", help="export a stage to SavedModel or TFLite",
+                         description="Exports RUN_DIR/stage_K/model.keras and reports its "
+                                     "parity with Keras.")
+    exp.add_argument("stage_dir", help="a stage directory, e.g. runs/demo/stage_3")
+    exp.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel",
+                     help="export format (default: savedmodel)")
+    exp.add_argument("--quantization", choices=("float16", "dynamic", "int8"), default=None,
+                     help="TFLite quantization (default: none, float32)")
+    exp.add_argument("--data", default=None,
+                     help="CIFAR-style data for parity and int8 calibration")
+    exp.add_argument("--out", default=None,
+                     help="output path (default: STAGE_DIR/export/...)")
+    exp.set_defaults(func=_export)
+
+    rep = sub.add_parser("report", help="Markdown/HTML report with plots of a run",
+                         description="Writes RUN_DIR/report/report.md and report.html.")
+    rep.add_argument("run_dir", help="a run directory")
+    rep.add_argument("--data", default=None,
+                     help="CIFAR-style data for the GradCAM/saliency maps")
+    rep.set_defaults(func=_report)
     return parser
 
 
 def main(argv=None):
-    """Entry point. Exit codes: 0 success, 1 failure, 2 bad usage or input."""
+    """Entry point; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*shuffle=True.*", category=UserWarning)
+    warnings.filterwarnings("ignore", message=".*structure of `inputs`.*", category=UserWarning)
     args = build_parser().parse_args(argv)
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, PermissionError, FileNotFoundError, NotADirectoryError) as err:
         print(f"keras-split: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

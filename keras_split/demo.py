@@ -59,18 +59,39 @@ def seed_network(width=8, blocks=3, num_classes=10, activation="swish", input_sh
     return keras.Model(x, L.Dense(num_classes, name="logits")(h), name="digits_mobilenet")
 
 
-def _compiled(learning_rate):
+def _optimizer(learning_rate, total_steps):
+    """SGD with momentum and one cosine decay over the whole run (kept across splits)."""
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+
+
+def _compiled(learning_rate, total_steps):
     model = GrowingModel(seed_network())
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+        optimizer=_optimizer(learning_rate, total_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     return model
 
 
+def _train_baseline(width, epochs, data, learning_rate, batch_size, seed):
+    """A uniform-width network trained from scratch: the width-multiplier baseline."""
+    (x_train, y_train), (x_test, y_test) = data
+    keras.utils.set_random_seed(seed)
+    model = seed_network(width=width)
+    steps = epochs * -(-len(x_train) // batch_size)
+    model.compile(optimizer=_optimizer(learning_rate, steps),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+    _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+    return {"label": f"width {width}", "width": width, "macs": count_flops(model),
+            "accuracy": float(acc)}
+
+
 def run_demo(out_dir, stages=3, epochs_per_stage=15, growth_ratio=0.5, batch_size=64,
-             learning_rate=0.05, seed=0, verbose=0):
+             learning_rate=0.05, seed=0, verbose=0, baselines=True, report=True):
     """Grows the digits network and writes ``results.json``; returns the per-stage rows.
 
     Args:
@@ -79,9 +100,14 @@ def run_demo(out_dir, stages=3, epochs_per_stage=15, growth_ratio=0.5, batch_siz
         epochs_per_stage: training epochs per stage.
         growth_ratio: MACs budget of every stage, as a fraction.
         batch_size: training batch size.
-        learning_rate: SGD learning rate (momentum 0.9).
+        learning_rate: peak SGD learning rate (momentum 0.9), cosine-decayed over the
+            whole run; the baselines get the same schedule over their (equal) epochs.
         seed: seed of everything.
         verbose: passed to fit and grow.
+        baselines: also train uniform-width networks from scratch, for as many
+            epochs in all as the grown network had, at the widths whose MACs are
+            nearest each grown stage's (written to ``baselines.json``).
+        report: write ``OUT_DIR/report`` (plots, GradCAM and saliency maps).
 
     Returns:
         A list of dicts ``{stage, macs, params, test_accuracy, widths}``.
@@ -92,8 +118,9 @@ def run_demo(out_dir, stages=3, epochs_per_stage=15, growth_ratio=0.5, batch_siz
         return (tf.data.Dataset.from_tensor_slices((x_train, y_train))
                 .shuffle(len(x_train), seed=seed + stage).batch(batch_size))
 
+    total_steps = (stages + 1) * epochs_per_stage * -(-len(x_train) // batch_size)
     grow_schedule(
-        lambda: _compiled(learning_rate), train_data, out_dir, stages=stages,
+        lambda: _compiled(learning_rate, total_steps), train_data, out_dir, stages=stages,
         epochs_per_stage=epochs_per_stage, growth_ratio=growth_ratio, seed=seed,
         grow_kwargs={"eigen_epochs": 2, "cost": "flops"},
         config={"demo": "digits", "batch_size": batch_size, "learning_rate": learning_rate},
@@ -113,4 +140,17 @@ def run_demo(out_dir, stages=3, epochs_per_stage=15, growth_ratio=0.5, batch_siz
         })
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(rows, f, indent=1)
+    if baselines:
+        macs_of = {w: count_flops(seed_network(width=w)) for w in range(8, 65)}
+        chosen = sorted({min(macs_of, key=lambda w: abs(macs_of[w] - r["macs"])) for r in rows})
+        total_epochs = (stages + 1) * epochs_per_stage
+        base = [_train_baseline(w, total_epochs, ((x_train, y_train), (x_test, y_test)),
+                                learning_rate, batch_size, seed) for w in chosen]
+        with open(os.path.join(out_dir, "baselines.json"), "w") as f:
+            json.dump(base, f, indent=1)
+    if report:
+        from keras_split.report import write_report
+
+        pick = np.concatenate([np.flatnonzero(y_test == c)[:1] for c in range(6)])
+        write_report(out_dir, x_test[pick], y_test[pick])
     return rows

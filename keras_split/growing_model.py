@@ -241,7 +241,10 @@ class GrowingModel(keras.Model):
         Optimizer state: the optimizer is rebuilt from its config; its iteration
         count is kept, slot variables (momentum, Adam moments, ...) of unchanged
         weights are copied, and those of widened weights are copied entry by
-        entry, both children of a unit starting with the parent's slots.
+        entry: both children of a unit start with the parent's slots, and the
+        first moments (SGD momentum, Adam's m) of a consumer's duplicated input
+        rows are halved like the rows themselves, so that the pair keeps the
+        parent's momentum.
 
         Args:
             plan: ``{layer_name: [unit, ...]}``.
@@ -310,7 +313,10 @@ class GrowingModel(keras.Model):
                 edit = next((e for p, e in prefixes if slot.name.startswith(p)), None)
                 if edit is None:
                     continue
-                value = edit.apply(value, with_delta=False, halve=False)
+                # First moments (SGD velocity, Adam's m) are halved where the weights
+                # are, so that the two halves together keep the parent's momentum.
+                value = edit.apply(value, with_delta=False,
+                                   halve=slot.name.endswith("_momentum"))
                 if tuple(value.shape) != tuple(slot.shape):
                     continue
             slot.assign(value)

@@ -251,6 +251,7 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="fast", eigen_
             "n_negative": int((e.values < 0).sum()),
             "residual_max": float(res.max()),
             "residual_mean": float(res.mean()),
+            "lambdas": [float(v) for v in e.values],
         }
     selected_value = float(values[chosen].sum()) if len(chosen) else 0.0
     stage = GrowthStage(

@@ -20,8 +20,9 @@ class GrowthStage:
         loss_before, loss_after, measured_loss_change: the compiled loss on the
             evaluation batches around the split (None for a dry run).
         layers: per producer, ``units_before``, ``units_after``,
-            ``split_indices``, and the statistics of its ``lambda`` and of the
-            fast solver's residual ``||S v - lambda v||``.
+            ``split_indices``, its ``lambdas`` (every unit's eigenvalue), and the
+            statistics of ``lambda`` and of the fast solver's residual
+            ``||S v - lambda v||``.
         seconds: wall time of ``eigen``, ``select`` and ``split``.
         dry_run: True when the model was not changed.
 

@@ -1,33 +1,92 @@
-"""The offline demo (the README's main job) and the CLI."""
+"""The offline demo (the README's main job) and the `keras-split` CLI."""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_split import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_demo_reduced_setting(tmp_path, capsys):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
     code = cli.main(["demo", "--out", str(out), "--stages", "1", "--epochs-per-stage", "2"])
     assert code == 0
-    rows = json.loads((out / "results.json").read_text())
+    return out
+
+
+def test_demo_reduced_setting_writes_results_and_report(demo_run, capsys):
+    rows = json.loads((demo_run / "results.json").read_text())
     assert [r["stage"] for r in rows] == [0, 1]
     assert rows[0]["macs"] < rows[1]["macs"] <= 1.5 * rows[0]["macs"]
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows)
-    printed = capsys.readouterr().out
-    assert "test acc" in printed and "results.json" in printed
+    baselines = json.loads((demo_run / "baselines.json").read_text())
+    assert baselines and all(b["macs"] > 0 for b in baselines)
+    report = (demo_run / "report" / "report.md").read_text()
+    for png in ("accuracy_vs_macs.png", "widths.png", "spectra.png", "attention.png"):
+        assert f"({png})" in report
+        data = (demo_run / "report" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert "| 1 |" in report and (demo_run / "report" / "report.html").exists()
 
 
-def test_cli_reports_bad_run_dir(tmp_path, capsys):
+def test_cli_export_and_report(demo_run, tmp_path, capsys):
+    stage = demo_run / "stage_1"
+    assert cli.main(["export", str(stage), "--format", "tflite",
+                     "--out", str(tmp_path / "m.tflite")]) == 0
+    assert "top-1 agreement" in capsys.readouterr().out
+    assert (tmp_path / "m.tflite").stat().st_size > 0
+    assert cli.main(["export", str(stage), "--out", str(tmp_path / "sm")]) == 0
+    assert (tmp_path / "sm" / "saved_model.pb").exists()
+    assert cli.main(["report", str(demo_run)]) == 0
+    assert "Report:" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     (tmp_path / "x.txt").write_text("not a run")
     assert cli.main(["demo", "--out", str(tmp_path), "--stages", "0"]) == 2
     assert "not a keras_split run directory" in capsys.readouterr().err
+    assert cli.main(["grow", "--data", str(tmp_path / "missing"), "--out",
+                     str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["export", str(tmp_path)]) == 2
+    assert "holds no model.keras" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["grow", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--model", "--width", "--data", "--stages", "--epochs-per-stage",
+                 "--growth-ratio", "--out", "--cost", "--seed"):
+        assert flag in help_text
+
+
+def test_cli_grow_on_a_cifar_folder_and_refuses_other_config(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+        for c in range(10):
+            folder = tmp_path / "cifar" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                (folder / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    args = ["grow", "--model", "mobilenet_v1_cifar", "--width", "8", "--data",
+            str(tmp_path / "cifar"), "--stages", "1", "--epochs-per-stage", "1",
+            "--batch-size", "16", "--eigen-batches", "2", "--out", str(tmp_path / "run"),
+            "--verbose", "0"]
+    assert cli.main(args) == 0
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(rows) == 2 and rows[1]["macs"] > rows[0]["macs"]
+    other = list(args)
+    other[other.index("--width") + 1] = "16"
+    assert cli.main(other) == 2
+    assert "different configuration" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -44,3 +103,4 @@ def test_full_demo_as_installed_command(tmp_path):
         assert before["macs"] < after["macs"] <= 1.5 * before["macs"]
     assert rows[-1]["test_accuracy"] > rows[0]["test_accuracy"]
     assert rows[-1]["test_accuracy"] >= 0.9
+    assert (tmp_path / "demo" / "report" / "attention.png").exists()

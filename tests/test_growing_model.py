@@ -45,6 +45,14 @@ def test_fit_after_split_keeps_optimizer_config_and_slots():
     np.testing.assert_array_equal(new_momentum["bn1_gamma_momentum"],
                                   old_momentum["bn1_gamma_momentum"][[0, 1, 1, 2, 3]])
     assert new_momentum["c2_kernel_momentum"].shape == (3, 3, 5, 7)
+    # c2's input channel 1 (c1's split unit) is duplicated and halved, weights and momentum.
+    old_c2 = old_momentum["c2_kernel_momentum"][..., [0, 0, 1, 2, 3, 4, 4]]
+    np.testing.assert_allclose(new_momentum["c2_kernel_momentum"][:, :, [0, 3, 4]],
+                               old_c2[:, :, [0, 2, 3]])
+    np.testing.assert_allclose(new_momentum["c2_kernel_momentum"][:, :, 1],
+                               old_c2[:, :, 1] / 2)
+    np.testing.assert_allclose(new_momentum["c2_kernel_momentum"][:, :, 2],
+                               old_c2[:, :, 1] / 2)
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert int(model.optimizer.iterations) == 8

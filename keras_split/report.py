@@ -1,0 +1,203 @@
+"""Growth reports: Markdown and HTML with PNG plots, from a run directory.
+
+Plots: accuracy against MACs per stage (with any width-multiplier baselines in
+``RUN_DIR/baselines.json``: ``[{"label", "macs", "accuracy"}]``), the width of
+every layer across stages, the eigenvalue spectra of every stage, and
+tf-keras-vis GradCAM and saliency maps of the seed and the final model on a
+few test images.
+"""
+
+import html
+import json
+import logging
+import os
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def _load_json(path, default=None):
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def _stage_dirs(run_dir):
+    run = _load_json(os.path.join(run_dir, "run.json"))
+    if run is None:
+        raise ValueError(f"'{run_dir}' is not a keras_split run directory (no run.json).")
+    return run, [os.path.join(run_dir, f"stage_{k}") for k in range(run["completed"] + 1)]
+
+
+def _plot_accuracy(rows, baselines, path, metric):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot([r["macs"] / 1e6 for r in rows], [r[metric] for r in rows], "o-", label="grown")
+    for r in rows:
+        ax.annotate(f"stage {r['stage']}", (r["macs"] / 1e6, r[metric]), fontsize=7,
+                    xytext=(3, -10), textcoords="offset points")
+    if baselines:
+        ax.plot([b["macs"] / 1e6 for b in baselines], [b["accuracy"] for b in baselines], "s--",
+                label="width multiplier")
+    ax.set_xlabel("MACs (millions)")
+    ax.set_ylabel(metric.replace("test_", "test ").replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_widths(widths, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(widths[0])
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.35 * len(names)), 4))
+    for k, w in enumerate(widths):
+        ax.plot(range(len(names)), [w.get(n, np.nan) for n in names], "o-", label=f"stage {k}")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=75, fontsize=6)
+    ax.set_ylabel("units")
+    ax.set_title("layer widths across stages")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_spectra(stages, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for rec in stages:
+        values = np.sort(np.concatenate([l.get("lambdas", []) for l in rec["layers"].values()]))
+        ax.plot(np.arange(values.size) / max(values.size - 1, 1), values,
+                label=f"stage {rec['stage'] + 1}: {rec['n_selected']} split")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("neurons (sorted, fraction)")
+    ax.set_ylabel("min eigenvalue of the splitting matrix")
+    ax.set_title("splitting spectra per growth stage")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_attention(models_by_name, images, labels, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.saliency import Saliency
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    n = len(images)
+    rows = 1 + 2 * len(models_by_name)
+    fig, axes = plt.subplots(rows, n, figsize=(1.4 * n, 1.5 * rows), squeeze=False)
+    shown = images.squeeze(-1) if images.shape[-1] == 1 else images
+    for j in range(n):
+        axes[0, j].imshow(shown[j], cmap="gray" if shown.ndim == 3 else None)
+        axes[0, j].set_title(f"label {labels[j]}", fontsize=7)
+    score = CategoricalScore([int(v) for v in labels])
+    for i, (name, model) in enumerate(models_by_name.items()):
+        cams = Gradcam(model, clone=True)(score, images, penultimate_layer=-1)
+        sal = Saliency(model, clone=True)(score, images)
+        for j in range(n):
+            axes[1 + 2 * i, j].imshow(cams[j], cmap="jet")
+            axes[2 + 2 * i, j].imshow(sal[j], cmap="gray")
+        axes[1 + 2 * i, 0].set_ylabel(f"{name}\nGradCAM", fontsize=7)
+        axes[2 + 2 * i, 0].set_ylabel(f"{name}\nsaliency", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(run_dir, images=None, labels=None, metric=None):
+    """Writes ``RUN_DIR/report/report.md`` and ``report.html`` with their PNG plots.
+
+    Args:
+        run_dir: a run directory of :func:`keras_split.grow_schedule`.
+        images, labels: a few test examples (arrays) for the GradCAM/saliency
+            maps; without them the report says so and has no attention maps.
+        metric: the accuracy key of ``results.json`` (default: ``test_accuracy``
+            or ``top1``, whichever is present).
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        ValueError: for a directory that is not a run directory.
+
+    Example:
+        >>> write_report("runs/demo", x_test[:6], y_test[:6])
+    """
+    import keras
+
+    from keras_split.flops import count_flops
+
+    _, stage_dirs = _stage_dirs(run_dir)
+    out = os.path.join(run_dir, "report")
+    os.makedirs(out, exist_ok=True)
+    history = _load_json(os.path.join(stage_dirs[-1], "history.json"), {"stages": []})
+    rows = _load_json(os.path.join(run_dir, "results.json"), [])
+    baselines = _load_json(os.path.join(run_dir, "baselines.json"), [])
+    metric = metric or next((m for m in ("test_accuracy", "top1") if rows and m in rows[0]), None)
+    models_by_stage = [keras.saving.load_model(os.path.join(d, "model.keras")) for d in stage_dirs]
+    widths = [{n: int(m.network.get_layer(n).kernel.shape[-1]) for n in m.splittable_layers}
+              for m in models_by_stage]
+    pngs = []
+    if rows and metric:
+        _plot_accuracy(rows, baselines, os.path.join(out, "accuracy_vs_macs.png"), metric)
+        pngs.append(("Accuracy against MACs", "accuracy_vs_macs.png"))
+    _plot_widths(widths, os.path.join(out, "widths.png"))
+    pngs.append(("Layer widths across stages", "widths.png"))
+    if history["stages"]:
+        _plot_spectra(history["stages"], os.path.join(out, "spectra.png"))
+        pngs.append(("Splitting spectra", "spectra.png"))
+    note = ""
+    if images is not None and len(images):
+        _plot_attention({"seed": models_by_stage[0].strip(), "final": models_by_stage[-1].strip()},
+                        np.asarray(images, dtype="float32"), np.asarray(labels),
+                        os.path.join(out, "attention.png"))
+        pngs.append(("GradCAM and saliency (tf-keras-vis), seed and final model", "attention.png"))
+    else:
+        note = "No test images were given, so the report has no GradCAM/saliency maps."
+    lines = [f"# Growth report: {os.path.basename(os.path.abspath(run_dir))}", ""]
+    lines += ["| stage | MACs | params | " + (f"{metric} |" if metric else "") + " groups split |",
+              "|---:|---:|---:|" + ("---:|" if metric else "") + "---:|"]
+    for k, model in enumerate(models_by_stage):
+        row = rows[k] if k < len(rows) else {}
+        split = history["stages"][k - 1]["n_selected"] if 0 < k <= len(history["stages"]) else "-"
+        acc = f" {row.get(metric, float('nan')):.4f} |" if metric else ""
+        lines.append(f"| {k} | {count_flops(model):,} | {model.count_params():,} |{acc} {split} |")
+    lines.append("")
+    for title, png in pngs:
+        lines += [f"## {title}", "", f"![{title}]({png})", ""]
+    if note:
+        lines += [note, ""]
+    md = os.path.join(out, "report.md")
+    with open(md, "w") as f:
+        f.write("\n".join(lines))
+    body = "".join(
+        f"<h2>{html.escape(t)}</h2><img src='{p}' style='max-width:100%'>" for t, p in pngs)
+    table = "<pre>" + html.escape("\n".join(lines[2:2 + len(models_by_stage) + 2])) + "</pre>"
+    with open(os.path.join(out, "report.html"), "w") as f:
+        f.write(f"<html><body><h1>{html.escape(lines[0][2:])}</h1>{table}{body}"
+                f"<p>{html.escape(note)}</p></body></html>")
+    return md
