@@ -4,10 +4,14 @@ Minimise ``sum_i beta_i * lambda_i`` subject to ``sum_i beta_i * cost_i <= budge
 and ``beta_i in {0, 1}``, optionally with per-layer caps on the number of new
 units and with every grown layer's width rounded to a multiple (e.g. 8).
 
-* ``solver="milp"`` solves it exactly with ``scipy.optimize.milp`` (HiGHS).
+* ``solver="milp"`` solves it exactly with ``scipy.optimize.milp`` (HiGHS); a
+  plain budget (no caps, no rounding) first fixes every item whose reduced cost
+  at the LP optimum exceeds the gap to a greedy incumbent (exact), so that only
+  a small core goes to the MILP solver.
 * ``solver="lp"`` solves the LP relaxation ``0 <= beta <= 1`` with
   ``scipy.optimize.linprog(method="highs")`` as the energy-aware splitting paper
-  does, then rounds: items with ``beta >= 1 - 1e-9`` are kept, fractional ones
+  does (in closed form, Dantzig's bound, when the budget is the only constraint),
+  then rounds: items with ``beta >= 1 - 1e-9`` are kept, fractional ones
   dropped, and the remaining candidates are added greedily by ``lambda / cost``
   while the budget and the caps allow (a knapsack LP has at most one fractional
   item per constraint, so this loses little).
@@ -17,8 +21,12 @@ units and with every grown layer's width rounded to a multiple (e.g. 8).
 This module knows nothing of models: it works on arrays.
 """
 
+import logging
+
 import numpy as np
 from scipy import optimize
+
+logger = logging.getLogger(__name__)
 
 SOLVERS = ("milp", "lp", "greedy_value")
 
@@ -101,13 +109,88 @@ def select_neurons(values, costs, budget, solver="milp", layer_of=None, max_unit
     if cand.size == 0:
         return np.zeros(0, dtype=np.int64)
     v, c, m = values[cand], costs[cand], membership[:, cand]
-    if solver == "milp":
+    if solver == "milp" and caps is None and round_to is None:
+        chosen = _knapsack_exact(v, c, budget, time_limit)
+    elif solver == "milp":
         chosen = _milp(v, c, budget, m, caps, round_to, widths, time_limit)
     elif solver == "lp":
         chosen = _lp(v, c, budget, m, caps)
     else:
         chosen = _greedy_by_value(v, c, budget, m, caps)
     return np.sort(cand[chosen]).astype(np.int64)
+
+
+def _dantzig(v, c, budget):
+    """The LP relaxation of the knapsack in closed form: items by ``v / c``, one fractional.
+
+    Returns ``(x_lp, mu, bound)``: the LP solution, the critical ratio (dual
+    price of the budget, <= 0) and the LP value, a lower bound of the optimum.
+    """
+    order = np.argsort(v / np.maximum(c, 1e-300), kind="stable")
+    x = np.zeros(v.size)
+    left = float(budget)
+    mu = 0.0
+    for i in order:
+        if c[i] <= left:
+            x[i], left = 1.0, left - c[i]
+        else:
+            x[i] = left / c[i]
+            mu = v[i] / c[i]
+            break
+    return x, mu, float(v @ x)
+
+
+def _knapsack_exact(v, c, budget, time_limit):
+    """Exact 0/1 knapsack: reduced-cost fixing around the LP solution, MILP on the core.
+
+    With the LP's critical ratio ``mu``, an item's reduced cost is
+    ``r = v - mu * c``, and flipping it away from its LP value costs at least
+    ``|r|`` above the LP bound. Items with ``|r|`` larger than the gap between
+    a greedy incumbent and the LP bound are fixed, which is exact, and HiGHS
+    solves the few remaining ones.
+    """
+    if c.sum() <= budget:
+        return np.arange(v.size)
+    x_lp, mu, bound = _dantzig(v, c, budget)
+    reduced = v - mu * c
+    greedy = _greedy_fill(v, c, budget, x_lp >= 1.0)
+    # A tighter incumbent: the items nearest the critical ratio re-optimised, the rest
+    # kept at their LP values (a smaller gap fixes more items below).
+    near = np.argsort(np.abs(reduced), kind="stable")[:256]
+    keep = (x_lp >= 1.0)
+    keep[near] = False
+    left = float(budget) - float(c[keep].sum())
+    if left >= 0:
+        sub = _milp(v[near], c[near], left, np.zeros((0, near.size)), None, None, None,
+                    time_limit)
+        candidate = np.sort(np.concatenate([np.flatnonzero(keep), near[sub]]))
+        if v[candidate].sum() < v[greedy].sum():
+            greedy = candidate
+    gap = float(v[greedy].sum()) - bound
+    tol = 1e-9 * max(1.0, abs(bound))
+    fixed_in = (x_lp >= 1.0) & (-reduced > gap + tol)
+    fixed_out = (x_lp <= 0.0) & (reduced > gap + tol)
+    free = ~(fixed_in | fixed_out)
+    rest = float(budget) - float(c[fixed_in].sum())
+    core = np.flatnonzero(free)
+    chosen = np.flatnonzero(fixed_in)
+    if core.size:
+        sub = _milp(v[core], c[core], rest, np.zeros((0, core.size)), None, None, None,
+                    time_limit)
+        chosen = np.concatenate([chosen, core[sub]])
+    if v[chosen].sum() > v[greedy].sum():  # never worse than the incumbent
+        chosen = greedy
+    return np.sort(chosen)
+
+
+def _greedy_fill(v, c, budget, start):
+    """``start`` plus the remaining items by ``v / c`` that still fit."""
+    chosen = start.copy()
+    left = float(budget) - float(c[chosen].sum())
+    for i in np.argsort(v / np.maximum(c, 1e-300), kind="stable"):
+        if not chosen[i] and c[i] <= left:
+            chosen[i], left = True, left - c[i]
+    return np.flatnonzero(chosen)
 
 
 def _milp(v, c, budget, m, caps, round_to, widths, time_limit):
@@ -162,6 +245,9 @@ def _milp(v, c, budget, m, caps, round_to, widths, time_limit):
     )
     if res.x is None:
         raise ValueError(f"The knapsack MILP failed: {res.message}")
+    if res.status != 0:
+        logger.warning("The knapsack MILP stopped early (%s): the selection is feasible "
+                       "but not proven optimal.", res.message)
     return np.flatnonzero(res.x[:n] > 0.5)
 
 
@@ -174,15 +260,15 @@ def _feasible_add(i, c, budget, m, caps, spent, counts):
 
 
 def _lp(v, c, budget, m, caps):
-    a, b = [c], [float(budget)]
-    if caps is not None:
-        a.extend(m)
-        b.extend(caps)
-    res = optimize.linprog(v, A_ub=np.array(a), b_ub=np.array(b),
-                           bounds=[(0, 1)] * v.size, method="highs")
-    if res.x is None:
-        raise ValueError(f"The knapsack LP failed: {res.message}")
-    chosen = res.x >= 1 - 1e-9
+    if caps is None:
+        x = _dantzig(v, c, budget)[0]  # the LP optimum of a single budget, in closed form
+    else:
+        res = optimize.linprog(v, A_ub=np.vstack([c, m]), b_ub=np.concatenate([[budget], caps]),
+                               bounds=(0, 1), method="highs")
+        if res.x is None:
+            raise ValueError(f"The knapsack LP failed: {res.message}")
+        x = res.x
+    chosen = x >= 1 - 1e-9
     spent = float(c[chosen].sum())
     counts = m[:, chosen].sum(axis=1)
     ratio = v / np.maximum(c, 1e-300)
