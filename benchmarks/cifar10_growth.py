@@ -152,7 +152,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     args = parser.parse_args(argv)
-    quick = {"seeds": 1, "stages": 2, "epochs_per_stage": 2, "train_examples": 4000}
+    quick = {"seeds": 1, "stages": 2, "epochs_per_stage": 3, "train_examples": 10000}
     full = {"seeds": 2, "stages": 3, "epochs_per_stage": 6, "train_examples": 15000}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:

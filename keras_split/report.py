@@ -31,13 +31,23 @@ def _stage_dirs(run_dir):
     return run, [os.path.join(run_dir, f"stage_{k}") for k in range(run["completed"] + 1)]
 
 
-def _plot_accuracy(rows, baselines, path, metric):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    return plt
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
+def _plot_accuracy(rows, baselines, path, metric):
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4))
     ax.plot([r["macs"] / 1e6 for r in rows], [r[metric] for r in rows], "o-", label="grown")
     for r in rows:
         ax.annotate(f"stage {r['stage']}", (r["macs"] / 1e6, r[metric]), fontsize=7,
@@ -49,19 +59,12 @@ def _plot_accuracy(rows, baselines, path, metric):
     ax.set_ylabel(metric.replace("test_", "test ").replace("_", " "))
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_widths(widths, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(widths[0])
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.35 * len(names)), 4))
+    fig, ax = _pyplot().subplots(figsize=(max(5.5, 0.35 * len(names)), 4))
     for k, w in enumerate(widths):
         ax.plot(range(len(names)), [w.get(n, np.nan) for n in names], "o-", label=f"stage {k}")
     ax.set_xticks(range(len(names)))
@@ -69,18 +72,11 @@ def _plot_widths(widths, path):
     ax.set_ylabel("units")
     ax.set_title("layer widths across stages")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_spectra(stages, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4))
     for rec in stages:
         values = np.sort(np.concatenate([l.get("lambdas", []) for l in rec["layers"].values()]))
         ax.plot(np.arange(values.size) / max(values.size - 1, 1), values,
@@ -90,23 +86,17 @@ def _plot_spectra(stages, path):
     ax.set_ylabel("min eigenvalue of the splitting matrix")
     ax.set_title("splitting spectra per growth stage")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_attention(models_by_name, images, labels, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.saliency import Saliency
     from tf_keras_vis.utils.scores import CategoricalScore
 
     n = len(images)
     rows = 1 + 2 * len(models_by_name)
-    fig, axes = plt.subplots(rows, n, figsize=(1.4 * n, 1.5 * rows), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, n, figsize=(1.4 * n, 1.5 * rows), squeeze=False)
     shown = images.squeeze(-1) if images.shape[-1] == 1 else images
     for j in range(n):
         axes[0, j].imshow(shown[j], cmap="gray" if shown.ndim == 3 else None)
@@ -123,9 +113,7 @@ def _plot_attention(models_by_name, images, labels, path):
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def write_report(run_dir, images=None, labels=None, metric=None):

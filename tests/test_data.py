@@ -176,16 +176,8 @@ def test_cifar_folder_layout_checks_classes(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_cifar10_archive(tmp_path):
-    archive = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                           "cifar10-jpeg.tar.gz")
-    if not os.path.exists(archive):
-        pytest.fail(f"the CIFAR-10 archive is missing at {archive}")
-    import tarfile
-
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp_path)
-    root = next(p for p in tmp_path.rglob("train") if p.is_dir()).parent
+def test_real_cifar10_archive(real_cifar10):
+    root = real_cifar10
     train = data.cifar_dataset(str(root), "train", batch_size=1000, validate=False)
     test = data.cifar_dataset(str(root), "test", batch_size=1000, validate=False)
     assert train.class_names[:2] == ["airplane", "automobile"] and len(train.class_names) == 10

@@ -5,11 +5,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_split import cli
+from tests.conftest import write_tiny_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,14 +67,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
 
 
 def test_cli_grow_on_a_cifar_folder_and_refuses_other_config(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("test", 2)):
-        for c in range(10):
-            folder = tmp_path / "cifar" / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                (folder / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    write_tiny_cifar(tmp_path / "cifar")
     args = ["grow", "--model", "mobilenet_v1_cifar", "--width", "8", "--data",
             str(tmp_path / "cifar"), "--stages", "1", "--epochs-per-stage", "1",
             "--batch-size", "16", "--eigen-batches", "2", "--out", str(tmp_path / "run"),

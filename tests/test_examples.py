@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from tests.conftest import write_tiny_cifar
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -64,14 +66,7 @@ def test_fast_eigenpairs_split_across_replicas_match_exact():
 
 
 def test_cifar10_example_on_a_tiny_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("test", 2)):
-        for c in range(10):
-            folder = tmp_path / "cifar" / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                (folder / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    write_tiny_cifar(tmp_path / "cifar", train_per_class=6)
     cmd = [sys.executable, os.path.join(ROOT, "examples", "cifar10_mobilenet.py"),
            "--data-dir", str(tmp_path / "cifar"), "--out", str(tmp_path / "run"),
            "--stages", "1", "--epochs-per-stage", "1", "--batch-size", "16",

@@ -52,17 +52,17 @@ def activation_layer(activation, name):
     return L.Activation(activation, name=name)
 
 
-def conv_bn_act(x, filters, kernel, strides, activation, name, act=True):
+def conv_bn_act(x, filters, kernel, strides, activation, name, act=True, bn_momentum=0.99):
     """Conv2D (no bias) -> BatchNormalization -> activation."""
     x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)(x)
-    x = L.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_bn")(x)
+    x = L.BatchNormalization(epsilon=1e-3, momentum=bn_momentum, name=f"{name}_bn")(x)
     return activation_layer(activation, f"{name}_act")(x) if act else x
 
 
-def depthwise_bn_act(x, strides, activation, name):
+def depthwise_bn_act(x, strides, activation, name, bn_momentum=0.99):
     """DepthwiseConv2D 3x3 (no bias) -> BatchNormalization -> activation."""
     x = L.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=name)(x)
-    x = L.BatchNormalization(epsilon=1e-3, momentum=0.99, name=f"{name}_bn")(x)
+    x = L.BatchNormalization(epsilon=1e-3, momentum=bn_momentum, name=f"{name}_bn")(x)
     return activation_layer(activation, f"{name}_act")(x)
 
 

@@ -9,10 +9,11 @@ V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)
              (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
 
-def _separable_stack(x, widths, strides, activation):
+def _separable_stack(x, widths, strides, activation, bn_momentum=0.99):
     for i, (filters, stride) in enumerate(zip(widths, strides), start=1):
-        x = common.depthwise_bn_act(x, stride, activation, f"conv_dw_{i}")
-        x = common.conv_bn_act(x, filters, 1, 1, activation, f"conv_pw_{i}")
+        x = common.depthwise_bn_act(x, stride, activation, f"conv_dw_{i}", bn_momentum)
+        x = common.conv_bn_act(x, filters, 1, 1, activation, f"conv_pw_{i}",
+                               bn_momentum=bn_momentum)
     return x
 
 
@@ -90,7 +91,8 @@ def mobilenet_v1_cifar(blocks=12, width=8, channels=None, input_shape=(32, 32, 3
     down = {blocks // 4, blocks // 2, (3 * blocks) // 4}
     strides = [2 if i in down else 1 for i in range(blocks)] + [1]
     inputs = keras.Input(input_shape, name="image")
-    x = common.conv_bn_act(inputs, channels[0], 3, 1, activation, "conv1")
-    x = _separable_stack(x, channels[1:], strides, activation)
+    # Short CIFAR runs: BatchNorm statistics follow the weights faster (momentum 0.9).
+    x = common.conv_bn_act(inputs, channels[0], 3, 1, activation, "conv1", bn_momentum=0.9)
+    x = _separable_stack(x, channels[1:], strides, activation, bn_momentum=0.9)
     outputs = common.classifier(x, num_classes, dropout, classifier_activation)
     return keras.Model(inputs, outputs, name=name or "mobilenet_v1_cifar")

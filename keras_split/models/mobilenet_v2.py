@@ -36,20 +36,23 @@ def _default_widths(blocks, stem, last, width_fn):
 
 
 def _build(blocks, widths, input_shape, stem_stride, num_classes, activation, dropout,
-           classifier_activation, name, builder):
+           classifier_activation, name, builder, bn_momentum=0.99):
     widths = common.check_channels(widths, _n_widths(blocks), builder)
     inputs = keras.Input(input_shape, name="image")
-    x = common.conv_bn_act(inputs, widths[0], 3, stem_stride, activation, "conv1")
+    m = bn_momentum
+    x = common.conv_bn_act(inputs, widths[0], 3, stem_stride, activation, "conv1", bn_momentum=m)
     it = iter(widths[1:])
     in_ch = widths[0]
     for b, (t, _, stride, residual) in enumerate(blocks):
         shortcut = x
         prefix = f"block_{b}"
         if t != 1:
-            x = common.conv_bn_act(x, next(it), 1, 1, activation, f"{prefix}_expand")
-        x = common.depthwise_bn_act(x, stride, activation, f"{prefix}_depthwise")
+            x = common.conv_bn_act(x, next(it), 1, 1, activation, f"{prefix}_expand",
+                                   bn_momentum=m)
+        x = common.depthwise_bn_act(x, stride, activation, f"{prefix}_depthwise", m)
         out_ch = next(it)
-        x = common.conv_bn_act(x, out_ch, 1, 1, activation, f"{prefix}_project", act=False)
+        x = common.conv_bn_act(x, out_ch, 1, 1, activation, f"{prefix}_project", act=False,
+                               bn_momentum=m)
         if residual:
             if out_ch != in_ch:
                 raise ValueError(
@@ -58,7 +61,7 @@ def _build(blocks, widths, input_shape, stem_stride, num_classes, activation, dr
                 )
             x = L.Add(name=f"{prefix}_add")([shortcut, x])
         in_ch = out_ch
-    x = common.conv_bn_act(x, next(it), 1, 1, activation, "conv_last")
+    x = common.conv_bn_act(x, next(it), 1, 1, activation, "conv_last", bn_momentum=m)
     outputs = common.classifier(x, num_classes, dropout, classifier_activation)
     return keras.Model(inputs, outputs, name=name)
 
@@ -132,4 +135,5 @@ def mobilenet_v2_cifar(stages=((1, 1, 1), (6, 2, 2), (6, 2, 2), (6, 2, 2), (6, 1
     if channels is None:
         channels = _default_widths(blocks, width, width, lambda c: c)
     return _build(blocks, channels, input_shape, 1, num_classes, activation, dropout,
-                  classifier_activation, name or "mobilenet_v2_cifar", "mobilenet_v2_cifar")
+                  classifier_activation, name or "mobilenet_v2_cifar", "mobilenet_v2_cifar",
+                  bn_momentum=0.9)
