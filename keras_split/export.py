@@ -155,7 +155,7 @@ def run_tflite(content, x):
 
 
 def tflite(model, path, quantization=None, representative_data=None, sample_data=None,
-           num_calibration_batches=20):
+           num_calibration_examples=2000):
     """Converts to a TFLite file, runs it with the TFLite interpreter and reports parity.
 
     Args:
@@ -167,7 +167,8 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
         representative_data: batches of inputs or ``(x, y)`` (required for int8).
         sample_data: inputs for the parity figures (default: ``representative_data``,
             else random inputs).
-        num_calibration_batches: int8 calibration batches.
+        num_calibration_examples: int8 calibration examples taken from
+            ``representative_data``.
 
     Returns:
         An :class:`ExportResult` with the file size, max and relative differences
@@ -195,7 +196,7 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
         if quantization == "int8":
-            calib = _sample_inputs(plain, representative_data, n=num_calibration_batches * 32)
+            calib = _sample_inputs(plain, representative_data, n=num_calibration_examples)
 
             def representative():
                 for example in calib:
