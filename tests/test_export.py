@@ -90,13 +90,13 @@ def test_bad_export_arguments(grown, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap: 97.3 % (ReLU6) / 93 % (swish) top-1 agreement "
-                   "for this narrow, 5-epoch network; the issue asks >= 98 %")
+@pytest.mark.xfail(strict=True, reason="known gap: 97.5 % top-1 agreement (ReLU6, 10 epochs, "
+                   "60 % test accuracy; 93 % with swish); the issue asks >= 98 %")
 def test_int8_agrees_with_float_on_real_cifar10(tmp_path, real_cifar10):
     """A trained CIFAR-10 MobileNet (ReLU6): int8 TFLite top-1 agrees with Keras on >= 98 %.
 
-    With swish the same network agrees on about 93 % only (int8 LOGISTIC and MUL at
-    every activation of a narrow network): see the README.
+    Measured: 97.5 % after 10 epochs (60 % test accuracy); with swish, about 93 % after
+    5 epochs (int8 LOGISTIC and MUL at every activation of a narrow network). See the README.
     """
     from keras_split import data
 
@@ -107,12 +107,12 @@ def test_int8_agrees_with_float_on_real_cifar10(tmp_path, real_cifar10):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     train = data.cifar_dataset(root, "train", batch_size=128, validate=False, seed=0)
-    model.fit(train, epochs=3, verbose=0)
+    model.fit(train, epochs=5, verbose=0)
     model.grow(train.take(20), growth_ratio=0.5, eigen_epochs=1)
-    model.fit(train, epochs=2, verbose=0)
+    model.fit(train, epochs=5, verbose=0)
     _, accuracy = model.evaluate(data.cifar_dataset(root, "test", batch_size=500,
                                                     validate=False), verbose=0)
-    assert accuracy > 0.5  # a trained model, not a random one
+    assert accuracy > 0.5, accuracy  # a trained model, not a random one
     test = data.cifar_dataset(root, "test", batch_size=500, validate=False)
     x_test = np.concatenate([x.numpy() for x, _ in test])
     result = export.tflite(model, str(tmp_path / "int8.tflite"), quantization="int8",
@@ -122,4 +122,4 @@ def test_int8_agrees_with_float_on_real_cifar10(tmp_path, real_cifar10):
         got = export.run_tflite(f.read(), x)
     agreement = float(np.mean(np.argmax(got, -1) == np.argmax(reference, -1)))
     assert result.quantization == "int8"
-    assert agreement >= 0.98, agreement
+    assert agreement >= 0.98, (agreement, accuracy)
