@@ -87,10 +87,6 @@ class WeightEdit:
         self.gathers = list(gathers)
         self.delta = delta
 
-    @property
-    def changes_shape(self):
-        return any(m.changed for _, m, _ in self.gathers)
-
     def apply(self, array, with_delta=True, halve=True):
         out = np.asarray(array)
         for axis, cmap, do_halve in self.gathers:
