@@ -13,14 +13,9 @@ Costs are measured on the current network, so they change from stage to stage.
 import keras
 import numpy as np
 
-from keras_split.flops import layer_macs
+from keras_split.flops import layer_macs, spatial_positions
 
 COST_MODES = ("flops", "params", "uniform")
-
-
-def _positions(tensor):
-    shape = tuple(tensor.shape)[1:-1]
-    return int(np.prod(shape)) if shape else 1
 
 
 def _counts(graph, tensor, index, n_cols):
@@ -42,7 +37,7 @@ def _added_cost(graph, index, n_cols, mode):
             continue
         a = _counts(graph, n.inputs[0], index, n_cols)
         b = _counts(graph, n.outputs[0], index, n_cols)
-        pos = _positions(n.outputs[0]) if mode == "flops" else 1
+        pos = spatial_positions(n.outputs[0]) if mode == "flops" else 1
         if isinstance(layer, L.DepthwiseConv2D):
             k = int(np.prod(layer.kernel.shape[:2])) * layer.depth_multiplier
             total += pos * k * a

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 
 
-def _spatial_positions(tensor):
+def spatial_positions(tensor):
+    """Output positions per example: the product of the spatial dimensions (1 for Dense)."""
     shape = tuple(tensor.shape)[1:-1]
     if any(d is None for d in shape):
         raise ValueError(f"Unknown spatial shape {tensor.shape}; give the model static shapes.")
@@ -30,7 +31,7 @@ def layer_macs(layer, output_tensor):
     L = keras.layers
     if isinstance(layer, (L.Dense, L.Conv2D, L.DepthwiseConv2D)):
         # Kernel [..., fan_in / groups, units]: one MAC per weight per position.
-        return _spatial_positions(output_tensor) * int(np.prod(layer.kernel.shape))
+        return spatial_positions(output_tensor) * int(np.prod(layer.kernel.shape))
     return 0
 
 
