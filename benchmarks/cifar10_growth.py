@@ -9,7 +9,11 @@ The splitting paper's CIFAR experiment, scaled to 2 CPU cores:
   (vanilla: by lambda alone under the same MACs budget) and random selection of
   neurons (random directions) under the same budget;
 * baselines: the same family with uniform widths matched to every energy-aware
-  stage's MACs, trained from scratch for as many epochs as the grown model had.
+  stage's MACs, trained from scratch for as many epochs as the grown model had
+  received when it reached that stage.
+
+Every stage trains with its own cosine learning-rate cycle (a warm restart after each
+split), so every stage is evaluated at the end of a decay, like the baselines.
 
     python benchmarks/cifar10_growth.py --data-dir /tmp/cifar [--quick]
 
@@ -100,10 +104,10 @@ def random_split(model, growth_ratio, epsilon, rng):
 def grow_run(method, train, test, args, seed):
     keras.utils.set_random_seed(seed)
     (x, y), (xt, yt) = train, test
-    steps = -(-len(x) // args.batch_size)
-    total = (args.stages + 1) * args.epochs_per_stage * steps
-    model = compile_model(ks.GrowingModel(models.mobilenet_v1_cifar(
-        blocks=args.blocks, width=8, activation="swish")), args.lr, total)
+    steps = -(-len(x) // args.batch_size) * args.epochs_per_stage
+    model = ks.GrowingModel(models.mobilenet_v1_cifar(
+        blocks=args.blocks, width=8, activation="swish"))
+    compile_model(model, args.lr, steps)
     rng = np.random.default_rng(seed)
     rows, t0 = [], time.perf_counter()
     for stage in range(args.stages + 1):
@@ -114,6 +118,7 @@ def grow_run(method, train, test, args, seed):
             else:
                 model.grow(eig_data, growth_ratio=0.5, cost=method, eigen_epochs=2,
                            batch_size=args.batch_size, seed=seed + stage)
+            compile_model(model, args.lr, steps)  # a new cosine cycle for the new stage
         model.fit(augmented(x, y, args.batch_size, seed + stage), epochs=args.epochs_per_stage,
                   verbose=0)
         _, acc = model.evaluate(xt, yt, batch_size=500, verbose=0)
@@ -158,6 +163,7 @@ def main(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.eigen_examples = min(2000, args.train_examples)
+    started = time.perf_counter()
     train, test = load(args.data_dir, args.train_examples, 10_000 if not args.quick else 2000)
     methods = ("flops", "uniform", "random")
     runs = {m: [] for m in methods}
@@ -166,31 +172,45 @@ def main(argv=None):
             runs[m].append(grow_run(m, train, test, args, seed))
             print(f"seed {seed} {m}: " + ", ".join(
                 f"{r['macs']:,} MACs {r['accuracy']:.4f}" for r in runs[m][-1]), flush=True)
-    widths = sorted({min(range(4, 65), key=lambda w: abs(
+    # One baseline per energy-aware stage: the width whose MACs are closest, trained for
+    # as many epochs as the grown model had when it reached that stage.
+    widths = [min(range(4, 65), key=lambda w: abs(
         ks.count_flops(models.mobilenet_v1_cifar(blocks=args.blocks, width=w)) - r["macs"]))
-        for r in runs["flops"][0]})
-    total_epochs = (args.stages + 1) * args.epochs_per_stage
-    baselines = [[baseline_run(w, total_epochs, train, test, args, seed) for w in widths]
-                 for seed in range(args.seeds)]
+        for r in runs["flops"][0]]
+    baselines = []
+    for seed in range(args.seeds):
+        baselines.append([baseline_run(w, (stage + 1) * args.epochs_per_stage, train, test,
+                                       args, seed) for stage, w in enumerate(widths)])
+        print(f"seed {seed} width multipliers: " + ", ".join(
+            f"{b['macs']:,} MACs {b['accuracy']:.4f}" for b in baselines[-1]), flush=True)
     table = []
-    print(f"\n{'method':<16} {'stage':>5} {'MACs':>11} {'params':>9} {'acc mean':>9} {'acc std':>8}")
+    header = (f"\n{'method':<16} {'stage':>5} {'epochs':>6} {'MACs':>11} {'params':>9} "
+              f"{'acc mean':>9} {'acc std':>8} {'train s':>8}")
+    print(header)
+
+    def add_row(row):
+        table.append(row)
+        print(f"{row['method']:<16} {row['stage']:>5} {row['epochs']:>6} {row['macs']:>11,} "
+              f"{row['params']:>9,} {row['accuracy_mean']:>9.4f} {row['accuracy_std']:>8.4f} "
+              f"{row['seconds_mean']:>8.0f}")
+
     for m in methods:
         for stage in range(args.stages + 1):
-            accs = [run[stage]["accuracy"] for run in runs[m]]
-            macs = int(np.mean([run[stage]["macs"] for run in runs[m]]))
-            params = int(np.mean([run[stage]["params"] for run in runs[m]]))
-            mean, std = summarize(accs)
-            table.append({"method": m, "stage": stage, "macs": macs, "params": params,
-                          "accuracy_mean": mean, "accuracy_std": std})
-            print(f"{m:<16} {stage:>5} {macs:>11,} {params:>9,} {mean:>9.4f} {std:>8.4f}")
-    for i, w in enumerate(widths):
-        accs = [b[i]["accuracy"] for b in baselines]
-        mean, std = summarize(accs)
-        row = {"method": f"width {w}", "stage": None, "macs": baselines[0][i]["macs"],
-               "params": baselines[0][i]["params"], "accuracy_mean": mean, "accuracy_std": std}
-        table.append(row)
-        print(f"{'width ' + str(w):<16} {'-':>5} {row['macs']:>11,} {row['params']:>9,} "
-              f"{mean:>9.4f} {std:>8.4f}")
+            mean, std = summarize([run[stage]["accuracy"] for run in runs[m]])
+            add_row({"method": m, "stage": stage,
+                     "epochs": (stage + 1) * args.epochs_per_stage,
+                     "macs": int(np.mean([run[stage]["macs"] for run in runs[m]])),
+                     "params": int(np.mean([run[stage]["params"] for run in runs[m]])),
+                     "accuracy_mean": mean, "accuracy_std": std,
+                     "seconds_mean": float(np.mean([run[stage]["seconds"] for run in runs[m]]))})
+    for stage, w in enumerate(widths):
+        mean, std = summarize([b[stage]["accuracy"] for b in baselines])
+        add_row({"method": f"width {w}", "stage": stage,
+                 "epochs": (stage + 1) * args.epochs_per_stage,
+                 "macs": baselines[0][stage]["macs"], "params": baselines[0][stage]["params"],
+                 "accuracy_mean": mean, "accuracy_std": std,
+                 "seconds_mean": float(np.mean([b[stage]["seconds"] for b in baselines]))})
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
     name = "cifar10_growth_quick" if args.quick else "cifar10_growth"
     os.makedirs(RESULTS, exist_ok=True)
     import matplotlib
@@ -215,6 +235,7 @@ def main(argv=None):
               "settings": {k: v for k, v in vars(args).items() if k != "data_dir"},
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "tensorflow": tf.__version__},
+              "wall_seconds": time.perf_counter() - started,
               "table": table, "runs": runs, "baselines": baselines}
     with open(os.path.join(RESULTS, name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
