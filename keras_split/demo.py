@@ -122,7 +122,7 @@ def run_demo(out_dir, stages=3, epochs_per_stage=15, growth_ratio=0.5, batch_siz
     grow_schedule(
         lambda: _compiled(learning_rate, total_steps), train_data, out_dir, stages=stages,
         epochs_per_stage=epochs_per_stage, growth_ratio=growth_ratio, seed=seed,
-        grow_kwargs={"eigen_epochs": 2, "cost": "flops"},
+        grow_kwargs={"eigen_epochs": 4, "cost": "flops"},
         config={"demo": "digits", "batch_size": batch_size, "learning_rate": learning_rate},
         verbose=verbose,
     )

@@ -7,13 +7,13 @@ import numpy as np
 
 import tensorflow as tf
 
-from keras_split import data_utils, growth, splitting, surgery
+from keras_split import data_utils, growth, lobpcg, splitting, surgery
 from keras_split.activations import validate_surrogate
 from keras_split.channel_graph import ChannelGraph
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("fast", "exact")
+METHODS = growth.METHODS
 
 
 def as_functional(model):
@@ -174,28 +174,31 @@ class GrowingModel(keras.Model):
                 ) from err
             del loss  # non-finite values are reported per layer by the estimators
 
-    def splitting_eigenpairs(self, data, method="fast", layers=None, batch_size=32,
+    def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
                              epochs=5, learning_rate=0.01, eval_data=None, seed=0,
                              max_bytes=splitting.DEFAULT_MAX_EXACT_BYTES, verbose=0):
         """Minimum eigenpairs of every splittable neuron's splitting matrix.
 
         BatchNormalization is frozen (inference statistics) and dropout is off.
         When the model was built under a ``tf.distribute`` strategy with several
-        replicas, the fast method splits every batch across them; the exact
-        method (for small networks) runs on one device.
+        replicas, the lobpcg and fast methods split every batch across them; the
+        exact method (for small networks) runs on one device.
 
         Args:
             data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)``
                 tuple of arrays; the loss is the compiled loss.
-            method: ``"fast"`` (auxiliary activations and RMSprop on the
-                Rayleigh quotient) or ``"exact"`` (build each matrix, ``eigh``).
+            method: ``"lobpcg"`` (auxiliary-activation products ``S v`` averaged
+                over all of ``data`` each pass, LOBPCG iterations; the default),
+                ``"fast"`` (the same products per mini-batch, RMSprop on the
+                Rayleigh quotient, as in the paper's code) or ``"exact"`` (build
+                each matrix, ``eigh``).
             layers: restrict to these layer names (default: all splittable).
             batch_size: batch size for array data.
-            epochs: fast method: passes over ``data``.
+            epochs: lobpcg and fast methods: passes over ``data``.
             learning_rate: fast method: RMSprop step size.
-            eval_data: fast method: data on which the final eigenvalues are
+            eval_data: lobpcg and fast methods: data on which the final eigenvalues are
                 measured (default: ``data``).
-            seed: fast method: seed of the initial vectors.
+            seed: lobpcg and fast methods: seed of the initial vectors.
             max_bytes: exact method: memory limit for the matrices.
             verbose: 0 silent, 1 progress bar.
 
@@ -222,6 +225,12 @@ class GrowingModel(keras.Model):
             return splitting.exact_eigenpairs(
                 self._graph, loss_fn, data, layers=layers, batch_size=batch_size,
                 max_bytes=max_bytes, verbose=verbose,
+            )
+        if method == "lobpcg":
+            return lobpcg.lobpcg_eigenpairs(
+                self._graph, loss_fn, data, layers=layers, epochs=epochs,
+                batch_size=batch_size, eval_data=eval_data, seed=seed, verbose=verbose,
+                strategy=self.distribute_strategy,
             )
         return splitting.fast_eigenpairs(
             self._graph, loss_fn, data, layers=layers, epochs=epochs,
@@ -323,7 +332,7 @@ class GrowingModel(keras.Model):
         return new
 
     # ----------------------------------------------------------------- growth
-    def grow(self, data, growth_ratio=0.5, epsilon=1e-2, method="fast", eigen_epochs=3,
+    def grow(self, data, growth_ratio=0.5, epsilon=1e-2, method="lobpcg", eigen_epochs=5,
              cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
              max_widths=None, batch_size=32, learning_rate=0.01, eval_data=None, seed=0,
              dry_run=False, log_dir=None, verbose=0):
@@ -341,8 +350,9 @@ class GrowingModel(keras.Model):
                 residuals and the loss change.
             growth_ratio: budget as a fraction of the current cost, in (0, 100].
             epsilon: absolute step along each unit eigenvector.
-            method: ``"fast"`` or ``"exact"`` eigenpairs.
-            eigen_epochs: fast method: passes over the estimation batches.
+            method: ``"lobpcg"``, ``"fast"`` or ``"exact"`` eigenpairs (see
+                :meth:`splitting_eigenpairs`).
+            eigen_epochs: lobpcg and fast methods: passes over the estimation batches.
             cost: ``"flops"`` (energy-aware, the paper), ``"params"``,
                 ``"uniform"`` (vanilla splitting: by lambda alone, under the
                 MACs budget), or a callable ``layer -> cost of one of its

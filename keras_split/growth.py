@@ -18,6 +18,10 @@ from keras_split import data_utils, selection
 from keras_split.flops import count_flops
 from keras_split.growth_stage import GrowthStage
 
+# Eigenpair estimators: LOBPCG on full-data products (default), the paper's
+# stochastic RMSprop, and the exact matrices.
+METHODS = ("lobpcg", "fast", "exact")
+
 logger = logging.getLogger(__name__)
 
 MAX_GROWTH_RATIO = 100.0
@@ -37,8 +41,8 @@ def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold)
         raise ValueError(f"cost must be one of {cost_lib.COST_MODES} or a callable, got {cost!r}.")
     if solver not in selection.SOLVERS:
         raise ValueError(f"solver must be one of {selection.SOLVERS}, got {solver!r}.")
-    if method not in ("fast", "exact"):
-        raise ValueError(f"method must be 'fast' or 'exact', got {method!r}.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold > 0:
         raise ValueError(f"threshold must be a finite number <= 0, got {threshold!r}.")
 
@@ -193,7 +197,7 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     return groups, values, np.asarray(chosen, dtype=np.int64), budget, solver_used
 
 
-def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="fast", eigen_epochs=3,
+def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="lobpcg", eigen_epochs=5,
               cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
               max_widths=None,
               batch_size=32, learning_rate=0.01, eval_data=None, seed=0, dry_run=False,

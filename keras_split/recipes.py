@@ -74,7 +74,7 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
         train_fn, out_dir, stages=stages, epochs_per_stage=epochs_per_stage,
         growth_ratio=growth_ratio, seed=seed, strategy=strategy, deterministic=False,
         grow_data=lambda stage: train_fn(stage).take(eigen_batches),
-        grow_kwargs={"eigen_epochs": 1, "cost": cost},
+        grow_kwargs={"eigen_epochs": 4, "cost": cost},
         config=dict(config or {}, learning_rate=learning_rate,
                     label_smoothing=label_smoothing, eigen_batches=eigen_batches),
         verbose=verbose,

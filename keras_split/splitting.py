@@ -512,8 +512,15 @@ class FastEigenSolver:
             logger.debug("fast eigen estimation: epoch %d/%d done", epoch + 1, epochs)
         return self
 
-    def evaluate(self, data, batch_size=32):
-        """Eigenpairs from the current vectors, ``lambda = v^T S v`` measured on ``data``."""
+    def products(self, data, batch_size=32):
+        """``S V`` of every active layer averaged over all of ``data``, as ``(units, d)``.
+
+        Returns:
+            ``({layer: float64[units, d]}, examples)``: row ``i`` is ``S_i v_i``.
+
+        Raises:
+            ValueError: for empty data or non-finite products (naming the layer).
+        """
         dataset = data_utils.as_dataset(data, batch_size)
         totals = {n: 0.0 for n in self.active}
         count = 0
@@ -525,18 +532,43 @@ class FastEigenSolver:
                 totals[name] = totals[name] + n * sv.numpy().astype(np.float64)
             count += n
         if count == 0 and self.active:
-            raise ValueError("evaluation data is empty.")
+            raise ValueError("data is empty: no batch to estimate eigenpairs from.")
+        out = {}
+        for name in self.active:
+            units = int(self.vectors[name].shape[-1])
+            out[name] = (totals[name] / count).reshape(-1, units).T
+            _check_finite(name, out[name], "splitting products S v")
+        return out, count
+
+    def get_vectors(self):
+        """The current vectors, ``{layer: float64[units, d]}`` (rows not normalised)."""
+        return {
+            name: keras.ops.convert_to_numpy(var).astype(np.float64).reshape(
+                -1, int(var.shape[-1])).T
+            for name, var in self.vectors.items()
+        }
+
+    def set_vectors(self, vectors):
+        """Sets the vectors from ``{layer: [units, d]}`` (for products with any ``V``)."""
+        for name, v in vectors.items():
+            var = self.vectors[name]
+            var.assign(np.asarray(v).T.reshape(var.shape).astype(var.dtype))
+
+    def evaluate(self, data, batch_size=32):
+        """Eigenpairs from the current vectors, ``lambda = v^T S v`` measured on ``data``."""
+        try:
+            svs, _ = self.products(data, batch_size)
+        except ValueError as err:
+            if "empty" in str(err):
+                raise ValueError("evaluation data is empty.") from err
+            raise
+        vectors = self.get_vectors()
         result = {}
         for name in self.layers:
-            layer = self.graph.producers[name].layer
             if name not in self.vectors:
-                result[name] = _zero_result(layer, self.seed)
+                result[name] = _zero_result(self.graph.producers[name].layer, self.seed)
                 continue
-            units = int(layer.kernel.shape[-1])
-            v = keras.ops.convert_to_numpy(self.vectors[name]).astype(np.float64)
-            v = v.reshape(-1, units).T
-            sv = (totals[name] / count).reshape(-1, units).T
-            _check_finite(name, sv, "splitting products S v")
+            v, sv = vectors[name], svs[name]
             v /= np.linalg.norm(v, axis=1, keepdims=True)
             lam = np.sum(v * sv, axis=1)
             residual = np.linalg.norm(sv - lam[:, None] * v, axis=1)
