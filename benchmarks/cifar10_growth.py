@@ -116,7 +116,7 @@ def grow_run(method, train, test, args, seed):
             if method == "random":
                 random_split(model, 0.5, 1e-2, rng)
             else:
-                model.grow(eig_data, growth_ratio=0.5, cost=method, eigen_epochs=2,
+                model.grow(eig_data, growth_ratio=0.5, cost=method, eigen_epochs=5,
                            batch_size=args.batch_size, seed=seed + stage)
             compile_model(model, args.lr, steps)  # a new cosine cycle for the new stage
         model.fit(augmented(x, y, args.batch_size, seed + stage), epochs=args.epochs_per_stage,
@@ -167,22 +167,28 @@ def main(argv=None):
     train, test = load(args.data_dir, args.train_examples, 10_000 if not args.quick else 2000)
     methods = ("flops", "uniform", "random")
     runs = {m: [] for m in methods}
+    os.makedirs(RESULTS, exist_ok=True)
+    partial = os.path.join(RESULTS, ("cifar10_growth_quick" if args.quick else "cifar10_growth")
+                           + ".partial.json")
+    widths, baselines = None, []
     for seed in range(args.seeds):
         for m in methods:
             runs[m].append(grow_run(m, train, test, args, seed))
             print(f"seed {seed} {m}: " + ", ".join(
                 f"{r['macs']:,} MACs {r['accuracy']:.4f}" for r in runs[m][-1]), flush=True)
-    # One baseline per energy-aware stage: the width whose MACs are closest, trained for
-    # as many epochs as the grown model had when it reached that stage.
-    widths = [min(range(4, 65), key=lambda w: abs(
-        ks.count_flops(models.mobilenet_v1_cifar(blocks=args.blocks, width=w)) - r["macs"]))
-        for r in runs["flops"][0]]
-    baselines = []
-    for seed in range(args.seeds):
+        if widths is None:
+            # One baseline per energy-aware stage: the width whose MACs are closest, trained
+            # for as many epochs as the grown model had when it reached that stage.
+            widths = [min(range(4, 65), key=lambda w: abs(ks.count_flops(
+                models.mobilenet_v1_cifar(blocks=args.blocks, width=w)) - r["macs"]))
+                for r in runs["flops"][0]]
         baselines.append([baseline_run(w, (stage + 1) * args.epochs_per_stage, train, test,
                                        args, seed) for stage, w in enumerate(widths)])
         print(f"seed {seed} width multipliers: " + ", ".join(
             f"{b['macs']:,} MACs {b['accuracy']:.4f}" for b in baselines[-1]), flush=True)
+        with open(partial, "w") as f:  # what is done so far, should the run be cut short
+            json.dump({"runs": runs, "baselines": baselines,
+                       "wall_seconds": time.perf_counter() - started}, f, indent=1)
     table = []
     header = (f"\n{'method':<16} {'stage':>5} {'epochs':>6} {'MACs':>11} {'params':>9} "
               f"{'acc mean':>9} {'acc std':>8} {'train s':>8}")
@@ -239,6 +245,7 @@ def main(argv=None):
               "table": table, "runs": runs, "baselines": baselines}
     with open(os.path.join(RESULTS, name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
+    os.remove(partial)
     print(f"wrote {os.path.join(RESULTS, name + '.json')}")
 
 
