@@ -24,7 +24,7 @@ import numpy as np
 
 from keras_split import data_utils
 from keras_split.eigenpairs import Eigenpairs
-from keras_split.splitting import FastEigenSolver
+from keras_split.splitting import FastEigenSolver, inactive_eigenpairs
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +163,7 @@ class LobpcgEigenSolver:
         result = {}
         for name in self.layers:
             if name not in self.vectors:
-                layer = self.graph.producers[name].layer
-                units, d = int(layer.kernel.shape[-1]), int(np.prod(layer.kernel.shape[:-1]))
-                v = _unit(np.random.default_rng(self.seed).standard_normal((units, d)))
-                result[name] = Eigenpairs(np.zeros(units), v, np.zeros(units))
+                result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
                 continue
             v, sv = self.vectors[name], svs[name]
             lam = np.sum(v * sv, axis=1)

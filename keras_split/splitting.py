@@ -178,7 +178,9 @@ def _layers_with_signal(graph, layers):
     return active
 
 
-def _zero_result(layer, seed):
+def inactive_eigenpairs(layer, seed):
+    """Eigenpairs of a layer without a splitting signal (``sigma'' = 0``): zero
+    eigenvalues and seeded random unit vectors."""
     units, fan_in = int(layer.kernel.shape[-1]), int(np.prod(layer.kernel.shape[:-1]))
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((units, fan_in))
@@ -566,7 +568,7 @@ class FastEigenSolver:
         result = {}
         for name in self.layers:
             if name not in self.vectors:
-                result[name] = _zero_result(self.graph.producers[name].layer, self.seed)
+                result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
                 continue
             v, sv = vectors[name], svs[name]
             v /= np.linalg.norm(v, axis=1, keepdims=True)

@@ -114,3 +114,15 @@ def test_lobpcg_is_the_default_and_validates_epochs():
     with pytest.raises(ValueError, match="method must be one of"):
         model.splitting_eigenpairs((x, y), method="lanczos")
     assert ks.GrowingModel.grow.__defaults__[2] == "lobpcg"
+
+
+def test_layers_without_signal_get_zero_eigenvalues():
+    relu = ks.GrowingModel(zoo.mlp(act="relu"), surrogate=None)
+    relu.compile(optimizer="sgd", loss="mse")
+    x, y = zoo.data_for(relu.network, n=16)
+    eig = relu.splitting_eigenpairs((x, y), method="lobpcg", batch_size=8, epochs=3)
+    assert set(eig) == set(relu.splittable_layers) == {"d1", "d2"}
+    # relu without a surrogate: sigma'' = 0, no signal
+    np.testing.assert_array_equal(eig["d1"].values, 0.0)
+    np.testing.assert_allclose(np.linalg.norm(eig["d1"].vectors, axis=1), 1.0, rtol=1e-12)
+    assert np.all(eig["d2"].values != 0.0)  # swish
