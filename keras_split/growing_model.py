@@ -352,7 +352,9 @@ class GrowingModel(keras.Model):
             epsilon: absolute step along each unit eigenvector.
             method: ``"lobpcg"``, ``"fast"`` or ``"exact"`` eigenpairs (see
                 :meth:`splitting_eigenpairs`).
-            eigen_epochs: lobpcg and fast methods: passes over the estimation batches.
+            eigen_epochs: lobpcg and fast methods: passes over the estimation batches
+                (lobpcg caches up to 200 of them in memory, so that every pass sees
+                the same examples even from a reshuffling, augmenting pipeline).
             cost: ``"flops"`` (energy-aware, the paper), ``"params"``,
                 ``"uniform"`` (vanilla splitting: by lambda alone, under the
                 MACs budget), or a callable ``layer -> cost of one of its

@@ -25,6 +25,8 @@ METHODS = ("lobpcg", "fast", "exact")
 logger = logging.getLogger(__name__)
 
 MAX_GROWTH_RATIO = 100.0
+# Estimation batches cached for the LOBPCG passes (at most).
+MAX_CACHED_BATCHES = 200
 
 
 def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold):
@@ -65,6 +67,25 @@ def split_holdout(dataset, fraction=0.2, max_batches=20):
     for _ in held_out:
         pass
     return dataset.take(n - k), held_out
+
+
+def fixed_batches(dataset, max_batches=MAX_CACHED_BATCHES):
+    """``dataset`` cached in memory, so that every pass yields the same batches.
+
+    LOBPCG needs the same operator ``S_D`` on every pass; a training pipeline
+    reshuffles and augments on every pass. Longer datasets (or of unknown length)
+    are returned as they are, with a log line.
+
+    Example:
+        >>> estimate_on = fixed_batches(train_ds.take(20))
+    """
+    n = int(dataset.cardinality())
+    if 0 < n <= max_batches:
+        return dataset.cache()
+    logger.info("Eigen estimation data has %s batches (> %d or unknown): not cached; "
+                "if it reshuffles or augments, every pass sees other examples.",
+                n if n >= 0 else "an unknown number of", max_batches)
+    return dataset
 
 
 def mean_loss(model, dataset):
@@ -209,6 +230,8 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="lobpcg", eige
         estimate_on, held_out = split_holdout(dataset)
     else:
         estimate_on, held_out = dataset, data_utils.as_dataset(eval_data, batch_size, "eval_data")
+    if method == "lobpcg":
+        estimate_on = fixed_batches(estimate_on)
     graph = model._graph
     t0 = time.perf_counter()
     eig = model.splitting_eigenpairs(

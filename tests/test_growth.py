@@ -218,3 +218,17 @@ def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
                     macs = float(tf.make_ndarray(value.tensor))
     assert {"growth/macs", "lambda/wide", "width/fc"} <= tags
     assert macs == stage.macs_after
+
+
+def test_lobpcg_estimation_batches_are_fixed_across_passes():
+    from keras_split import growth
+
+    # a pipeline that reshuffles on every pass
+    noisy = tf.data.Dataset.range(6).shuffle(6, seed=1, reshuffle_each_iteration=True).batch(1)
+    fixed = growth.fixed_batches(noisy)
+    first, second = [b.numpy() for b in fixed], [b.numpy() for b in fixed]
+    np.testing.assert_array_equal(np.stack(first), np.stack(second))
+    # too long: left alone (a fresh draw on every pass)
+    long = growth.fixed_batches(noisy, max_batches=5)
+    assert not np.array_equal(np.stack([b.numpy() for b in long]),
+                              np.stack([b.numpy() for b in long]))
