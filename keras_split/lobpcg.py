@@ -23,8 +23,7 @@ import keras
 import numpy as np
 
 from keras_split import data_utils
-from keras_split.eigenpairs import Eigenpairs
-from keras_split.splitting import FastEigenSolver, inactive_eigenpairs
+from keras_split.splitting import FastEigenSolver, inactive_eigenpairs, rayleigh_eigenpairs
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +89,10 @@ class LobpcgEigenSolver:
         self.seed = seed
         self.vectors = {n: _unit(v) for n, v in self.products.get_vectors().items()}
         self.svs = None
-        self.passes = 0
 
     def _apply(self, vectors, data, batch_size):
         """``S_D`` applied to ``{layer: [units, d]}`` (one pass over ``data``)."""
         self.products.set_vectors(vectors)
-        self.passes += 1
         return self.products.products(data, batch_size)[0]
 
     def fit(self, data, epochs=5, batch_size=32, verbose=0):
@@ -165,9 +162,7 @@ class LobpcgEigenSolver:
             if name not in self.vectors:
                 result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
                 continue
-            v, sv = self.vectors[name], svs[name]
-            lam = np.sum(v * sv, axis=1)
-            result[name] = Eigenpairs(lam, v, np.linalg.norm(sv - lam[:, None] * v, axis=1))
+            result[name] = rayleigh_eigenpairs(self.vectors[name], svs[name])
         return result
 
 

@@ -183,13 +183,17 @@ def _knapsack_exact(v, c, budget, time_limit):
     return np.sort(chosen)
 
 
-def _greedy_fill(v, c, budget, start):
-    """``start`` plus the remaining items by ``v / c`` that still fit."""
+def _greedy_fill(v, c, budget, start, m=None, caps=None):
+    """``start`` plus the remaining items by ``v / c`` that still fit the budget (and caps)."""
+    m = np.zeros((0, v.size)) if m is None else m
     chosen = start.copy()
-    left = float(budget) - float(c[chosen].sum())
+    spent = float(c[chosen].sum())
+    counts = m[:, chosen].sum(axis=1)
     for i in np.argsort(v / np.maximum(c, 1e-300), kind="stable"):
-        if not chosen[i] and c[i] <= left:
-            chosen[i], left = True, left - c[i]
+        if not chosen[i] and _feasible_add(i, c, budget, m, caps, spent, counts):
+            chosen[i] = True
+            spent += c[i]
+            counts = counts + m[:, i]
     return np.flatnonzero(chosen)
 
 
@@ -268,16 +272,7 @@ def _lp(v, c, budget, m, caps):
         if res.x is None:
             raise ValueError(f"The knapsack LP failed: {res.message}")
         x = res.x
-    chosen = x >= 1 - 1e-9
-    spent = float(c[chosen].sum())
-    counts = m[:, chosen].sum(axis=1)
-    ratio = v / np.maximum(c, 1e-300)
-    for i in np.argsort(ratio, kind="stable"):
-        if not chosen[i] and _feasible_add(i, c, budget, m, caps, spent, counts):
-            chosen[i] = True
-            spent += c[i]
-            counts = counts + m[:, i]
-    return np.flatnonzero(chosen)
+    return _greedy_fill(v, c, budget, x >= 1 - 1e-9, m, caps)
 
 
 def _greedy_by_value(v, c, budget, m, caps):

@@ -188,6 +188,16 @@ def inactive_eigenpairs(layer, seed):
     return Eigenpairs(np.zeros(units), v, np.zeros(units))
 
 
+def rayleigh_eigenpairs(v, sv):
+    """Eigenpairs from vectors ``v`` and their products ``S v`` (both ``[units, d]``).
+
+    ``v`` is normalised; ``lambda = v^T S v`` and the residual ``||S v - lambda v||``.
+    """
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    lam = np.sum(v * sv, axis=1)
+    return Eigenpairs(lam, v, np.linalg.norm(sv - lam[:, None] * v, axis=1))
+
+
 # ------------------------------------------------------------------------- exact
 class ExactMatrices:
     """The splitting matrices of one batch, ``{layer: [units, d, d]}``, as a compiled function.
@@ -514,8 +524,14 @@ class FastEigenSolver:
             logger.debug("fast eigen estimation: epoch %d/%d done", epoch + 1, epochs)
         return self
 
-    def products(self, data, batch_size=32):
+    def products(self, data, batch_size=32,
+                 empty="data is empty: no batch to estimate eigenpairs from."):
         """``S V`` of every active layer averaged over all of ``data``, as ``(units, d)``.
+
+        Args:
+            data: a batched dataset or an ``(x, y)`` tuple of arrays.
+            batch_size: for array data.
+            empty: the error message for data without a batch.
 
         Returns:
             ``({layer: float64[units, d]}, examples)``: row ``i`` is ``S_i v_i``.
@@ -534,7 +550,7 @@ class FastEigenSolver:
                 totals[name] = totals[name] + n * sv.numpy().astype(np.float64)
             count += n
         if count == 0 and self.active:
-            raise ValueError("data is empty: no batch to estimate eigenpairs from.")
+            raise ValueError(empty)
         out = {}
         for name in self.active:
             units = int(self.vectors[name].shape[-1])
@@ -558,23 +574,14 @@ class FastEigenSolver:
 
     def evaluate(self, data, batch_size=32):
         """Eigenpairs from the current vectors, ``lambda = v^T S v`` measured on ``data``."""
-        try:
-            svs, _ = self.products(data, batch_size)
-        except ValueError as err:
-            if "empty" in str(err):
-                raise ValueError("evaluation data is empty.") from err
-            raise
+        svs, _ = self.products(data, batch_size, empty="evaluation data is empty.")
         vectors = self.get_vectors()
         result = {}
         for name in self.layers:
             if name not in self.vectors:
                 result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
                 continue
-            v, sv = vectors[name], svs[name]
-            v /= np.linalg.norm(v, axis=1, keepdims=True)
-            lam = np.sum(v * sv, axis=1)
-            residual = np.linalg.norm(sv - lam[:, None] * v, axis=1)
-            result[name] = Eigenpairs(lam, v, residual)
+            result[name] = rayleigh_eigenpairs(vectors[name], svs[name])
         return result
 
 
