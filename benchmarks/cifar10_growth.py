@@ -1,27 +1,34 @@
-"""Energy-aware vs vanilla vs random splitting vs width multipliers on real CIFAR-10.
+"""Growth in place vs the found architecture vs width multipliers, on real CIFAR-10.
 
-The splitting paper's CIFAR experiment, scaled to 2 CPU cores:
+One protocol for every method: the MobileNetV1-CIFAR family (6 blocks, swish),
+SGD with Nesterov momentum, learning rate 0.1, batch 128, ONE cosine schedule
+over ``--epochs`` epochs (a split keeps the iteration count, so the schedule
+goes on), seeded stateless augmentation (pad-4 crop + flip), deterministic per
+seed. Growing methods start from the width-8 seed and grow inside ``fit`` with
+``GrowthCallback(every_n_epochs=--grow-every, max_stages=3, growth_ratio=0.5)``:
 
-* seed: the small MobileNetV1 CIFAR variant (``mobilenet_v1_cifar``), 8 channels
-  everywhere, swish;
-* grown over ``--stages`` stages with growth_ratio 0.5 and ``--epochs-per-stage``
-  epochs per stage, three ways: ``cost="flops"`` (energy-aware), ``cost="uniform"``
-  (vanilla: by lambda alone under the same MACs budget) and random selection of
-  neurons (random directions) under the same budget;
-* baselines: the same family with uniform widths matched to every energy-aware
-  stage's MACs, trained from scratch for as many epochs as the grown model had
-  received when it reached that stage.
+* ``energy``: ``grow`` as shipped (energy-aware knapsack, the default split rule);
+* ``energy-copy`` / ``energy-fresh`` / ``energy-anti0``: the same with the papers'
+  split (children ``theta +/- 0.01 v``, halved outgoing weights) / fresh second
+  children / antisymmetric outgoing shares without an eigen step (ablations);
+* ``vanilla``: selection by lambda alone (``cost="uniform"``), default rule;
+* ``random``: random groups, random directions, same MACs budget, default rule;
+* ``retrained``: the architecture ``energy`` found with the same seed, freshly
+  initialised and trained from scratch;
+* ``width``: the uniform width closest to ``energy``'s final MACs, from scratch;
+* ``seed``: the width-8 seed, from scratch.
 
-Every stage trains with its own cosine learning-rate cycle (a warm restart after each
-split), so every stage is evaluated at the end of a decay, like the baselines.
+Settings are chosen on a validation split carved from the training images
+(``--eval val`` reports only validation accuracy); ``--eval test`` reports both.
 
-    python benchmarks/cifar10_growth.py --data-dir /tmp/cifar [--quick]
+    python benchmarks/cifar10_growth.py --data-dir /tmp/cifar --eval test
 
-Prints a table (mean and spread over seeds), writes
-``benchmarks/results/cifar10_growth[_quick].json`` and a PNG of accuracy against MACs.
+Prints a table (mean and std over seeds) and writes ``benchmarks/results/<tag>.json``
+(partial results after every run) and ``<tag>.png``.
 """
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -36,217 +43,361 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras_split as ks  # noqa: E402
-from keras_split import costs, data, models  # noqa: E402
+from keras_split import costs, growth, models  # noqa: E402
+from keras_split.data import preprocessing  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+METHODS = ("energy", "energy-copy", "energy-fresh", "energy-anti0", "vanilla", "random",
+           "retrained", "width", "seed")
+# Growing methods: (cost, split rule); None is grow()'s default rule.
+GROWING = {"energy": ("flops", None), "energy-copy": ("flops", "copy"),
+           "energy-fresh": ("flops", "fresh"),
+           "energy-anti0": ("flops", {"epsilon": 0.0, "outgoing": "antisymmetric", "noise": 1.0,
+                                      "reset_slots": True}),
+           "vanilla": ("uniform", None), "random": ("random", None)}
 
 
-def load(data_dir, n_train, n_test, seed=0):
-    """Decoded, normalised CIFAR-10 arrays (a fixed random subset)."""
-    def arrays(split, n):
-        ds = data.cifar_dataset(data_dir, split, batch_size=1000, validate=False,
-                                shuffle_buffer=0, drop_remainder=False)
-        xs, ys = [], []
-        for x, y in ds:
-            xs.append(x.numpy())
-            ys.append(y.numpy())
-        x, y = np.concatenate(xs), np.concatenate(ys)
-        pick = np.random.default_rng(seed).permutation(len(x))[:n]
-        return x[pick], y[pick]
-
-    return arrays("train", n_train), arrays("test", n_test)
-
-
-def augmented(x, y, batch_size, seed):
-    def aug(image, label):
-        image = tf.image.random_flip_left_right(image)
-        image = tf.image.random_crop(tf.pad(image, [[4, 4], [4, 4], [0, 0]], "REFLECT"), [32, 32, 3])
-        return image, label
-
-    return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
-            .map(aug, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE))
+def load(data_dir, n_train, n_val, cache="/tmp/cifar10_uint8.npz"):
+    """uint8 arrays: ``n_train`` training and ``n_val`` validation images (disjoint, both
+    from the training folder, fixed by data seed 0) and the 10 000 test images."""
+    if not os.path.exists(cache):
+        def read(split):
+            classes = sorted(os.listdir(os.path.join(data_dir, split)))
+            files = [(f, i) for i, c in enumerate(classes)
+                     for f in sorted(glob.glob(os.path.join(data_dir, split, c, "*.jpg")))]
+            ds = tf.data.Dataset.from_tensor_slices([f for f, _ in files]).map(
+                lambda f: tf.io.decode_jpeg(tf.io.read_file(f), channels=3),
+                num_parallel_calls=tf.data.AUTOTUNE).batch(1000)
+            return (np.concatenate([b.numpy() for b in ds]),
+                    np.array([i for _, i in files], dtype=np.int64))
+        (x, y), (xt, yt) = read("train"), read("test")
+        np.savez(cache, x=x, y=y, xt=xt, yt=yt)
+    d = np.load(cache)
+    order = np.random.default_rng(0).permutation(len(d["x"]))
+    val, train = order[:n_val], order[n_val:n_val + n_train]
+    return (d["x"][train], d["y"][train]), (d["x"][val], d["y"][val]), (d["xt"], d["yt"])
 
 
-def compile_model(model, lr, total_steps):
-    schedule = keras.optimizers.schedules.CosineDecay(lr, total_steps, alpha=0.01)
+def training_data(x, y, batch_size, epochs, seed):
+    """All epochs' batches: a stateless shuffle and augmentation per (seed, epoch)."""
+    n = len(x) // batch_size * batch_size
+    images, labels = tf.constant(x), tf.constant(y)
+
+    def epoch(e):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(x)), seed=tf.stack([tf.cast(seed, tf.int64), e]))[:n]
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        return ds.map(lambda i: (preprocessing.cifar_train(
+            tf.gather(images, i), tf.stack([e * 1_000_003 + tf.cast(seed, tf.int64),
+                                            tf.cast(i, tf.int64)])), tf.gather(labels, i)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return (tf.data.Dataset.range(epochs).flat_map(epoch).batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)), n // batch_size
+
+
+def normalised(x):
+    return preprocessing.cifar_eval(tf.constant(x)).numpy()
+
+
+def compile_model(model, args, steps):
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     return model
 
 
-def random_split(model, growth_ratio, epsilon, rng):
-    """Random groups (random unit directions) until the MACs budget is spent."""
-    graph = model._graph
-    groups = sorted(graph.groups)
-    macs = costs.network_cost(graph, "flops")
-    chosen = []
-    for i in rng.permutation(len(groups)):
-        trial = chosen + [i]
-        if costs.widened_cost(graph, [groups[j] for j in trial], "flops") <= macs * (1 + growth_ratio):
-            chosen = trial
-    eig = {}
-    for name in graph.splittable_layers:
-        units, fan = model.network.get_layer(name).kernel.shape[-1], int(
-            np.prod(model.network.get_layer(name).kernel.shape[:-1]))
-        v = rng.normal(size=(units, fan))
-        eig[name] = ks.Eigenpairs(np.zeros(units), v / np.linalg.norm(v, axis=1, keepdims=True))
-    plan = {}
-    for i in chosen:
-        name, unit = graph.group_members(groups[i])[0]
-        plan.setdefault(name, []).append(unit)
-    if plan:
-        model.split(plan, eigenpairs=eig, epsilon=epsilon)
-    return len(chosen)
+class Timer(keras.callbacks.Callback):
+    """Epoch wall times and MACs (MAC-epochs), and the stages' growth seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.macs = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+        self.macs.append(ks.count_flops(self.model))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(time.perf_counter() - self.t0)
 
 
-def grow_run(method, train, test, args, seed):
+class RandomGrowth(ks.GrowthCallback):
+    """Random groups along random directions, same MACs budget, same split rule and guard."""
+
+    def _grow(self):
+        t0 = time.perf_counter()
+        epoch = len(self.stages)
+        model, rng = self.model, np.random.default_rng(1000 + epoch)
+        graph = model._graph
+        groups = sorted(graph.groups)
+        macs = costs.network_cost(graph, "flops")
+        chosen = []
+        for i in rng.permutation(len(groups)):
+            if costs.widened_cost(graph, [groups[j] for j in chosen + [i]], "flops") <= macs * 1.5:
+                chosen.append(i)
+        eig = {}
+        for name in graph.splittable_layers:
+            kernel = model.network.get_layer(name).kernel
+            v = rng.normal(size=(kernel.shape[-1], int(np.prod(kernel.shape[:-1]))))
+            eig[name] = ks.Eigenpairs(np.zeros(len(v)), v / np.linalg.norm(v, axis=1, keepdims=True))
+        _, held_out = growth.split_holdout(tf.data.Dataset.from_tensor_slices(self.data).batch(128))
+        rule = model._split_rule(growth.DEFAULT_SPLIT_RULE)
+        _, _, _, action = growth.guarded_split(model, [groups[i] for i in chosen], eig, rule,
+                                               held_out, seed=epoch)
+        self.stages.append(argparse.Namespace(seconds={"total": time.perf_counter() - t0},
+                                              guard={"action": action}, twins={},
+                                              epsilon=rule.epsilon))
+
+
+def train(model, args, seed, x, y, callbacks=()):
+    data, steps = training_data(x, y, args.batch_size, args.epochs, seed)
+    compile_model(model, args, steps * args.epochs)
+    timer = Timer()
+    model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=0,
+              callbacks=[timer, *callbacks])
+    return timer
+
+
+def evaluate(model, sets):
+    return {k: float(model.evaluate(x, y, batch_size=500, verbose=0)[1]) for k, (x, y) in sets.items()}
+
+
+def run(method, args, seed, train_xy, sets, found=None, width=None):
     keras.utils.set_random_seed(seed)
-    (x, y), (xt, yt) = train, test
-    steps = -(-len(x) // args.batch_size) * args.epochs_per_stage
-    model = ks.GrowingModel(models.mobilenet_v1_cifar(
-        blocks=args.blocks, width=8, activation="swish"))
-    compile_model(model, args.lr, steps)
-    rng = np.random.default_rng(seed)
-    rows, t0 = [], time.perf_counter()
-    for stage in range(args.stages + 1):
-        if stage:
-            eig_data = (x[:args.eigen_examples], y[:args.eigen_examples])
-            if method == "random":
-                random_split(model, 0.5, 1e-2, rng)
-            else:
-                model.grow(eig_data, growth_ratio=0.5, cost=method, eigen_epochs=5,
-                           batch_size=args.batch_size, seed=seed + stage)
-            compile_model(model, args.lr, steps)  # a new cosine cycle for the new stage
-        model.fit(augmented(x, y, args.batch_size, seed + stage), epochs=args.epochs_per_stage,
-                  verbose=0)
-        _, acc = model.evaluate(xt, yt, batch_size=500, verbose=0)
-        rows.append({"stage": stage, "macs": ks.count_flops(model),
-                     "params": int(model.count_params()), "accuracy": float(acc),
-                     "seconds": time.perf_counter() - t0})
-    return rows
-
-
-def baseline_run(width, epochs, train, test, args, seed):
-    keras.utils.set_random_seed(seed)
-    (x, y), (xt, yt) = train, test
-    total = epochs * -(-len(x) // args.batch_size)
-    model = compile_model(models.mobilenet_v1_cifar(blocks=args.blocks, width=width,
-                                                    activation="swish"), args.lr, total)
+    x, y = train_xy
     t0 = time.perf_counter()
-    model.fit(augmented(x, y, args.batch_size, seed).repeat(epochs), epochs=1, verbose=0)
-    _, acc = model.evaluate(xt, yt, batch_size=500, verbose=0)
-    return {"width": width, "macs": ks.count_flops(model), "params": int(model.count_params()),
-            "accuracy": float(acc), "seconds": time.perf_counter() - t0}
-
-
-def summarize(values):
-    return float(np.mean(values)), float(np.std(values))
+    stages = []
+    if method in GROWING:
+        cost, rule = GROWING[method]
+        model = ks.GrowingModel(models.mobilenet_v1_cifar(blocks=6, width=8, activation="swish"))
+        eig_data = (normalised(x[:args.eigen_examples]), y[:args.eigen_examples])
+        kwargs = {} if rule is None else {"split_rule": rule}
+        cls = RandomGrowth if cost == "random" else ks.GrowthCallback
+        grower = cls(eig_data, every_n_epochs=args.grow_every, max_stages=args.stages,
+                     growth_ratio=0.5, batch_size=128, seed=seed,
+                     **({} if cost == "random" else {"cost": cost}), **kwargs)
+        timer = train(model, args, seed, x, y, [grower])
+        for k, st in enumerate(grower.stages):
+            # The stage's epoch (before the split), the next one (retraces the train step
+            # of the widened model) and the one after (the widened model's steady epoch).
+            before, first, steady = timer.epochs[(k + 1) * args.grow_every - 1:][:3]
+            seconds = sum(st.seconds.values())
+            stages.append({"seconds": seconds, "guard": st.guard["action"],
+                           "epsilon": getattr(st, "epsilon", None),
+                           "twins_after_split": st.twins.get("twin_fraction"),
+                           "retrace_seconds": max(first - steady, 0.0),
+                           "overhead_epochs": seconds / before,
+                           "overhead_epochs_with_retrace": (seconds + max(first - steady, 0.0))
+                           / before})
+    else:
+        if method == "retrained":
+            network = found
+        else:
+            network = models.mobilenet_v1_cifar(blocks=6, width=width, activation="swish")
+        model = network
+        timer = train(model, args, seed, x, y)
+    twins = ks.twin_statistics(model)
+    out = {"method": method, "seed": seed, "macs": ks.count_flops(model),
+           "params": int(model.count_params()), **evaluate(model, sets),
+           "twin_fraction": twins["twin_fraction"], "distinct": twins["distinct"],
+           "units": twins["units"], "mac_epochs": float(sum(timer.macs)),
+           "epoch_seconds": timer.epochs, "stages": stages,
+           "seconds": time.perf_counter() - t0}
+    if method in GROWING:
+        out["widths"] = {n: model.network.get_layer(n).kernel.shape[-1]
+                         for n in model.splittable_layers}
+        out["found"] = model.found_architecture(seed=seed)
+    return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="CIFAR-10 folder layout")
-    parser.add_argument("--quick", action="store_true", help="a <= 10 minute smoke run")
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--stages", type=int, default=None)
-    parser.add_argument("--epochs-per-stage", type=int, default=None)
-    parser.add_argument("--train-examples", type=int, default=None)
-    parser.add_argument("--blocks", type=int, default=6)
+    parser.add_argument("--eval", choices=("val", "test"), default="test",
+                        help="val: validation accuracy only (choosing settings); test: both")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=18)
+    parser.add_argument("--grow-every", type=int, default=3)
+    parser.add_argument("--stages", type=int, default=3)
+    parser.add_argument("--train-examples", type=int, default=10_000)
+    parser.add_argument("--val-examples", type=int, default=5_000)
+    parser.add_argument("--eigen-examples", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--tag", default=None)
+    parser.add_argument("--report", action="store_true",
+                        help="only print the tables (and plot) of an existing <tag>.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in <tag>.json (same settings) and add the rest")
     args = parser.parse_args(argv)
-    quick = {"seeds": 1, "stages": 2, "epochs_per_stage": 3, "train_examples": 10000}
-    full = {"seeds": 2, "stages": 3, "epochs_per_stage": 6, "train_examples": 15000}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.eigen_examples = min(2000, args.train_examples)
+    methods = args.methods.split(",")
+    unknown = set(methods) - set(METHODS)
+    if unknown or ("retrained" in methods or "width" in methods) and "energy" not in methods:
+        parser.error(f"--methods: unknown {sorted(unknown)}, or retrained/width without energy")
+    tag = args.tag or ("cifar10_growth" if args.eval == "test" else "cifar10_growth_validation")
+    if args.report:
+        with open(os.path.join(RESULTS, tag + ".json")) as f:
+            old = json.load(f)
+        names = [m for m in METHODS if any(r["method"] == m for r in old["runs"])]
+        keys = {"val": None, **({"test": None} if "test" in old["runs"][0] else {})}
+        rows = table(old["runs"], names, keys)
+        print_table(rows, keys)
+        print(markdown(rows, keys))
+        plot(rows, tag)
+        return
+    tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
-    train, test = load(args.data_dir, args.train_examples, 10_000 if not args.quick else 2000)
-    methods = ("flops", "uniform", "random")
-    runs = {m: [] for m in methods}
+    train_xy, val, test = load(args.data_dir, args.train_examples, args.val_examples)
+    sets = {"val": (normalised(val[0]), val[1])}
+    if args.eval == "test":
+        sets["test"] = (normalised(test[0]), test[1])
     os.makedirs(RESULTS, exist_ok=True)
-    partial = os.path.join(RESULTS, ("cifar10_growth_quick" if args.quick else "cifar10_growth")
-                           + ".partial.json")
-    widths, baselines = None, []
+    runs = []
+    path = os.path.join(RESULTS, tag + ".json")
+    fixed = {k: v for k, v in vars(args).items()
+             if k not in ("data_dir", "methods", "resume", "report")}
+    if args.resume and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        same = {k: v for k, v in old["settings"].items() if k in fixed}
+        if same != fixed:
+            parser.error(f"--resume: {path} has other settings: {same} vs {fixed}")
+        runs = [r for r in old["runs"] if r["method"] in methods]
+        print(f"resuming with {len(runs)} runs from {path}", flush=True)
+
+    def save(final=False):
+        result = {"command": "python benchmarks/cifar10_growth.py " + " ".join(
+                      argv if argv is not None else sys.argv[1:]),
+                  "settings": {k: v for k, v in vars(args).items() if k != "data_dir"},
+                  "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                              "tensorflow": tf.__version__, "keras": keras.__version__},
+                  "complete": final, "wall_seconds": time.perf_counter() - started,
+                  "runs": [{k: v for k, v in r.items() if k != "found"} for r in runs]}
+        if final:
+            result["table"] = table(runs, methods, sets)
+        with open(os.path.join(RESULTS, tag + ".json"), "w") as f:
+            json.dump(result, f, indent=1)
+        return result
+
+    width = None
     for seed in range(args.seeds):
-        for m in methods:
-            runs[m].append(grow_run(m, train, test, args, seed))
-            print(f"seed {seed} {m}: " + ", ".join(
-                f"{r['macs']:,} MACs {r['accuracy']:.4f}" for r in runs[m][-1]), flush=True)
-        if widths is None:
-            # One baseline per energy-aware stage: the width whose MACs are closest, trained
-            # for as many epochs as the grown model had when it reached that stage.
-            widths = [min(range(4, 65), key=lambda w: abs(ks.count_flops(
-                models.mobilenet_v1_cifar(blocks=args.blocks, width=w)) - r["macs"]))
-                for r in runs["flops"][0]]
-        baselines.append([baseline_run(w, (stage + 1) * args.epochs_per_stage, train, test,
-                                       args, seed) for stage, w in enumerate(widths)])
-        print(f"seed {seed} width multipliers: " + ", ".join(
-            f"{b['macs']:,} MACs {b['accuracy']:.4f}" for b in baselines[-1]), flush=True)
-        with open(partial, "w") as f:  # what is done so far, should the run be cut short
-            json.dump({"runs": runs, "baselines": baselines,
-                       "wall_seconds": time.perf_counter() - started}, f, indent=1)
-    table = []
-    header = (f"\n{'method':<16} {'stage':>5} {'epochs':>6} {'MACs':>11} {'params':>9} "
-              f"{'acc mean':>9} {'acc std':>8} {'train s':>8}")
-    print(header)
+        done = {r["method"]: r for r in runs if r["seed"] == seed}
+        for method in methods:
+            if method in done:
+                continue
+            if method == "retrained" and "found" not in done["energy"]:
+                raise SystemExit(f"--resume: seed {seed} has energy but no retrained run; "
+                                 "rerun that seed's energy (remove it from the JSON)")
+            if method == "width" and width is None:
+                target = next(r for r in runs if r["method"] == "energy")["macs"]
+                width = min(range(4, 65), key=lambda w: abs(ks.count_flops(
+                    models.mobilenet_v1_cifar(blocks=6, width=w)) - target))
+            r = run(method, args, seed, train_xy, sets,
+                    found=done.get("energy", {}).get("found"),
+                    width=8 if method == "seed" else width)
+            done[method] = r
+            runs.append(r)
+            runs.sort(key=lambda r: (r["seed"], methods.index(r["method"])))
+            print(f"seed {seed} {method:<12} {r['macs']:>10,} MACs  " + "  ".join(
+                f"{k} {r[k]:.4f}" for k in sets) + f"  twins {r['twin_fraction']:.3f}"
+                f"  {r['seconds']:.0f} s", flush=True)
+            save()
+    result = save(final=True)
+    print_table(result["table"], sets)
+    print(markdown(result["table"], sets))
+    plot(result["table"], tag)
+    print(f"total wall time {time.perf_counter() - started:.0f} s; "
+          f"wrote {os.path.join(RESULTS, tag + '.json')}")
 
-    def add_row(row):
-        table.append(row)
-        print(f"{row['method']:<16} {row['stage']:>5} {row['epochs']:>6} {row['macs']:>11,} "
-              f"{row['params']:>9,} {row['accuracy_mean']:>9.4f} {row['accuracy_std']:>8.4f} "
-              f"{row['seconds_mean']:>8.0f}")
 
-    for m in methods:
-        for stage in range(args.stages + 1):
-            mean, std = summarize([run[stage]["accuracy"] for run in runs[m]])
-            add_row({"method": m, "stage": stage,
-                     "epochs": (stage + 1) * args.epochs_per_stage,
-                     "macs": int(np.mean([run[stage]["macs"] for run in runs[m]])),
-                     "params": int(np.mean([run[stage]["params"] for run in runs[m]])),
-                     "accuracy_mean": mean, "accuracy_std": std,
-                     "seconds_mean": float(np.mean([run[stage]["seconds"] for run in runs[m]]))})
-    for stage, w in enumerate(widths):
-        mean, std = summarize([b[stage]["accuracy"] for b in baselines])
-        add_row({"method": f"width {w}", "stage": stage,
-                 "epochs": (stage + 1) * args.epochs_per_stage,
-                 "macs": baselines[0][stage]["macs"], "params": baselines[0][stage]["params"],
-                 "accuracy_mean": mean, "accuracy_std": std,
-                 "seconds_mean": float(np.mean([b[stage]["seconds"] for b in baselines]))})
-    print(f"total wall time {time.perf_counter() - started:.0f} s")
-    name = "cifar10_growth_quick" if args.quick else "cifar10_growth"
-    os.makedirs(RESULTS, exist_ok=True)
+def table(runs, methods, sets):
+    rows = []
+    for method in methods:
+        rs = [r for r in runs if r["method"] == method]
+        row = {"method": method, "seeds": len(rs),
+               "macs": float(np.mean([r["macs"] for r in rs])),
+               "params": float(np.mean([r["params"] for r in rs])),
+               "mac_epochs": float(np.mean([r["mac_epochs"] for r in rs])),
+               "twin_fraction": float(np.mean([r["twin_fraction"] for r in rs])),
+               "distinct": float(np.mean([r["distinct"] for r in rs])),
+               "units": float(np.mean([r["units"] for r in rs]))}
+        for k in sets:
+            row[k + "_mean"] = float(np.mean([r[k] for r in rs]))
+            row[k + "_std"] = float(np.std([r[k] for r in rs]))
+        for key in ("overhead_epochs", "overhead_epochs_with_retrace"):
+            values = [s[key] for r in rs for s in r["stages"] if key in s]
+            row["max_stage_" + key] = float(max(values)) if values else None
+            row["mean_stage_" + key] = float(np.mean(values)) if values else None
+        row["guard"] = sorted({s["guard"] for r in rs for s in r["stages"]})
+        rows.append(row)
+    width = next((r for r in rows if r["method"] == "width"), None)
+    for row in rows:
+        row["mac_epochs_vs_width"] = row["mac_epochs"] / width["mac_epochs"] if width else None
+    return rows
+
+
+def print_table(rows, sets):
+    head = (f"{'method':<13}{'MACs':>11}{'params':>8}" + "".join(f"{k + ' acc':>17}" for k in sets)
+            + f"{'twins':>7}{'distinct':>9}{'MAC-ep/width':>13}{'stage ep':>11}")
+    print(head)
+    for r in rows:
+        accs = "".join(f"{r[k + '_mean']:>10.4f}±{r[k + '_std']:.4f}" for k in sets)
+        ratio = "-" if r["mac_epochs_vs_width"] is None else f"{r['mac_epochs_vs_width']:.2f}"
+        over = "-" if r["max_stage_overhead_epochs"] is None else \
+            f"{r['max_stage_overhead_epochs']:.2f}"
+        if r.get("max_stage_overhead_epochs_with_retrace") is not None:
+            over += f"/{r['max_stage_overhead_epochs_with_retrace']:.2f}"
+        print(f"{r['method']:<13}{r['macs']:>11,.0f}{r['params']:>8,.0f}{accs}"
+              f"{r['twin_fraction']:>7.3f}{r['distinct']:>9.0f}{ratio:>13}{over:>11}")
+
+
+LABELS = {"energy": "energy-aware, in place (default rule)",
+          "energy-copy": "energy-aware, in place, papers' split (copy)",
+          "energy-fresh": "energy-aware, in place, fresh second child",
+          "energy-anti0": "energy-aware, in place, antisymmetric without eigen step",
+          "vanilla": "vanilla (lambda only), in place", "random": "random units, in place",
+          "retrained": "found architecture, retrained", "width": "width multiplier, from scratch",
+          "seed": "seed width 8, from scratch"}
+
+
+def markdown(rows, sets):
+    """The table as Markdown, for the README."""
+    head = ("| method | MACs | params | " + " | ".join(f"{k} accuracy" for k in sets)
+            + " | twins | MAC-epochs / width | growth stage, epochs of training (max) |")
+    lines = [head, "|---" + "|---:" * (head.count("|") - 2) + "|"]
+    for r in rows:
+        accs = " | ".join(f"{r[k + '_mean']:.4f} ± {r[k + '_std']:.4f}" for k in sets)
+        ratio = "-" if r["mac_epochs_vs_width"] is None else f"{r['mac_epochs_vs_width']:.2f}"
+        over = "-"
+        if r["max_stage_overhead_epochs"] is not None:
+            over = f"{r['max_stage_overhead_epochs']:.2f}"
+            if r.get("max_stage_overhead_epochs_with_retrace") is not None:
+                over += f" ({r['max_stage_overhead_epochs_with_retrace']:.2f} with retrace)"
+        lines.append(f"| {LABELS[r['method']]} | {r['macs']:,.0f} | {r['params']:,.0f} | {accs} "
+                     f"| {r['twin_fraction']:.1%} | {ratio} | {over} |")
+    return "\n".join(lines)
+
+
+def plot(rows, tag):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m, style in zip(methods + ("width",), ("o-", "s-", "^-", "D--")):
-        rows = [r for r in table if r["method"].startswith(m)]
-        ax.errorbar([r["macs"] / 1e6 for r in rows], [r["accuracy_mean"] for r in rows],
-                    yerr=[r["accuracy_std"] for r in rows], fmt=style,
-                    label={"flops": "energy-aware", "uniform": "vanilla splitting",
-                           "random": "random splitting", "width": "width multiplier"}[m])
+    key = "test" if "test_mean" in rows[0] else "val"
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for r in rows:
+        ax.errorbar(r["macs"] / 1e6, r[key + "_mean"], yerr=r[key + "_std"], fmt="o", capsize=3)
+        ax.annotate(r["method"], (r["macs"] / 1e6, r[key + "_mean"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("MACs (millions)")
-    ax.set_ylabel("CIFAR-10 test accuracy")
+    ax.set_ylabel(f"CIFAR-10 {key} accuracy (mean ± std over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, name + ".png"), dpi=120)
-    result = {"command": "python benchmarks/cifar10_growth.py " + " ".join(argv or sys.argv[1:]),
-              "settings": {k: v for k, v in vars(args).items() if k != "data_dir"},
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "tensorflow": tf.__version__},
-              "wall_seconds": time.perf_counter() - started,
-              "table": table, "runs": runs, "baselines": baselines}
-    with open(os.path.join(RESULTS, name + ".json"), "w") as f:
-        json.dump(result, f, indent=1)
-    os.remove(partial)
-    print(f"wrote {os.path.join(RESULTS, name + '.json')}")
+    fig.savefig(os.path.join(RESULTS, tag + ".png"), dpi=120)
 
 
 if __name__ == "__main__":

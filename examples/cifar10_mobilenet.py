@@ -19,7 +19,10 @@ def main(argv=None):
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", default="runs/cifar10_mobilenet")
     parser.add_argument("--stages", type=int, default=3)
-    parser.add_argument("--epochs-per-stage", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="epochs in all, one cosine schedule, growth in the first half")
+    parser.add_argument("--epochs-per-stage", type=int, default=None,
+                        help="instead of --epochs: this many epochs for every stage")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--blocks", type=int, default=6, help="separable blocks of the seed")
     parser.add_argument("--width", type=int, default=8, help="seed width of every layer")
@@ -32,6 +35,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from keras_split import data, models, recipes
+    from keras_split.schedule import growth_epochs
 
     train_fn = lambda stage: recipes.one_hot(  # noqa: E731
         data.cifar_dataset(args.data_dir, "train", batch_size=args.batch_size,
@@ -42,7 +46,9 @@ def main(argv=None):
         if os.path.isdir(os.path.join(args.data_dir, "train")) else 50_000
     rows = recipes.run_growth(
         lambda: models.mobilenet_v1_cifar(blocks=args.blocks, width=args.width),
-        train_fn, test, args.out, stages=args.stages, epochs_per_stage=args.epochs_per_stage,
+        train_fn, test, args.out, stages=args.stages,
+        epochs_per_stage=([args.epochs_per_stage] * (args.stages + 1) if args.epochs_per_stage
+                          else growth_epochs(args.epochs, args.stages)),
         steps_per_epoch=max(n_train // args.batch_size, 1), learning_rate=args.learning_rate,
         growth_ratio=args.growth_ratio, eigen_batches=args.eigen_batches, seed=args.seed,
         cost=args.cost, label_smoothing=0.0, verbose=args.verbose,

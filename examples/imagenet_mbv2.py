@@ -1,7 +1,7 @@
 """Grow MobileNetV2 from a 0.3x seed on ImageNet by energy-aware splitting (the paper's recipe).
 
     python examples/imagenet_mbv2.py --data-dir /data/imagenet --out runs/mbv2 \
-        --stages 3 --epochs-per-stage 30 --batch-size 256
+        --stages 3 --epochs 120 --batch-size 256
 
 Training, eigen estimation and splitting run under tf.distribute.MirroredStrategy
 (all visible GPUs). Rerunning the same command resumes after the last complete
@@ -22,7 +22,10 @@ def parse_args(argv, default_width=0.3, model="mobilenet_v2"):
                         help="ImageNet TFRecord shards or train/ and val/ folders")
     parser.add_argument("--out", default=f"runs/imagenet_{model}", help="run directory")
     parser.add_argument("--stages", type=int, default=3, help="growth stages after the seed")
-    parser.add_argument("--epochs-per-stage", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=120,
+                        help="epochs in all, one cosine schedule, growth in the first half")
+    parser.add_argument("--epochs-per-stage", type=int, default=None,
+                        help="instead of --epochs: this many epochs for every stage")
     parser.add_argument("--batch-size", type=int, default=256, help="global batch size")
     parser.add_argument("--width", type=float, default=default_width, help="seed width multiplier")
     parser.add_argument("--growth-ratio", type=float, default=0.5)
@@ -57,6 +60,7 @@ def main(argv=None, model="mobilenet_v2", default_width=0.3):
         strategy = tf.distribute.MirroredStrategy()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from keras_split import data, models, recipes
+    from keras_split.schedule import growth_epochs
 
     builder = getattr(models, model)
     train_fn = lambda stage: recipes.one_hot(  # noqa: E731
@@ -69,7 +73,9 @@ def main(argv=None, model="mobilenet_v2", default_width=0.3):
     rows = recipes.run_growth(
         lambda: builder(args.width, input_shape=(args.image_size, args.image_size, 3),
                         num_classes=args.num_classes, dropout=0.2),
-        train_fn, val, args.out, stages=args.stages, epochs_per_stage=args.epochs_per_stage,
+        train_fn, val, args.out, stages=args.stages,
+        epochs_per_stage=([args.epochs_per_stage] * (args.stages + 1) if args.epochs_per_stage
+                          else growth_epochs(args.epochs, args.stages)),
         steps_per_epoch=max(args.train_examples // args.batch_size, 1),
         learning_rate=args.learning_rate or 0.1 * args.batch_size / 256,
         growth_ratio=args.growth_ratio, eigen_batches=args.eigen_batches, seed=args.seed,

@@ -14,13 +14,16 @@ from keras_split.flops import count_flops
 from keras_split.growing_model import GrowingModel
 from keras_split.growth_callback import GrowthCallback
 from keras_split.growth_stage import GrowthStage
-from keras_split.schedule import grow_schedule
+from keras_split.schedule import grow_schedule, growth_epochs
 from keras_split.selection import select_neurons
+from keras_split.split_rule import SplitRule
+from keras_split.twins import twin_statistics
 from keras_split.handlers import register_handler
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Eigenpairs", "GrowingModel", "export", "GrowthCallback", "GrowthStage", "count_flops",
-    "grow_schedule", "handlers", "register_handler", "select_neurons",
+    "grow_schedule", "growth_epochs", "handlers", "register_handler", "select_neurons", "SplitRule",
+    "twin_statistics",
 ]

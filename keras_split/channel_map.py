@@ -47,6 +47,12 @@ class ChannelMap:
     def changed(self):
         return self.size != self.old_size
 
+    def pairs(self):
+        """``(firsts, seconds)``: new indices of the first and second copy of every split channel."""
+        _, first_of = np.unique(self.src, return_index=True)
+        seconds = np.setdiff1d(np.arange(self.size), first_of)
+        return first_of[np.searchsorted(np.unique(self.src), self.src[seconds])], seconds
+
     def children(self, channel):
         """The new indices of the copies of original ``channel`` (1 or 2 of them)."""
         return np.flatnonzero(self.src == channel)
@@ -81,17 +87,34 @@ class WeightEdit:
     Args:
         gathers: list of ``(axis, ChannelMap, halve)``.
         delta: None or an array of the new weight's shape.
+        step: the part of ``delta`` that is the split's step along eigenvectors
+            (linear in epsilon, so that a smaller step is ``delta - (1 - f) * step``).
     """
 
-    def __init__(self, gathers=(), delta=None):
+    def __init__(self, gathers=(), delta=None, step=None):
         self.gathers = list(gathers)
         self.delta = delta
+        self.step = step
 
-    def apply(self, array, with_delta=True, halve=True):
+    def apply(self, array, with_delta=True, halve=True, reset_seconds=False):
+        """The rebuilt array.
+
+        Args:
+            array: the old weight (or one of its optimizer slots).
+            with_delta: add ``delta`` (weights, not slots).
+            halve: halve duplicated entries where the gather says so.
+            reset_seconds: zero the entries of every second copy of a split
+                channel, on every gathered axis (optimizer slots of new children).
+        """
         out = np.asarray(array)
         for axis, cmap, do_halve in self.gathers:
             if cmap.changed:
                 out = cmap.gather(out, axis, halve=do_halve and halve)
+                if reset_seconds:
+                    index = [slice(None)] * out.ndim
+                    index[axis] = cmap.pairs()[1]
+                    out = out.copy()
+                    out[tuple(index)] = 0
         if with_delta and self.delta is not None:
             out = out + self.delta.astype(out.dtype)
         return out

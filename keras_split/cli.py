@@ -1,4 +1,4 @@
-"""The `keras-split` command line: demo, grow, export, report.
+"""The `keras-split` command line: demo, grow, retrain, export, report.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad usage or input (a missing
 data directory, a run directory from another configuration, an unwritable output).
@@ -24,12 +24,28 @@ def _print_rows(rows):
 def _demo(args):
     from keras_split.demo import run_demo
 
-    rows = run_demo(args.out, stages=args.stages, epochs_per_stage=args.epochs_per_stage,
+    print(f"Growing the digits network ({args.stages} stages, "
+          f"{args.epochs_per_stage or args.epochs} epochs"
+          f"{' per stage' if args.epochs_per_stage else ' in all'}); then the matched width "
+          "and the found architecture are trained from scratch.", flush=True)
+    rows = run_demo(args.out, stages=args.stages, epochs=args.epochs,
+                    epochs_per_stage=args.epochs_per_stage,
                     growth_ratio=args.growth_ratio, seed=args.seed, verbose=args.verbose,
                     baselines=not args.no_baselines)
     _print_rows(rows)
     for r in rows:
         print(f"stage {r['stage']} widths: {' '.join(str(w) for w in r['widths'].values())}")
+    comparison = os.path.join(args.out, "comparison.json")
+    if not args.no_baselines and os.path.exists(comparison):
+        import json
+
+        with open(comparison) as f:
+            c = json.load(f)
+        print(f"{'network':<32}{'MACs':>10}{'epochs':>8}{'test acc':>10}")
+        for key in ("grown", "retrained", "width"):
+            print(f"{c[key]['label']:<32}{c[key]['macs']:>10,}{c[key]['epochs']:>8}"
+                  f"{c[key]['accuracy']:>10.4f}")
+        print(c["verdict"])
     print(f"Results: {os.path.join(args.out, 'results.json')}")
     print(f"Report: {os.path.join(args.out, 'report', 'report.md')}")
     return 0
@@ -50,12 +66,10 @@ def _detect_dataset(data_dir):
         "val/ folders, or a CIFAR train/ and test/ folder layout (or pass --dataset).")
 
 
-def _grow(args):
-    if not os.path.exists(args.data):
-        raise ValueError(f"Data directory '{args.data}' does not exist.")
-    from keras_split import data, models, recipes
+def _datasets(args, dataset):
+    """``(train_fn, test, n_train, size, classes)`` for ``grow`` and ``retrain``."""
+    from keras_split import data, recipes
 
-    dataset = args.dataset if args.dataset != "auto" else _detect_dataset(args.data)
     if dataset == "imagenet":
         size, classes = args.image_size or 224, 1000
         train_fn = lambda stage: recipes.one_hot(data.imagenet_dataset(  # noqa: E731
@@ -72,6 +86,24 @@ def _grow(args):
         test = recipes.one_hot(data.cifar_dataset(args.data, "test", batch_size=500,
                                                   validate=False), classes)
         n_train = 50_000
+    return train_fn, test, n_train, size, classes
+
+
+def _grow(args):
+    if not os.path.exists(args.data):
+        raise ValueError(f"Data directory '{args.data}' does not exist.")
+    from keras_split import models, recipes
+    from keras_split.schedule import growth_epochs
+
+    if args.width is None:
+        args.width = 8 if args.model.endswith("_cifar") else 0.3
+    if args.model.endswith("_cifar") and (args.width < 1 or args.width != int(args.width)):
+        raise ValueError(f"--width of {args.model} is its channel count, a positive integer. "
+                         f"Received: --width {args.width}")
+    dataset = args.dataset if args.dataset != "auto" else _detect_dataset(args.data)
+    train_fn, test, n_train, size, classes = _datasets(args, dataset)
+    epochs = ([args.epochs_per_stage] * (args.stages + 1) if args.epochs_per_stage
+              else growth_epochs(args.epochs, args.stages))
     builder = getattr(models, args.model)
     shape = (size, size, 3)
     if args.model.endswith("_cifar"):
@@ -81,16 +113,66 @@ def _grow(args):
         network = lambda: builder(args.width, input_shape=shape, num_classes=classes)  # noqa: E731
     rows = recipes.run_growth(
         network, train_fn, test, args.out, stages=args.stages,
-        epochs_per_stage=args.epochs_per_stage,
+        epochs_per_stage=epochs,
         steps_per_epoch=max(n_train // args.batch_size, 1), learning_rate=args.learning_rate,
         growth_ratio=args.growth_ratio, eigen_batches=args.eigen_batches, seed=args.seed,
         cost=args.cost, label_smoothing=0.1 if dataset == "imagenet" else 0.0,
         verbose=args.verbose,
         config={"model": args.model, "width": args.width, "dataset": dataset,
-                "data": os.path.abspath(args.data), "batch_size": args.batch_size},
+                "data": os.path.abspath(args.data), "batch_size": args.batch_size,
+                "image_size": args.image_size},
     )
     _print_rows(rows)
     print(f"Results: {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
+def _retrain(args):
+    import json
+
+    import keras
+
+    from keras_split import recipes
+    from keras_split.schedule import read_run
+
+    run = read_run(args.run_dir)
+    if run is None:
+        raise ValueError(f"'{args.run_dir}' is not a keras-split run directory.")
+    user = run["config"]["user"]
+    if "demo" in user:
+        from keras_split.demo import retrain
+
+        record = retrain(args.run_dir)
+        print(f"found architecture, retrained: {record['macs']:,} MACs, {record['epochs']} "
+              f"epochs, test accuracy {record['accuracy']:.4f}")
+        comparison = os.path.join(args.run_dir, "comparison.json")
+        if os.path.exists(comparison):
+            with open(comparison) as f:
+                print(json.load(f)["verdict"])
+        return 0
+    if "data" not in user:
+        raise ValueError(f"'{args.run_dir}' was not made by `keras-split grow` or `demo`.")
+    if not os.path.exists(user["data"]):
+        raise ValueError(f"The run's data directory '{user['data']}' does not exist.")
+    config = argparse.Namespace(data=user["data"], batch_size=user["batch_size"],
+                                seed=run["config"]["seed"], image_size=user.get("image_size"))
+    train_fn, test, n_train, _, _ = _datasets(config, user["dataset"])
+    epochs = run["config"]["epochs_per_stage"]
+    epochs = sum(epochs) if isinstance(epochs, list) else epochs * (run["config"]["stages"] + 1)
+    model = keras.saving.load_model(os.path.join(args.run_dir, f"stage_{run['completed']}",
+                                                 "model.keras"))
+    steps = max(n_train // user["batch_size"], 1)
+    fresh, record = recipes.retrain_found(
+        model, train_fn(0).repeat(), test, epochs, steps, user["learning_rate"],
+        label_smoothing=user["label_smoothing"], seed=run["config"]["seed"],
+        verbose=args.verbose)
+    os.makedirs(os.path.join(args.run_dir, "retrained"), exist_ok=True)
+    fresh.save(os.path.join(args.run_dir, "retrained", "model.keras"))
+    record["accuracy"] = record["top1"]
+    with open(os.path.join(args.run_dir, "retrained.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"found architecture, retrained: {record['macs']:,} MACs, {epochs} epochs, "
+          f"top-1 {record['top1']:.4f}, top-5 {record['top5']:.4f}")
     return 0
 
 
@@ -135,8 +217,12 @@ def _report(args):
     if args.data:
         from keras_split import data
 
-        x, y = next(iter(data.cifar_dataset(args.data, "test", batch_size=6, validate=False)))
-        images, labels = x.numpy(), y.numpy()
+        import numpy as np
+
+        x, y = next(iter(data.cifar_dataset(args.data, "test", batch_size=1000, validate=False)))
+        x, y = x.numpy(), y.numpy()
+        pick = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)][:10]   # one per class
+        images, labels = x[pick], y[pick]
     print(f"Report: {write_report(args.run_dir, images, labels)}")
     return 0
 
@@ -156,8 +242,11 @@ def build_parser():
                     "baselines, and writes a report. Rerunning resumes an interrupted run.")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     demo.add_argument("--stages", type=int, default=3, help="growth stages (default: 3)")
-    demo.add_argument("--epochs-per-stage", type=int, default=15,
-                      help="training epochs per stage (default: 15)")
+    demo.add_argument("--epochs", type=int, default=60,
+                      help="training epochs in all, one cosine schedule; growth happens in "
+                           "the first half (default: 60)")
+    demo.add_argument("--epochs-per-stage", type=int, default=None,
+                      help="instead of --epochs: this many epochs for every stage")
     demo.add_argument("--growth-ratio", type=float, default=0.5,
                       help="MACs budget of each stage as a fraction (default: 0.5)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -173,15 +262,19 @@ def build_parser():
                     "every stage; rerunning the same command resumes.")
     grow.add_argument("--model", choices=MODELS, default="mobilenet_v1",
                       help="seed architecture (default: mobilenet_v1)")
-    grow.add_argument("--width", type=float, default=0.3,
-                      help="width multiplier (channels for *_cifar models) of the seed")
+    grow.add_argument("--width", type=float, default=None,
+                      help="width multiplier of the seed (default 0.3), or its channel count "
+                           "for *_cifar models (default 8)")
     grow.add_argument("--data", required=True,
                       help="ImageNet shards/folders or a CIFAR folder layout/archive")
     grow.add_argument("--dataset", choices=("auto", "imagenet", "cifar10"), default="auto",
                       help="what --data holds (default: detect)")
     grow.add_argument("--stages", type=int, default=3, help="growth stages (default: 3)")
-    grow.add_argument("--epochs-per-stage", type=int, default=5,
-                      help="training epochs per stage (default: 5)")
+    grow.add_argument("--epochs", type=int, default=20,
+                      help="training epochs in all, one cosine schedule; growth happens in "
+                           "the first half (default: 20)")
+    grow.add_argument("--epochs-per-stage", type=int, default=None,
+                      help="instead of --epochs: this many epochs for every stage")
     grow.add_argument("--growth-ratio", type=float, default=0.5,
                       help="MACs budget of each stage as a fraction (default: 0.5)")
     grow.add_argument("--out", required=True, help="run directory")
@@ -198,6 +291,15 @@ def build_parser():
     grow.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                       help="Keras verbosity (default: 1, progress bars)")
     grow.set_defaults(func=_grow)
+
+    ret = sub.add_parser(
+        "retrain", help="train the architecture a run found, freshly initialised",
+        description="Trains the final stage's widths from scratch with the run's recipe and "
+                    "epochs; writes RUN_DIR/retrained.json (and comparison.json for the demo).")
+    ret.add_argument("run_dir", help="a run directory of `grow` or `demo`")
+    ret.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                     help="Keras verbosity (default: 1)")
+    ret.set_defaults(func=_retrain)
 
     exp = sub.add_parser("export", help="export a stage to SavedModel or TFLite",
                          description="Exports RUN_DIR/stage_K/model.keras and reports its "

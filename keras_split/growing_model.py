@@ -1,5 +1,6 @@
 """`GrowingModel`: a Keras model that can estimate splitting eigenpairs and widen itself."""
 
+import dataclasses
 import logging
 
 import keras
@@ -10,6 +11,7 @@ import tensorflow as tf
 from keras_split import data_utils, growth, lobpcg, splitting, surgery
 from keras_split.activations import validate_surrogate
 from keras_split.channel_graph import ChannelGraph
+from keras_split.split_rule import SplitRule
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,26 @@ class GrowingModel(keras.Model):
         from keras_split.export import strip
 
         return strip(self)
+
+    def found_architecture(self, seed=None):
+        """The grown architecture with fresh weights: the network search's result.
+
+        Every layer is rebuilt from its config (so with its initializers), with
+        the widths growth found; nothing is copied from the trained weights.
+
+        Args:
+            seed: seeds the initializers (``keras.utils.set_random_seed``) when given.
+
+        Returns:
+            An uncompiled functional ``keras.Model`` (no keras_split class inside).
+
+        Example:
+            >>> fresh = model.found_architecture(seed=0)
+            >>> fresh.compile(optimizer="sgd", loss="mse"); fresh.fit(x, y)
+        """
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        return keras.models.clone_model(self.network)
 
     # -------------------------------------------------------------- splitting
     @property
@@ -239,54 +261,85 @@ class GrowingModel(keras.Model):
             strategy=self.distribute_strategy,
         )
 
-    def split(self, plan, eigenpairs=None, epsilon=1e-2):
-        """Splits the named units in place: each becomes two, ``theta +/- epsilon v``.
+    def split(self, plan, eigenpairs=None, epsilon=None, split_rule="copy", seed=0):
+        """Splits the named units in place, each into two children made by ``split_rule``.
 
-        Every consumer of a split channel gets the channel twice with its
-        incoming weights halved, so at ``epsilon = 0`` the function is unchanged.
-        Naming any producer of a coupled group (a residual ``Add``) splits all of
-        its producers, each along its own eigenvector.
+        With the default rule (``"copy"``, the papers') the children are
+        ``theta +/- epsilon v`` and every consumer of a split channel gets it
+        twice with its incoming weights halved, so at ``epsilon = 0`` the
+        function is unchanged. Other rules (:class:`keras_split.SplitRule`:
+        ``"antisymmetric"``, ``"fresh"``) share the outgoing weights unevenly or
+        draw the second child afresh, and are function-preserving at
+        ``epsilon = 0`` too. Naming any producer of a coupled group (a residual
+        ``Add``) splits all of its producers, each along its own eigenvector.
 
         Optimizer state: the optimizer is rebuilt from its config; its iteration
         count is kept, slot variables (momentum, Adam moments, ...) of unchanged
         weights are copied, and those of widened weights are copied entry by
-        entry: both children of a unit start with the parent's slots, and the
+        entry: both children of a unit start with the parent's slots (the
+        second child's are zero when the rule has ``reset_slots``), and the
         first moments (SGD momentum, Adam's m) of a consumer's duplicated input
         rows are halved like the rows themselves, so that the pair keeps the
         parent's momentum.
 
         Args:
-            plan: ``{layer_name: [unit, ...]}``.
+            plan: ``{layer_name: [unit, ...]}``; a unit named twice is an error.
             eigenpairs: the result of :meth:`splitting_eigenpairs`; required
-                unless ``epsilon == 0``.
-            epsilon: absolute step along each unit eigenvector.
+                when the rule steps along eigenvectors (``epsilon != 0``).
+            epsilon: overrides the rule's step (absolute, or relative to each
+                neuron's weight norm when the rule is ``relative``).
+            split_rule: a name in ``keras_split.split_rule.RULES``, a
+                ``SplitRule`` or its config dict.
+            seed: seed of the rule's random draws.
 
         Returns:
             ``{layer_name: (units_before, units_after)}`` for every widened producer.
 
         Raises:
-            ValueError: for unknown layers, bad unit indices, missing
-                eigenpairs or a bad ``epsilon``; the model is left unchanged.
+            ValueError: for unknown layers, bad or repeated unit indices,
+                missing eigenpairs or a bad ``epsilon``; the model is left unchanged.
+
+        Example:
+            >>> model.split({"fc": [0, 3]}, eigenpairs=eig, epsilon=1e-2)
+            {'fc': (16, 18)}
         """
-        if not (isinstance(epsilon, (int, float, np.floating)) and np.isfinite(epsilon)):
-            raise ValueError(f"epsilon must be a finite number, got {epsilon!r}.")
+        rule = self._split_rule(split_rule, epsilon)
         groups = surgery.resolve_plan(self._graph, plan)
-        plans = surgery.plan_edits(self._graph, groups, eigenpairs, float(epsilon))
+        network, var_edits = self._widened(groups, eigenpairs, rule, seed)
+        return self._commit(network, var_edits, rule)
+
+    @staticmethod
+    def _split_rule(split_rule, epsilon=None):
+        rule = SplitRule.get(split_rule)
+        if epsilon is not None:
+            if not (isinstance(epsilon, (int, float, np.floating)) and np.isfinite(epsilon)
+                    and epsilon >= 0):
+                raise ValueError(
+                    f"epsilon must be a finite non-negative number. Received: epsilon={epsilon!r}")
+            rule = dataclasses.replace(rule, epsilon=float(epsilon))
+        return rule
+
+    def _widened(self, groups, eigenpairs, rule, seed=0):
+        """``(network, var_edits)``: this model with ``groups`` split; ``self`` is unchanged."""
+        plans = surgery.plan_edits(self._graph, groups, eigenpairs, rule, seed)
         # Under tf.distribute, the new variables must be created in the model's strategy.
         with self.distribute_strategy.scope():
-            new_network, var_edits = surgery.widen_model(self._graph, plans)
-        new_graph = ChannelGraph(new_network, surrogate=self.surrogate)
+            return surgery.widen_model(self._graph, plans)
+
+    def _commit(self, network, var_edits, rule):
+        """Makes ``network`` (from :meth:`_widened`) this model's network."""
+        new_graph = ChannelGraph(network, surrogate=self.surrogate)
         summary = {}
         for name in self._graph.producers:
             before = self._graph.units(name)
             after = new_graph.units(name)
             if after != before:
                 summary[name] = (before, after)
-        self._replace_network(new_network, new_graph, var_edits)
-        logger.info("Split %d coupled groups: %s", len(groups), summary)
+        self._replace_network(network, new_graph, var_edits, rule.reset_slots)
+        logger.info("Split: %s", summary)
         return summary
 
-    def _replace_network(self, network, graph, var_edits):
+    def _replace_network(self, network, graph, var_edits, reset_slots=False):
         old_optimizer = getattr(self, "optimizer", None)
         had_train_function = self.train_function is not None
         self._tracker.unlock()
@@ -296,12 +349,12 @@ class GrowingModel(keras.Model):
         self.train_function = self.test_function = self.predict_function = None
         if old_optimizer is not None and self.compiled:
             with self.distribute_strategy.scope():
-                self.optimizer = self._rebuild_optimizer(old_optimizer, var_edits)
+                self.optimizer = self._rebuild_optimizer(old_optimizer, var_edits, reset_slots)
         if had_train_function:
             # Growing inside fit (GrowthCallback): the loop calls train_function next.
             self.make_train_function(force=True)
 
-    def _rebuild_optimizer(self, old, var_edits):
+    def _rebuild_optimizer(self, old, var_edits, reset_slots=False):
         """A fresh optimizer of the same config, with the old one's state carried over."""
         new = old.__class__.from_config(old.get_config())
         if not old.built:
@@ -325,17 +378,18 @@ class GrowingModel(keras.Model):
                 # First moments (SGD velocity, Adam's m) are halved where the weights
                 # are, so that the two halves together keep the parent's momentum.
                 value = edit.apply(value, with_delta=False,
-                                   halve=slot.name.endswith("_momentum"))
+                                   halve=slot.name.endswith("_momentum"),
+                                   reset_seconds=reset_slots)
                 if tuple(value.shape) != tuple(slot.shape):
                     continue
             slot.assign(value)
         return new
 
     # ----------------------------------------------------------------- growth
-    def grow(self, data, growth_ratio=0.5, epsilon=1e-2, method="lobpcg", eigen_epochs=5,
+    def grow(self, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eigen_epochs=5,
              cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
              max_widths=None, batch_size=32, learning_rate=0.01, eval_data=None, seed=0,
-             dry_run=False, log_dir=None, verbose=0):
+             dry_run=False, log_dir=None, verbose=0, split_rule=growth.DEFAULT_SPLIT_RULE):
         """One energy-aware growth stage: eigenpairs, costs, knapsack selection, split.
 
         The budget is ``growth_ratio`` times the current network's cost in the
@@ -343,13 +397,20 @@ class GrowingModel(keras.Model):
         ``(1 + growth_ratio)`` times the MACs before (the exact cost of the
         selection, cross terms included, is checked).
 
+        A stage never raises the held-out loss: the split is built aside, its
+        held-out loss measured, and the step shrunk (x 1/4, x 1/16, then 0, a
+        function-preserving split) until the loss is not above the loss before
+        (to 1e-5 relative); if none qualifies the model is left as it was. The
+        returned stage records it (``guard``), with the children's indices and
+        the twin statistics of the grown model.
+
         Args:
             data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)`` tuple.
                 Unless ``eval_data`` is given, the last 20 % of its batches (when
                 it has at least 5) are held out to measure the final eigenvalues,
                 residuals and the loss change.
             growth_ratio: budget as a fraction of the current cost, in (0, 100].
-            epsilon: absolute step along each unit eigenvector.
+            epsilon: overrides the split rule's step along each unit eigenvector.
             method: ``"lobpcg"``, ``"fast"`` or ``"exact"`` eigenpairs (see
                 :meth:`splitting_eigenpairs`).
             eigen_epochs: lobpcg and fast methods: passes over the estimation batches
@@ -372,6 +433,11 @@ class GrowingModel(keras.Model):
             dry_run: return the plan without changing the model.
             log_dir: write TensorBoard scalars and lambda histograms there.
             verbose: 0 silent, 1 progress bar and a one-line summary.
+            split_rule: how the children are made: ``"antisymmetric"`` (the
+                default, chosen by measurement: ``theta +/- 0.1 ||theta|| v``,
+                outgoing weights ``w/2 +/- z``, fresh optimizer slots),
+                ``"copy"`` (the papers: ``theta +/- 0.01 v``, ``w/2`` each),
+                ``"fresh"``, or a :class:`keras_split.SplitRule`.
 
         Returns:
             A :class:`keras_split.GrowthStage`, also appended (as a dict) to
@@ -391,7 +457,7 @@ class GrowingModel(keras.Model):
             max_units=max_units, round_to=round_to, max_widths=max_widths,
             batch_size=batch_size,
             learning_rate=learning_rate, eval_data=eval_data, seed=seed,
-            dry_run=dry_run, log_dir=log_dir, verbose=verbose,
+            dry_run=dry_run, log_dir=log_dir, verbose=verbose, split_rule=split_rule,
         )
         if not dry_run:
             self.growth_history.append(stage.to_dict())

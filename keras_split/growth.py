@@ -7,6 +7,7 @@ stay free of the growing loop.
 
 import logging
 import math
+import sys
 import time
 
 import keras
@@ -15,6 +16,8 @@ import tensorflow as tf
 
 from keras_split import costs as cost_lib
 from keras_split import data_utils, selection
+from keras_split.channel_map import ChannelMap
+from keras_split.twins import twin_statistics
 from keras_split.flops import count_flops
 from keras_split.growth_stage import GrowthStage
 
@@ -25,6 +28,9 @@ METHODS = ("lobpcg", "fast", "exact")
 logger = logging.getLogger(__name__)
 
 MAX_GROWTH_RATIO = 100.0
+# The split rule grow() uses unless told otherwise (chosen on a CIFAR-10 validation
+# split, see benchmarks/cifar10_growth.py and the README).
+DEFAULT_SPLIT_RULE = "antisymmetric"
 # Estimation batches cached for the LOBPCG passes (at most).
 MAX_CACHED_BATCHES = 200
 
@@ -88,12 +94,17 @@ def fixed_batches(dataset, max_batches=MAX_CACHED_BATCHES):
     return dataset
 
 
-def mean_loss(model, dataset):
-    """The compiled loss averaged over ``dataset`` (inference mode), weighted by batch size."""
+def mean_loss(model, dataset, network=None):
+    """The compiled loss of ``model`` averaged over ``dataset`` (inference mode).
+
+    Batches are weighted by their size. ``network`` (e.g. a widened candidate)
+    computes the predictions instead of ``model`` when given.
+    """
+    network = model if network is None else network
     total, count = 0.0, 0
     for batch in dataset:
         x, y, sw = data_utils.unpack(batch)
-        y_pred = model(x, training=False)
+        y_pred = network(x, training=False)
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw, training=False)
         n = int(data_utils.batch_size_of(x))
         total += float(loss) * n
@@ -218,13 +229,69 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     return groups, values, np.asarray(chosen, dtype=np.int64), budget, solver_used
 
 
-def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="lobpcg", eigen_epochs=5,
+# Step factors tried by the loss guard, the last one a function-preserving split.
+SHRINK = (1.0, 0.25, 0.0625, 0.0)
+
+
+def _children_pairs(split_units, before_units):
+    """``{layer: [[first, second], ...]}``: new indices of each split unit's children."""
+    pairs = {}
+    for name, units in split_units.items():
+        if units:
+            mask = np.zeros(before_units[name], dtype=bool)
+            mask[units] = True
+            firsts, seconds = ChannelMap.from_split_mask(mask).pairs()
+            pairs[name] = [[int(a), int(b)] for a, b in zip(firsts, seconds)]
+    return pairs
+
+
+def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tolerance=1e-5):
+    """Splits ``groups`` unless the held-out loss rises; shrinks the step first.
+
+    Candidate widenings with the rule's step times each factor of ``shrink``
+    are built without touching ``model``; the first whose held-out loss is at
+    most ``loss_before + tolerance * max(1, |loss_before|)`` is committed. When
+    none is (a rule whose ``epsilon = 0`` split is not function-preserving, or
+    rounding), the model is left as it was.
+
+    Returns:
+        ``(loss_before, loss_after, tries, action)``: ``tries`` lists
+        ``{"epsilon", "loss"}`` per candidate, ``action`` is ``"split"``,
+        ``"shrunk"`` or ``"rolled_back"``.
+    """
+    loss_before = mean_loss(model, held_out)
+    bound = loss_before + tolerance * max(1.0, abs(loss_before))
+    tries = []
+    # The candidate is widened once; a smaller step only moves the stepped kernels back
+    # along their eigenvector steps (linear in epsilon): no second clone.
+    network, var_edits = model._widened(groups, eig, rule, seed)
+    stepped = [(v, var_edits[v.path].step) for v in network.weights
+               if v.path in var_edits and var_edits[v.path].step is not None]
+    current = 1.0
+    for factor in shrink:
+        if tries and (rule.epsilon * factor == tries[-1]["epsilon"] or not stepped):
+            continue
+        for var, step in stepped:
+            var.assign(var - ((current - factor) * step).astype(var.dtype))
+        current = factor
+        loss = mean_loss(model, held_out, network=network)
+        tries.append({"epsilon": rule.epsilon * factor, "loss": loss})
+        if math.isfinite(loss) and loss <= bound:
+            model._commit(network, var_edits, rule.scaled(factor))
+            return loss_before, loss, tries, "split" if len(tries) == 1 else "shrunk"
+    logger.warning("Growth stage rolled back: every split raised the held-out loss (%s).",
+                   tries)
+    return loss_before, loss_before, tries, "rolled_back"
+
+
+def run_stage(model, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eigen_epochs=5,
               cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
               max_widths=None,
               batch_size=32, learning_rate=0.01, eval_data=None, seed=0, dry_run=False,
-              log_dir=None, verbose=0):
+              log_dir=None, verbose=0, split_rule=DEFAULT_SPLIT_RULE):
     """Runs one growth stage on ``model`` (a GrowingModel); see ``GrowingModel.grow``."""
-    validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold)
+    rule = model._split_rule(split_rule, epsilon)
+    validate_growth_args(growth_ratio, rule.epsilon, cost, solver, method, threshold)
     dataset = data_utils.as_dataset(data, batch_size)
     if eval_data is None:
         estimate_on, held_out = split_holdout(dataset)
@@ -244,10 +311,6 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="lobpcg", eige
         max_widths,
     )
     t2 = time.perf_counter()
-    plan = {}
-    for i in chosen:
-        name, unit = graph.group_members(groups[i])[0]
-        plan.setdefault(name, []).append(int(unit))
     split_units = {name: [] for name in graph.splittable_layers}
     for i in chosen:
         for name, unit in graph.group_members(groups[i]):
@@ -255,11 +318,18 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="lobpcg", eige
     macs_before, params_before = count_flops(model), int(model.count_params())
     before_units = {n: graph.units(n) for n in graph.splittable_layers}
     loss_before = loss_after = None
+    tries, action, pairs = [], "none", {}
+    norms = _kernel_norms(graph, split_units)
     if not dry_run:
-        loss_before = mean_loss(model, held_out)
-        if plan:
-            model.split(plan, eigenpairs=eig, epsilon=float(epsilon))
-        loss_after = mean_loss(model, held_out)
+        if len(chosen):
+            loss_before, loss_after, tries, action = guarded_split(
+                model, [groups[i] for i in chosen], eig, rule, held_out, seed=seed)
+        else:
+            loss_before = loss_after = mean_loss(model, held_out)
+        if action in ("split", "shrunk"):
+            pairs = _children_pairs(split_units, before_units)
+        else:
+            split_units = {name: [] for name in split_units}
         macs_after, params_after = count_flops(model), int(model.count_params())
     else:
         macs_after = int(cost_lib.widened_cost(graph, [groups[i] for i in chosen], "flops"))
@@ -281,27 +351,45 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=1e-2, method="lobpcg", eige
             "lambdas": [float(v) for v in e.values],
         }
     selected_value = float(values[chosen].sum()) if len(chosen) else 0.0
+    used = tries[-1]["epsilon"] if tries else rule.epsilon
+    # The second-order term of the eigen step (the only term for "halves" outgoing).
+    predicted = sum(0.5 * (used * (norms[name][u] if rule.relative else 1.0)) ** 2
+                    * eig[name].values[u] for name, units in split_units.items() for u in units)
+    twins = twin_statistics(model)
     stage = GrowthStage(
         stage=len(model.growth_history), method=method,
         cost=cost if isinstance(cost, str) else getattr(cost, "__name__", "callable"),
-        solver=solver_used, growth_ratio=float(growth_ratio), epsilon=float(epsilon),
+        solver=solver_used, growth_ratio=float(growth_ratio), epsilon=float(used),
         budget=float(budget), macs_before=int(macs_before), macs_after=int(macs_after),
         params_before=params_before, params_after=int(params_after),
         n_candidates=int((values < threshold).sum()), n_selected=int(len(chosen)),
         selected_value=selected_value,
-        predicted_loss_change=float(epsilon) ** 2 / 2 * selected_value,
+        predicted_loss_change=float(predicted),
         loss_before=loss_before, loss_after=loss_after,
         measured_loss_change=None if dry_run else loss_after - loss_before,
         layers=layers,
         seconds={"eigen": t1 - t0, "select": t2 - t1, "split": t3 - t2},
         dry_run=bool(dry_run),
+        split_rule=rule.get_config(), guard={"action": action, "tries": tries},
+        children=pairs, twins={k: twins[k] for k in ("units", "twins", "twin_fraction",
+                                                     "distinct")},
     )
     if log_dir is not None:
         _write_tensorboard(log_dir, stage, eig)
     if verbose:
-        keras.utils.io_utils.print_msg(stage.summary())
+        sys.stdout.write(stage.summary() + "\n")
     logger.info(stage.summary())
     return stage
+
+
+def _kernel_norms(graph, split_units):
+    """``{layer: [norm of each unit's incoming kernel]}`` for the layers with split units."""
+    norms = {}
+    for name, units in split_units.items():
+        if units:
+            kernel = keras.ops.convert_to_numpy(graph.producers[name].layer.kernel)
+            norms[name] = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0)
+    return norms
 
 
 def _write_tensorboard(log_dir, stage, eig):
@@ -313,6 +401,9 @@ def _write_tensorboard(log_dir, stage, eig):
         tf.summary.scalar("growth/predicted_loss_change", stage.predicted_loss_change)
         if stage.measured_loss_change is not None:
             tf.summary.scalar("growth/measured_loss_change", stage.measured_loss_change)
+        if stage.twins:
+            tf.summary.scalar("growth/twin_fraction", stage.twins["twin_fraction"])
+            tf.summary.scalar("growth/distinct_filters", stage.twins["distinct"])
         for name, e in eig.items():
             tf.summary.histogram(f"lambda/{name}", e.values)
             tf.summary.scalar(f"width/{name}", stage.layers[name]["units_after"])

@@ -1,12 +1,25 @@
 """`GrowthCallback`: grow inside `model.fit` on a schedule."""
 
+import inspect
+
 import keras
 
 from keras_split.flops import count_flops
+from keras_split.twins import twin_statistics
 
 
 class GrowthCallback(keras.callbacks.Callback):
-    """Runs a growth stage every ``every_n_epochs`` epochs until a MACs target.
+    """Runs a growth stage every ``every_n_epochs`` epochs, up to ``max_stages`` or ``max_macs``.
+
+    Growing inside one ``fit`` keeps one learning-rate schedule (a split keeps
+    the optimizer's iteration count). What was measured on CIFAR-10 (README):
+    grow early, e.g. ``every_n_epochs = epochs // 6`` with ``max_stages=3``, so
+    that the network trains at its final width for the second half of the run.
+
+    After every epoch the callback adds ``macs``, ``growth_stages`` and
+    ``twin_fraction`` (see :func:`keras_split.twin_statistics`) to ``logs``, so
+    that callbacks after it in the list (TensorBoard, CSVLogger, History) record
+    them.
 
     Args:
         data: the batches for eigen estimation (see ``GrowingModel.grow``).
@@ -15,24 +28,40 @@ class GrowthCallback(keras.callbacks.Callback):
             stage's ratio is reduced so as not to pass it. None: no limit.
         max_stages: at most this many stages. None: no limit.
         **grow_kwargs: passed to ``GrowingModel.grow`` (``growth_ratio``,
-            ``cost``, ``method``, ...).
+            ``cost``, ``method``, ``split_rule``...); checked here, not at epoch N.
 
     Raises:
-        ValueError: for a bad schedule argument.
+        ValueError: for a bad schedule argument or a bad ``grow`` argument.
 
     Example:
-        >>> model.fit(train, epochs=30, callbacks=[
-        ...     GrowthCallback(train.take(20), every_n_epochs=10, max_macs=2e6)])
+        >>> model.fit(train, epochs=24, callbacks=[
+        ...     GrowthCallback(train.take(8), every_n_epochs=4, max_stages=3)])
     """
 
     def __init__(self, data, every_n_epochs=5, max_macs=None, max_stages=None, **grow_kwargs):
         super().__init__()
+        from keras_split import growth
+        from keras_split.growing_model import GrowingModel
+
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}.")
+            raise ValueError("every_n_epochs must be a positive integer. "
+                             f"Received: every_n_epochs={every_n_epochs!r}")
         if max_macs is not None and not max_macs > 0:
-            raise ValueError(f"max_macs must be positive, got {max_macs!r}.")
-        if max_stages is not None and (not isinstance(max_stages, int) or max_stages < 0):
-            raise ValueError(f"max_stages must be a non-negative integer, got {max_stages!r}.")
+            raise ValueError(f"max_macs must be positive. Received: max_macs={max_macs!r}")
+        if max_stages is not None and (isinstance(max_stages, bool)
+                                       or not isinstance(max_stages, int) or max_stages < 0):
+            raise ValueError("max_stages must be a non-negative integer. "
+                             f"Received: max_stages={max_stages!r}")
+        allowed = set(inspect.signature(GrowingModel.grow).parameters) - {"self", "data"}
+        unknown = sorted(set(grow_kwargs) - allowed)
+        if unknown:
+            raise ValueError(f"Unknown grow() arguments {unknown}. Allowed: {sorted(allowed)}")
+        defaults = {k: p.default for k, p in inspect.signature(GrowingModel.grow).parameters.items()
+                    if k in allowed}
+        merged = dict(defaults, **grow_kwargs)
+        rule = GrowingModel._split_rule(merged["split_rule"], merged["epsilon"])
+        growth.validate_growth_args(merged["growth_ratio"], rule.epsilon, merged["cost"],
+                                    merged["solver"], merged["method"], merged["threshold"])
         self.data = data
         self.every_n_epochs = every_n_epochs
         self.max_macs = max_macs
@@ -41,10 +70,15 @@ class GrowthCallback(keras.callbacks.Callback):
         self.stages = []
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every_n_epochs:
-            return
-        if self.max_stages is not None and len(self.stages) >= self.max_stages:
-            return
+        if not (epoch + 1) % self.every_n_epochs and (
+                self.max_stages is None or len(self.stages) < self.max_stages):
+            self._grow()
+        if logs is not None:
+            logs["macs"] = float(count_flops(self.model))
+            logs["growth_stages"] = float(len(self.stages))
+            logs["twin_fraction"] = float(twin_statistics(self.model)["twin_fraction"])
+
+    def _grow(self):
         ratio = self.grow_kwargs.get("growth_ratio", 0.5)
         if self.max_macs is not None:
             macs = count_flops(self.model)

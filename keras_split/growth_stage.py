@@ -25,6 +25,12 @@ class GrowthStage:
             ``||S v - lambda v||``.
         seconds: wall time of ``eigen``, ``select`` and ``split``.
         dry_run: True when the model was not changed.
+        split_rule: the :class:`keras_split.SplitRule` config used.
+        guard: what the loss guard did: ``action`` (``"split"``, ``"shrunk"``,
+            ``"rolled_back"`` or ``"none"``) and its ``tries`` (step, held-out loss).
+        children: ``{layer: [[first, second], ...]}``, the new indices of every
+            split unit's two children.
+        twins: :func:`keras_split.twin_statistics` totals right after the stage.
 
     Example:
         >>> stage = model.grow(train, growth_ratio=0.5)
@@ -53,6 +59,10 @@ class GrowthStage:
     layers: dict = dataclasses.field(default_factory=dict)
     seconds: dict = dataclasses.field(default_factory=dict)
     dry_run: bool = False
+    split_rule: dict = dataclasses.field(default_factory=dict)
+    guard: dict = dataclasses.field(default_factory=dict)
+    children: dict = dataclasses.field(default_factory=dict)
+    twins: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -54,7 +54,8 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
         train_fn: ``stage -> dataset`` of ``(images, one-hot labels)``.
         eval_data: evaluation dataset of ``(images, one-hot labels)``.
         out_dir: run directory.
-        stages, epochs_per_stage, growth_ratio, seed: as in ``grow_schedule``.
+        stages, epochs_per_stage, growth_ratio, seed: as in ``grow_schedule``
+            (``epochs_per_stage`` may be a list, e.g. from ``growth_epochs``).
         steps_per_epoch: for the cosine schedule's length.
         learning_rate: peak learning rate.
         eigen_batches: training batches used for eigen estimation per stage.
@@ -68,10 +69,12 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
         A list of ``{stage, macs, params, top1, top5}``; also written to
         ``out_dir/results.json``.
     """
-    total_steps = (stages + 1) * epochs_per_stage * steps_per_epoch
+    epochs = (list(epochs_per_stage) if isinstance(epochs_per_stage, (list, tuple))
+              else [epochs_per_stage] * (stages + 1))
+    total_steps = sum(epochs) * steps_per_epoch
     grow_schedule(
         lambda: compiled_model(build_network(), learning_rate, total_steps, label_smoothing),
-        train_fn, out_dir, stages=stages, epochs_per_stage=epochs_per_stage,
+        train_fn, out_dir, stages=stages, epochs_per_stage=epochs,
         growth_ratio=growth_ratio, seed=seed, strategy=strategy, deterministic=False,
         grow_data=lambda stage: train_fn(stage).take(eigen_batches),
         grow_kwargs={"eigen_epochs": 4, "cost": cost},
@@ -91,6 +94,35 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(rows, f, indent=1)
     return rows
+
+
+def retrain_found(model, train_data, eval_data, epochs, steps_per_epoch, learning_rate,
+                  label_smoothing=0.1, seed=0, verbose=1, strategy=None):
+    """Trains the architecture ``model`` found, freshly initialised, with this recipe.
+
+    Args:
+        model: the grown ``GrowingModel`` (its widths are kept, its weights not).
+        train_data: dataset of ``(images, one-hot labels)``, repeated for ``epochs``.
+        eval_data: evaluation dataset of ``(images, one-hot labels)``.
+        epochs: training epochs (the grown run's total, for a fair comparison).
+        steps_per_epoch: batches per epoch.
+        learning_rate, label_smoothing: as in :func:`run_growth`.
+        seed: seed of the fresh weights.
+        verbose: Keras verbosity.
+        strategy: a ``tf.distribute.Strategy`` (default: the current one).
+
+    Returns:
+        ``(network, {macs, params, epochs, top1, top5})``.
+    """
+    scope = (strategy or tf.distribute.get_strategy()).scope
+    with scope():
+        fresh = compiled_model(model.found_architecture(seed=seed), learning_rate,
+                               epochs * steps_per_epoch, label_smoothing)
+    fresh.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)
+    metrics = fresh.evaluate(eval_data, verbose=0, return_dict=True)
+    return fresh, {"label": "found architecture, retrained", "macs": count_flops(fresh),
+                   "params": int(fresh.count_params()), "epochs": int(epochs),
+                   "top1": float(metrics["top1"]), "top5": float(metrics["top5"])}
 
 
 def format_table(rows):

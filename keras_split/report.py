@@ -1,7 +1,8 @@
 """Growth reports: Markdown and HTML with PNG plots, from a run directory.
 
 Plots: accuracy against MACs per stage (with any width-multiplier baselines in
-``RUN_DIR/baselines.json``: ``[{"label", "macs", "accuracy"}]``), the width of
+``RUN_DIR/baselines.json``: ``[{"label", "macs", "accuracy"}]``, and the found
+architecture retrained, ``RUN_DIR/retrained.json``), the width of
 every layer across stages, the eigenvalue spectra of every stage, and
 tf-keras-vis GradCAM and saliency maps of the seed and the final model on a
 few test images.
@@ -46,7 +47,7 @@ def _save(fig, path):
     _pyplot().close(fig)
 
 
-def _plot_accuracy(rows, baselines, path, metric):
+def _plot_accuracy(rows, baselines, path, metric, retrained=None):
     fig, ax = _pyplot().subplots(figsize=(5.5, 4))
     ax.plot([r["macs"] / 1e6 for r in rows], [r[metric] for r in rows], "o-", label="grown")
     for r in rows:
@@ -55,6 +56,9 @@ def _plot_accuracy(rows, baselines, path, metric):
     if baselines:
         ax.plot([b["macs"] / 1e6 for b in baselines], [b["accuracy"] for b in baselines], "s--",
                 label="width multiplier")
+    if retrained:
+        ax.plot([retrained["macs"] / 1e6], [retrained["accuracy"]], "D",
+                label="found architecture, retrained")
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel(metric.replace("test_", "test ").replace("_", " "))
     ax.grid(alpha=0.3)
@@ -138,6 +142,7 @@ def write_report(run_dir, images=None, labels=None, metric=None):
     import keras
 
     from keras_split.flops import count_flops
+    from keras_split.twins import twin_statistics
 
     _, stage_dirs = _stage_dirs(run_dir)
     out = os.path.join(run_dir, "report")
@@ -145,13 +150,16 @@ def write_report(run_dir, images=None, labels=None, metric=None):
     history = _load_json(os.path.join(stage_dirs[-1], "history.json"), {"stages": []})
     rows = _load_json(os.path.join(run_dir, "results.json"), [])
     baselines = _load_json(os.path.join(run_dir, "baselines.json"), [])
+    retrained = _load_json(os.path.join(run_dir, "retrained.json"))
+    comparison = _load_json(os.path.join(run_dir, "comparison.json"))
     metric = metric or next((m for m in ("test_accuracy", "top1") if rows and m in rows[0]), None)
     models_by_stage = [keras.saving.load_model(os.path.join(d, "model.keras")) for d in stage_dirs]
     widths = [{n: int(m.network.get_layer(n).kernel.shape[-1]) for n in m.splittable_layers}
               for m in models_by_stage]
     pngs = []
     if rows and metric:
-        _plot_accuracy(rows, baselines, os.path.join(out, "accuracy_vs_macs.png"), metric)
+        _plot_accuracy(rows, baselines, os.path.join(out, "accuracy_vs_macs.png"), metric,
+                       retrained)
         pngs.append(("Accuracy against MACs", "accuracy_vs_macs.png"))
     _plot_widths(widths, os.path.join(out, "widths.png"))
     pngs.append(("Layer widths across stages", "widths.png"))
@@ -167,14 +175,32 @@ def write_report(run_dir, images=None, labels=None, metric=None):
     else:
         note = "No test images were given, so the report has no GradCAM/saliency maps."
     lines = [f"# Growth report: {os.path.basename(os.path.abspath(run_dir))}", ""]
-    lines += ["| stage | MACs | params | " + (f"{metric} |" if metric else "") + " groups split |",
-              "|---:|---:|---:|" + ("---:|" if metric else "") + "---:|"]
+    lines += ["| stage | MACs | params | " + (f"{metric} |" if metric else "")
+              + " groups split | twins |",
+              "|---:|---:|---:|" + ("---:|" if metric else "") + "---:|---:|"]
     for k, model in enumerate(models_by_stage):
         row = rows[k] if k < len(rows) else {}
         split = history["stages"][k - 1]["n_selected"] if 0 < k <= len(history["stages"]) else "-"
         acc = f" {row.get(metric, float('nan')):.4f} |" if metric else ""
-        lines.append(f"| {k} | {count_flops(model):,} | {model.count_params():,} |{acc} {split} |")
-    lines.append("")
+        twins = twin_statistics(model)["twin_fraction"]
+        lines.append(f"| {k} | {count_flops(model):,} | {model.count_params():,} |{acc} {split} "
+                     f"| {twins:.1%} |")
+    lines += ["", "twins: the share of Dense/Conv2D units whose incoming kernel has a cosine "
+              "above 0.99 with another unit of its layer (split children that stayed copies).",
+              ""]
+    if comparison:
+        lines += ["## In place vs found architecture vs width multiplier", "",
+                  "| network | MACs | params | epochs | accuracy |", "|---|---:|---:|---:|---:|"]
+        for key in ("grown", "retrained", "width"):
+            r = comparison[key]
+            lines.append(f"| {r['label']} | {r['macs']:,} | {r['params']:,} | {r['epochs']} "
+                         f"| {r['accuracy']:.4f} |")
+        lines += ["", comparison["verdict"], "",
+                  "Protocol: the width multiplier is the uniform width whose MACs are nearest "
+                  "the grown network's; it and the found architecture (the grown widths, "
+                  "freshly initialised) are trained from scratch for as many epochs as the "
+                  "grown network received in all, with the same optimizer and one cosine "
+                  "learning-rate schedule.", ""]
     for title, png in pngs:
         lines += [f"## {title}", "", f"![{title}]({png})", ""]
     if note:
@@ -184,7 +210,7 @@ def write_report(run_dir, images=None, labels=None, metric=None):
         f.write("\n".join(lines))
     body = "".join(
         f"<h2>{html.escape(t)}</h2><img src='{p}' style='max-width:100%'>" for t, p in pngs)
-    table = "<pre>" + html.escape("\n".join(lines[2:2 + len(models_by_stage) + 2])) + "</pre>"
+    table = "<pre>" + html.escape("\n".join(lines[2:])) + "</pre>"
     with open(os.path.join(out, "report.html"), "w") as f:
         f.write(f"<html><body><h1>{html.escape(lines[0][2:])}</h1>{table}{body}"
                 f"<p>{html.escape(note)}</p></body></html>")

@@ -81,6 +81,31 @@ def _save_stage(out_dir, stage, model, history):
     os.replace(tmp, final)
 
 
+def growth_epochs(epochs, stages):
+    """Per-stage epochs that grow early: ``stages`` short stages, then the longest one.
+
+    Each growth stage trains ``epochs // (2 * stages)`` epochs (at least 1) and
+    the final width gets the rest, at least half of the run: what measured best
+    on CIFAR-10 (README), and 70-75 % of the MAC-epochs of training the final
+    width for the whole run.
+
+    Args:
+        epochs: total training epochs (> stages).
+        stages: number of growth stages.
+
+    Returns:
+        A list of ``stages + 1`` epoch counts summing to ``epochs``.
+
+    Example:
+        >>> growth_epochs(60, 3)
+        [10, 10, 10, 30]
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= stages:
+        raise ValueError(f"epochs must be an integer > stages ({stages}). Received: epochs={epochs!r}")
+    each = max(1, epochs // (2 * stages)) if stages else 0
+    return [each] * stages + [epochs - each * stages]
+
+
 def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1,
                   growth_ratio=0.5, seed=0, grow_kwargs=None, fit_kwargs=None,
                   config=None, deterministic=True, verbose=0, grow_data=None, strategy=None):
@@ -92,7 +117,9 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
             e.g. with a seeded shuffle, so that resumed stages see the same data).
         out_dir: the run directory (created if missing).
         stages: number of growth stages after the seed's training.
-        epochs_per_stage: training epochs of every stage.
+        epochs_per_stage: training epochs of every stage, or a list of
+            ``stages + 1`` of them (e.g. ``[4, 4, 4, 12]``: grow early, then
+            train the final width longest, which is what measured best).
         growth_ratio: passed to ``grow``.
         seed: base seed; stage K uses ``seed + K``.
         grow_kwargs: more arguments of ``GrowingModel.grow`` (JSON-serialisable).
@@ -120,8 +147,13 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
     """
     if not isinstance(stages, int) or stages < 0:
         raise ValueError(f"stages must be a non-negative integer, got {stages!r}.")
-    if not isinstance(epochs_per_stage, int) or epochs_per_stage < 0:
-        raise ValueError(f"epochs_per_stage must be a non-negative integer, got {epochs_per_stage!r}.")
+    epochs = epochs_per_stage if isinstance(epochs_per_stage, (list, tuple)) else (
+        [epochs_per_stage] * (stages + 1))
+    if len(epochs) != stages + 1 or any(
+            isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
+        raise ValueError("epochs_per_stage must be a non-negative integer or a list of "
+                         f"stages + 1 = {stages + 1} of them. "
+                         f"Received: epochs_per_stage={epochs_per_stage!r}")
     grow_kwargs = dict(grow_kwargs or {})
     fit_kwargs = dict(fit_kwargs or {})
     run_config = {
@@ -143,6 +175,9 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
                 f"'{out_dir}' holds a run with a different configuration "
                 f"(differs in {diff}); use another directory. Nothing was overwritten."
             )
+        if run["config"]["stages"] != stages:
+            logger.warning("Resuming '%s' with stages=%d (it was started with stages=%d).",
+                           out_dir, stages, run["config"]["stages"])
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     scope = (strategy or tf.distribute.get_strategy()).scope
@@ -175,7 +210,7 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
             record = model.grow(eigen_data, growth_ratio=growth_ratio, seed=seed + stage,
                                 verbose=verbose, **grow_kwargs)
             history["stages"].append(record.to_dict())
-        fit = model.fit(data, epochs=epochs_per_stage, verbose=verbose, **fit_kwargs)
+        fit = model.fit(data, epochs=epochs[stage], verbose=verbose, **fit_kwargs)
         history["fit"].append({k: [float(v) for v in vals] for k, vals in fit.history.items()})
         _save_stage(out_dir, stage, model, history)
         _write_json_atomic(os.path.join(out_dir, "run.json"),

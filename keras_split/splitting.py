@@ -392,7 +392,9 @@ class FastEigenSolver:
                                                 trainable=True)
         self.optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate)
         self.strategy = strategy if strategy and strategy.num_replicas_in_sync > 1 else None
-        self._sv_fn = tf.function(self._sv_global, reduce_retracing=True)
+        # The graph is static Python (no tensor-dependent control flow): autograph would
+        # only add seconds of source conversion to every trace (one per architecture).
+        self._sv_fn = tf.function(self._sv_global, reduce_retracing=True, autograph=False)
         self._step_fn = tf.function(self._step, reduce_retracing=True)
 
     def _sv_sum(self, x, y, sw):

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from keras_split.channel_graph import FIXED
+from keras_split.split_rule import SplitRule
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,8 @@ logger = logging.getLogger(__name__)
 def resolve_plan(graph, plan):
     """Turns ``{layer_name: [unit, ...]}`` into the set of coupled groups to split.
 
-    Naming any member of a coupled group selects the whole group; naming it
-    twice is one split.
+    Naming any member of a coupled group selects the whole group (naming two
+    members of one group is one split); naming the same unit twice is an error.
 
     Args:
         graph: a :class:`keras_split.channel_graph.ChannelGraph`.
@@ -31,8 +32,8 @@ def resolve_plan(graph, plan):
         A sorted list of group ids.
 
     Raises:
-        ValueError: for an unknown or unsplittable layer name, a non-integer or
-            out-of-range unit, or a unit whose channel cannot be split.
+        ValueError: for an unknown or unsplittable layer name, a non-integer,
+            repeated or out-of-range unit, or a unit whose channel cannot be split.
     """
     if not isinstance(plan, dict):
         raise ValueError(f"The split plan must be a dict {{layer_name: [units]}}, got {type(plan).__name__}.")
@@ -52,11 +53,18 @@ def resolve_plan(graph, plan):
         n_units = graph.units(name)
         if isinstance(units, (int, np.integer)):
             units = [units]
+        seen = set()
         for unit in units:
             if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
                 raise ValueError(
                     f"Unit index {unit!r} of layer '{name}' is not an integer."
                 )
+            if int(unit) in seen:
+                raise ValueError(
+                    f"Unit {unit} of layer '{name}' is named more than once; a unit splits "
+                    f"once per call. Received: {name}={list(units)}"
+                )
+            seen.add(int(unit))
             if not 0 <= unit < n_units:
                 raise ValueError(
                     f"Unit index {unit} is out of range for layer '{name}' "
@@ -93,14 +101,65 @@ def _eigenvector(eigenpairs, layer, unit):
     return v.reshape(fan_shape)
 
 
-def plan_edits(graph, groups, eigenpairs=None, epsilon=0.0):
+def _rms(array):
+    return float(np.sqrt(np.mean(np.square(array)))) if array.size else 0.0
+
+
+def _children_incoming(layer, edit, in_map, out_map, units, eigenpairs, rule, rng):
+    """``(fresh, step)`` kernel deltas that make the children of ``units`` (incoming side).
+
+    ``fresh`` replaces second children by fresh weights (``"fresh"`` rules, else
+    zeros); ``step`` is the ``+/- eps_i v`` part, linear in ``rule.epsilon``.
+    """
+    old = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    fan_shape = old.shape[:-1]
+    new_shape = (fan_shape[:-1] + (in_map.size,)) + (out_map.size,)
+    fresh, step = np.zeros(new_shape), np.zeros(new_shape)
+    gathered = edit.apply(old, with_delta=False) if rule.incoming == "fresh" else None
+    scale = _rms(old)
+    for unit in units:
+        first, second = out_map.children(unit)
+        if rule.incoming == "fresh":
+            draw = rng.normal(0.0, scale, size=new_shape[:-1])
+            fresh[..., second] = draw - gathered[..., second]
+        if rule.epsilon == 0:
+            continue
+        size = rule.epsilon * (np.linalg.norm(old[..., unit]) if rule.relative else 1.0)
+        v = _eigenvector(eigenpairs, layer, unit)
+        v = in_map.gather(v.astype(np.float64), axis=v.ndim - 1, halve=True)
+        step[..., first] += size * v
+        step[..., second] -= size * v
+    return fresh, step
+
+
+def _children_outgoing(layer, edit, in_map, rule, rng):
+    """The kernel delta that shares a consumer's rows of split channels by ``rule.outgoing``."""
+    if rule.outgoing == "halves" or not in_map.changed:
+        return None
+    firsts, seconds = in_map.pairs()
+    halved = edit.apply(keras.ops.convert_to_numpy(layer.kernel).astype(np.float64),
+                        with_delta=False)
+    delta = np.zeros_like(halved)
+    if rule.outgoing == "parent":
+        share = halved[..., seconds, :]          # w/2: the first child takes all of w
+    else:
+        share = rng.normal(0.0, rule.noise * _rms(halved), size=halved[..., seconds, :].shape)
+    delta[..., firsts, :] = share
+    delta[..., seconds, :] = -share
+    return delta
+
+
+def plan_edits(graph, groups, eigenpairs=None, rule=None, seed=0):
     """Config updates and weight edits of every layer for splitting ``groups``.
 
     Args:
         graph: the model's ChannelGraph.
         groups: coupled-group ids (see :func:`resolve_plan`).
-        eigenpairs: ``{layer_name: Eigenpairs}``; needed when ``epsilon != 0``.
-        epsilon: the absolute step along each unit eigenvector.
+        eigenpairs: ``{layer_name: Eigenpairs}``; needed when the rule steps
+            along eigenvectors (``rule.epsilon != 0``).
+        rule: a :class:`keras_split.split_rule.SplitRule` (default: the papers'
+            ``theta +/- 0.01 v`` with halved outgoing weights).
+        seed: seed of the rule's random draws (fresh weights, antisymmetric shares).
 
     Returns:
         ``{layer_name: (config_updates, {weight_name: WeightEdit})}``.
@@ -108,6 +167,8 @@ def plan_edits(graph, groups, eigenpairs=None, epsilon=0.0):
     Raises:
         ValueError: for missing or mis-shaped eigenpairs.
     """
+    rule = SplitRule() if rule is None else rule
+    rng = np.random.default_rng(seed)
     maps = graph.channel_maps(groups)
     split_units = {}
     for group in groups:
@@ -119,21 +180,17 @@ def plan_edits(graph, groups, eigenpairs=None, epsilon=0.0):
         in_maps = [maps[id(t)] for t in n.inputs]
         out_maps = [maps[id(t)] for t in n.outputs]
         updates, edits = handler.widen(n.layer, in_maps, out_maps)
-        units = split_units.get(n.layer.name, [])
-        if units and epsilon != 0:
+        if handler.role == "producer":
             kernel = edits["kernel"]
-            delta = np.zeros(
-                tuple(in_maps[0].size if a == len(n.layer.kernel.shape) - 2 else d
-                      for a, d in enumerate(n.layer.kernel.shape[:-1]))
-                + (out_maps[0].size,)
-            )
-            for unit in units:
-                v = _eigenvector(eigenpairs, n.layer, unit)
-                v = in_maps[0].gather(v.astype(np.float64), axis=v.ndim - 1, halve=True)
-                first, second = out_maps[0].children(unit)
-                delta[..., first] += epsilon * v
-                delta[..., second] -= epsilon * v
-            kernel.delta = delta
+            deltas = [_children_outgoing(n.layer, kernel, in_maps[0], rule, rng)]
+            units = split_units.get(n.layer.name, [])
+            if units and (rule.epsilon != 0 or rule.incoming == "fresh"):
+                fresh, kernel.step = _children_incoming(n.layer, kernel, in_maps[0],
+                                                        out_maps[0], units, eigenpairs, rule, rng)
+                deltas += [fresh, kernel.step]
+            deltas = [d for d in deltas if d is not None]
+            if deltas:
+                kernel.delta = sum(deltas)
         plans[n.layer.name] = (updates, edits)
     return plans
 

@@ -28,12 +28,22 @@ def test_demo_reduced_setting_writes_results_and_report(demo_run, capsys):
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows)
     baselines = json.loads((demo_run / "baselines.json").read_text())
     assert baselines and all(b["macs"] > 0 for b in baselines)
+    comparison = json.loads((demo_run / "comparison.json").read_text())
+    assert comparison["grown"]["accuracy"] == rows[-1]["test_accuracy"]
+    assert comparison["grown"]["macs"] == rows[-1]["macs"] == comparison["retrained"]["macs"]
+    assert comparison["width"] == baselines[0]
+    # the width whose MACs are nearest the grown network's, trained as many epochs (2 x 2)
+    assert comparison["width"]["epochs"] == comparison["retrained"]["epochs"] == 4
+    assert abs(baselines[0]["macs"] - rows[-1]["macs"]) < 0.2 * rows[-1]["macs"]
+    diff = 100 * (comparison["grown"]["accuracy"] - comparison["width"]["accuracy"])
+    assert f"{abs(diff):.1f} points" in comparison["verdict"]
     report = (demo_run / "report" / "report.md").read_text()
     for png in ("accuracy_vs_macs.png", "widths.png", "spectra.png", "attention.png"):
         assert f"({png})" in report
         data = (demo_run / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert "| 1 |" in report and (demo_run / "report" / "report.html").exists()
+    assert comparison["verdict"] in report and "found architecture, retrained" in report
 
 
 def test_cli_export_and_report(demo_run, tmp_path, capsys):
@@ -46,6 +56,12 @@ def test_cli_export_and_report(demo_run, tmp_path, capsys):
     assert (tmp_path / "sm" / "saved_model.pb").exists()
     assert cli.main(["report", str(demo_run)]) == 0
     assert "Report:" in capsys.readouterr().out
+    before = json.loads((demo_run / "retrained.json").read_text())
+    assert cli.main(["retrain", str(demo_run)]) == 0
+    out = capsys.readouterr().out
+    after = json.loads((demo_run / "retrained.json").read_text())
+    assert after == before      # the same recipe and seed: the same result
+    assert f"test accuracy {after['accuracy']:.4f}" in out and "points" in out
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
@@ -57,6 +73,11 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["export", str(tmp_path)]) == 2
     assert "holds no model.keras" in capsys.readouterr().err
+    assert cli.main(["retrain", str(tmp_path)]) == 2
+    assert "not a keras_split run directory" in capsys.readouterr().err
+    assert cli.main(["grow", "--model", "mobilenet_v1_cifar", "--width", "0.5", "--data",
+                     str(tmp_path), "--out", str(tmp_path / "r2")]) == 2
+    assert "Received: --width 0.5" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["grow", "--help"])
     assert exit_info.value.code == 0
@@ -96,3 +117,7 @@ def test_full_demo_as_installed_command(tmp_path):
     assert rows[-1]["test_accuracy"] > rows[0]["test_accuracy"]
     assert rows[-1]["test_accuracy"] >= 0.9
     assert (tmp_path / "demo" / "report" / "attention.png").exists()
+    comparison = json.loads((tmp_path / "demo" / "comparison.json").read_text())
+    assert comparison["verdict"] in proc.stdout
+    # The bar: the grown model at least matches its width baseline at matched MACs.
+    assert comparison["grown"]["accuracy"] >= comparison["width"]["accuracy"]

@@ -157,6 +157,7 @@ def test_subclassed_model_is_refused():
         ({"c2": [-1]}, "Unit index -1 is out of range for layer 'c2'"),
         ({"c2": ["a"]}, "Unit index 'a' of layer 'c2'"),
         ({"c2": [0, 7]}, "out of range"),
+        ({"c2": [1, 1]}, "Unit 1 of layer .c2. is named more than once"),
         (["c2"], "must be a dict"),
     ],
 )

@@ -55,7 +55,8 @@ def test_grow_respects_budget_and_records_everything(tmp_path, trained_weights):
     model.set_weights(trained_weights)
     x, y = data()
     macs = ks.count_flops(model)
-    stage = model.grow((x, y), growth_ratio=0.3, method="exact", batch_size=16, epsilon=1e-2)
+    stage = model.grow((x, y), growth_ratio=0.3, method="exact", batch_size=16, epsilon=1e-2,
+                       split_rule="copy")
     assert stage.macs_before == macs
     assert stage.macs_after == ks.count_flops(model)
     assert macs < stage.macs_after <= 1.3 * macs

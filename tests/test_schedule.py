@@ -102,3 +102,46 @@ def test_growth_callback_grows_inside_fit():
         model.network.get_layer("c2").kernel.shape[-1] > 4
     with pytest.raises(ValueError, match="every_n_epochs"):
         ks.GrowthCallback(data, every_n_epochs=0)
+
+
+def test_growth_callback_checks_grow_arguments_when_built():
+    data = (np.zeros((8, 4), "float32"), np.zeros(8))
+    for kwargs, pattern in (({"cost": "watts"}, "cost must be one of"),
+                            ({"growth_ratio": -1}, "growth_ratio"),
+                            ({"split_rule": "triple"}, "Received: split_rule='triple'"),
+                            ({"epochs": 3}, r"Unknown grow\(\) arguments \['epochs'\]"),
+                            ({"max_stages": -1}, "Received: max_stages=-1")):
+        with pytest.raises(ValueError, match=pattern):
+            ks.GrowthCallback(data, **kwargs)
+
+
+def test_growth_callback_max_stages_and_logs():
+    keras.utils.set_random_seed(0)
+    model = resume_job.build()
+    x, y = next(iter(resume_job.data(0).unbatch().batch(64)))
+    x, y = x.numpy(), y.numpy()
+    cb = ks.GrowthCallback((x, y), every_n_epochs=1, max_stages=2, growth_ratio=0.3,
+                           eigen_epochs=1, batch_size=16)
+    hist = model.fit(x, y, epochs=4, batch_size=16, callbacks=[cb], verbose=0)
+    assert len(cb.stages) == 2
+    macs = hist.history["macs"]
+    assert macs[0] > ks.count_flops(resume_job.build()) and macs[1] > macs[0]
+    assert macs[3] == macs[2] == macs[1] == ks.count_flops(model)
+    assert hist.history["growth_stages"] == [1.0, 2.0, 2.0, 2.0]
+    assert hist.history["twin_fraction"][-1] == ks.twin_statistics(model)["twin_fraction"]
+
+
+def test_growth_epochs_grow_early_and_schedule_takes_a_list(tmp_path):
+    assert ks.growth_epochs(60, 3) == [10, 10, 10, 30]
+    assert ks.growth_epochs(18, 3) == [3, 3, 3, 9]
+    assert ks.growth_epochs(5, 3) == [1, 1, 1, 2]
+    assert ks.growth_epochs(7, 0) == [7]
+    with pytest.raises(ValueError, match="Received: epochs=3"):
+        ks.growth_epochs(3, 3)
+    _, history = ks.grow_schedule(resume_job.build, resume_job.data, str(tmp_path / "r"),
+                                  stages=1, epochs_per_stage=[1, 2], growth_ratio=0.5,
+                                  grow_kwargs={"eigen_epochs": 1})
+    assert [len(f["loss"]) for f in history["fit"]] == [1, 2]
+    with pytest.raises(ValueError, match=r"Received: epochs_per_stage=\[1, 2\]"):
+        ks.grow_schedule(resume_job.build, resume_job.data, str(tmp_path / "r2"), stages=2,
+                         epochs_per_stage=[1, 2])
