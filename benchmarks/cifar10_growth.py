@@ -129,7 +129,8 @@ class RandomGrowth(ks.GrowthCallback):
     def _grow(self):
         t0 = time.perf_counter()
         epoch = len(self.stages)
-        model, rng = self.model, np.random.default_rng(1000 + epoch)
+        model = self.model
+        rng = np.random.default_rng([self.grow_kwargs.get("seed", 0), 1000 + epoch])
         graph = model._graph
         groups = sorted(graph.groups)
         macs = costs.network_cost(graph, "flops")
@@ -143,7 +144,7 @@ class RandomGrowth(ks.GrowthCallback):
             v = rng.normal(size=(kernel.shape[-1], int(np.prod(kernel.shape[:-1]))))
             eig[name] = ks.Eigenpairs(np.zeros(len(v)), v / np.linalg.norm(v, axis=1, keepdims=True))
         _, held_out = growth.split_holdout(tf.data.Dataset.from_tensor_slices(self.data).batch(128))
-        rule = model._split_rule(growth.DEFAULT_SPLIT_RULE)
+        rule = ks.SplitRule.get(growth.DEFAULT_SPLIT_RULE)
         _, _, _, action = growth.guarded_split(model, [groups[i] for i in chosen], eig, rule,
                                                held_out, seed=epoch)
         self.stages.append(argparse.Namespace(seconds={"total": time.perf_counter() - t0},

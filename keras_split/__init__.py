@@ -8,7 +8,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "'keras-split[gpu]', or install tensorflow yourself."
     ) from err
 
-from keras_split import export, handlers
+from keras_split import data, export, handlers, models, twins
 from keras_split.eigenpairs import Eigenpairs
 from keras_split.flops import count_flops
 from keras_split.growing_model import GrowingModel
@@ -23,7 +23,7 @@ from keras_split.handlers import register_handler
 __version__ = "0.1.0"
 
 __all__ = [
-    "Eigenpairs", "GrowingModel", "export", "GrowthCallback", "GrowthStage", "count_flops",
+    "data", "models", "Eigenpairs", "GrowingModel", "export", "GrowthCallback", "GrowthStage", "count_flops",
     "grow_schedule", "growth_epochs", "handlers", "register_handler", "select_neurons", "SplitRule",
     "twin_statistics",
 ]

@@ -1,6 +1,5 @@
 """`GrowingModel`: a Keras model that can estimate splitting eigenpairs and widen itself."""
 
-import dataclasses
 import logging
 
 import keras
@@ -114,6 +113,14 @@ class GrowingModel(keras.Model):
             config.pop("model"), custom_objects=custom_objects
         )
         return cls(network, **config)
+
+    def get_layer(self, name=None, index=None):
+        """A layer of the wrapped network (``fc``, ``conv1``...), as users expect.
+
+        Raises:
+            ValueError: for a name or index the network does not have.
+        """
+        return self.network.get_layer(name=name, index=index)
 
     def strip(self):
         """A plain functional ``keras.Model`` with this architecture and weights.
@@ -303,21 +310,10 @@ class GrowingModel(keras.Model):
             >>> model.split({"fc": [0, 3]}, eigenpairs=eig, epsilon=1e-2)
             {'fc': (16, 18)}
         """
-        rule = self._split_rule(split_rule, epsilon)
+        rule = SplitRule.get(split_rule, epsilon)
         groups = surgery.resolve_plan(self._graph, plan)
         network, var_edits = self._widened(groups, eigenpairs, rule, seed)
         return self._commit(network, var_edits, rule)
-
-    @staticmethod
-    def _split_rule(split_rule, epsilon=None):
-        rule = SplitRule.get(split_rule)
-        if epsilon is not None:
-            if not (isinstance(epsilon, (int, float, np.floating)) and np.isfinite(epsilon)
-                    and epsilon >= 0):
-                raise ValueError(
-                    f"epsilon must be a finite non-negative number. Received: epsilon={epsilon!r}")
-            rule = dataclasses.replace(rule, epsilon=float(epsilon))
-        return rule
 
     def _widened(self, groups, eigenpairs, rule, seed=0):
         """``(network, var_edits)``: this model with ``groups`` split; ``self`` is unchanged."""

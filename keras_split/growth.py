@@ -17,9 +17,10 @@ import tensorflow as tf
 from keras_split import costs as cost_lib
 from keras_split import data_utils, selection
 from keras_split.channel_map import ChannelMap
-from keras_split.twins import twin_statistics
 from keras_split.flops import count_flops
 from keras_split.growth_stage import GrowthStage
+from keras_split.split_rule import SplitRule
+from keras_split.twins import twin_statistics
 
 # Eigenpair estimators: LOBPCG on full-data products (default), the paper's
 # stochastic RMSprop, and the exact matrices.
@@ -290,7 +291,7 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eige
               batch_size=32, learning_rate=0.01, eval_data=None, seed=0, dry_run=False,
               log_dir=None, verbose=0, split_rule=DEFAULT_SPLIT_RULE):
     """Runs one growth stage on ``model`` (a GrowingModel); see ``GrowingModel.grow``."""
-    rule = model._split_rule(split_rule, epsilon)
+    rule = SplitRule.get(split_rule, epsilon)
     validate_growth_args(growth_ratio, rule.epsilon, cost, solver, method, threshold)
     dataset = data_utils.as_dataset(data, batch_size)
     if eval_data is None:

@@ -5,6 +5,7 @@ import inspect
 import keras
 
 from keras_split.flops import count_flops
+from keras_split.split_rule import SplitRule
 from keras_split.twins import twin_statistics
 
 
@@ -59,7 +60,7 @@ class GrowthCallback(keras.callbacks.Callback):
         defaults = {k: p.default for k, p in inspect.signature(GrowingModel.grow).parameters.items()
                     if k in allowed}
         merged = dict(defaults, **grow_kwargs)
-        rule = GrowingModel._split_rule(merged["split_rule"], merged["epsilon"])
+        rule = SplitRule.get(merged["split_rule"], merged["epsilon"])
         growth.validate_growth_args(merged["growth_ratio"], rule.epsilon, merged["cost"],
                                     merged["solver"], merged["method"], merged["threshold"])
         self.data = data

@@ -97,5 +97,9 @@ class GrowthStage:
             f"({self.macs_after / max(self.macs_before, 1):.2f}x), split "
             f"{self.n_selected}/{self.n_candidates} groups, loss change predicted "
             f"{self.predicted_loss_change:+.3e} measured {measured}"
+            + (f", step shrunk to {self.epsilon:g}" if self.guard.get("action") == "shrunk"
+               else ", rolled back (every step raised the held-out loss)"
+               if self.guard.get("action") == "rolled_back" else "")
+            + (f", twins {self.twins['twin_fraction']:.1%}" if self.twins else "")
             + (f" [{grown}]" if grown else "")
         )

@@ -31,6 +31,8 @@ Example:
 import dataclasses
 import math
 
+import numpy as np
+
 INCOMING = ("eigen", "fresh")
 OUTGOING = ("halves", "antisymmetric", "parent")
 
@@ -73,21 +75,31 @@ class SplitRule:
                              f"Received: outgoing={self.outgoing!r}")
 
     @classmethod
-    def get(cls, identifier):
+    def get(cls, identifier, epsilon=None):
         """A rule from a name in :data:`RULES`, a ``SplitRule``, or a config dict.
 
+        Args:
+            identifier: the rule.
+            epsilon: when not None, replaces the rule's ``epsilon``.
+
         Raises:
-            ValueError: for an unknown name or a bad type.
+            ValueError: for an unknown name, a bad type or a bad ``epsilon``.
         """
         if isinstance(identifier, cls):
-            return identifier
-        if isinstance(identifier, dict):
-            return cls(**identifier)
-        if isinstance(identifier, str) and identifier in RULES:
-            return RULES[identifier]
-        raise ValueError(
-            f"split_rule must be one of {sorted(RULES)}, a SplitRule or its config dict. "
-            f"Received: split_rule={identifier!r}")
+            rule = identifier
+        elif isinstance(identifier, dict):
+            rule = cls(**identifier)
+        elif isinstance(identifier, str) and identifier in RULES:
+            rule = RULES[identifier]
+        else:
+            raise ValueError(
+                f"split_rule must be one of {sorted(RULES)}, a SplitRule or its config dict. "
+                f"Received: split_rule={identifier!r}")
+        if epsilon is None:
+            return rule
+        if isinstance(epsilon, np.floating):
+            epsilon = float(epsilon)
+        return dataclasses.replace(rule, epsilon=epsilon)
 
     @property
     def preserves_function(self):

@@ -212,3 +212,12 @@ def test_fast_path_adds_nothing_to_training():
     x, y = zoo.data_for(base, n=8)
     model.splitting_eigenpairs((x, y), epochs=1)
     assert [v.path for v in model.variables] == [v.path for v in base.variables]
+
+
+def test_package_namespaces_and_inner_layers():
+    assert callable(ks.models.mobilenet_v1_cifar) and callable(ks.data.cifar_dataset)
+    model = ks.GrowingModel(zoo.mlp())
+    assert model.get_layer("d1") is model.network.get_layer("d1")
+    assert model.get_layer(index=1).name == "d1"
+    with pytest.raises(ValueError, match="nope"):
+        model.get_layer("nope")

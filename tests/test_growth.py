@@ -210,15 +210,18 @@ def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
         decisions.append({n: r["split_indices"] for n, r in stage.layers.items()})
     assert decisions[0] == decisions[1]
     assert any(decisions[0].values())
-    tags, macs = set(), None
+    tags, scalars = set(), {}
     for path in (tmp_path / "tb0").iterdir():
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
                 tags.add(value.tag)
-                if value.tag == "growth/macs":
-                    macs = float(tf.make_ndarray(value.tensor))
-    assert {"growth/macs", "lambda/wide", "width/fc"} <= tags
-    assert macs == stage.macs_after
+                if value.tag.startswith("growth/"):
+                    scalars[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert {"growth/macs", "lambda/wide", "width/fc", "growth/twin_fraction",
+            "growth/distinct_filters"} <= tags
+    assert scalars["growth/macs"] == stage.macs_after
+    assert scalars["growth/twin_fraction"] == pytest.approx(stage.twins["twin_fraction"])
+    assert scalars["growth/distinct_filters"] == stage.twins["distinct"]
 
 
 def test_lobpcg_estimation_batches_are_fixed_across_passes():
