@@ -2,9 +2,11 @@
 
 Given the coupled groups to split, :func:`widen_model` computes the channel map
 of every tensor, asks each layer's handler for its new config and weight edits,
-perturbs the children of every split unit along that producer's eigenvector
-(``theta +/- epsilon * v``), clones the model with the new widths and writes the
-new weights. At ``epsilon = 0`` the widened model computes the same function.
+makes the children of every split unit by a :class:`~keras_split.split_rule.SplitRule`
+(a step ``+/- eps_i v`` along that producer's eigenvector, fresh weights, how the
+consumers share the outgoing weights), clones the model with the new widths and
+writes the new weights. At ``epsilon = 0`` the widened model computes the same
+function, whatever the rule.
 """
 
 import logging
