@@ -8,9 +8,10 @@ seed. Growing methods start from the width-8 seed and grow inside ``fit`` with
 ``GrowthCallback(every_n_epochs=--grow-every, max_stages=3, growth_ratio=0.5)``:
 
 * ``energy``: ``grow`` as shipped (energy-aware knapsack, the default split rule);
-* ``energy-copy`` / ``energy-fresh`` / ``energy-anti0``: the same with the papers'
-  split (children ``theta +/- 0.01 v``, halved outgoing weights) / fresh second
-  children / antisymmetric outgoing shares without an eigen step (ablations);
+* ``energy-copy`` / ``energy-fresh`` / ``energy-antisym`` / ``energy-anti0``: the same
+  with the papers' split (children ``theta +/- 0.01 v``, halved outgoing weights) / fresh
+  second children / the antisymmetric rule / antisymmetric outgoing shares without an
+  eigen step (ablations);
 * ``vanilla``: selection by lambda alone (``cost="uniform"``), default rule;
 * ``random``: random groups, random directions, same MACs budget, default rule;
 * ``retrained``: the architecture ``energy`` found with the same seed, freshly
@@ -47,11 +48,11 @@ from keras_split import costs, growth, models  # noqa: E402
 from keras_split.data import preprocessing  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-METHODS = ("energy", "energy-copy", "energy-fresh", "energy-anti0", "vanilla", "random",
-           "retrained", "width", "seed")
+METHODS = ("energy", "energy-copy", "energy-fresh", "energy-antisym", "energy-anti0", "vanilla",
+           "random", "retrained", "width", "seed")
 # Growing methods: (cost, split rule); None is grow()'s default rule.
 GROWING = {"energy": ("flops", None), "energy-copy": ("flops", "copy"),
-           "energy-fresh": ("flops", "fresh"),
+           "energy-fresh": ("flops", "fresh"), "energy-antisym": ("flops", "antisymmetric"),
            "energy-anti0": ("flops", {"epsilon": 0.0, "outgoing": "antisymmetric", "noise": 1.0,
                                       "reset_slots": True}),
            "vanilla": ("uniform", None), "random": ("random", None)}
@@ -355,7 +356,8 @@ def print_table(rows, sets):
               f"{r['twin_fraction']:>7.3f}{r['distinct']:>9.0f}{ratio:>13}{over:>11}")
 
 
-LABELS = {"energy": "energy-aware, in place (default rule)",
+LABELS = {"energy": "energy-aware, in place (grow()'s default split rule)",
+          "energy-antisym": "energy-aware, in place, antisymmetric split",
           "energy-copy": "energy-aware, in place, papers' split (copy)",
           "energy-fresh": "energy-aware, in place, fresh second child",
           "energy-anti0": "energy-aware, in place, antisymmetric without eigen step",

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 MAX_GROWTH_RATIO = 100.0
 # The split rule grow() uses unless told otherwise (chosen on a CIFAR-10 validation
 # split, see benchmarks/cifar10_growth.py and the README).
-DEFAULT_SPLIT_RULE = "antisymmetric"
+DEFAULT_SPLIT_RULE = "fresh"
 # Estimation batches cached for the LOBPCG passes (at most).
 MAX_CACHED_BATCHES = 200
 

@@ -130,9 +130,8 @@ def test_full_demo_as_installed_command(full_demo):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 12, not reached: on the digits the grown network "
-                   "is 1.1 points (5 of 450 test images) behind the width-18 network")
 def test_full_demo_grown_matches_width_multiplier(full_demo):
+    """Issue 12's bar: measured 0.9933 against 0.9933 for width 18 (seed 0)."""
     out, _ = full_demo
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["grown"]["accuracy"] >= comparison["width"]["accuracy"]

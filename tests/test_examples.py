@@ -47,10 +47,12 @@ def test_imagenet_mbv2_smoke_with_mirrored_strategy(tmp_path):
     assert "replicas: 2" in proc.stdout
     rows = json.loads((out / "results.json").read_text())
     assert [r["stage"] for r in rows] == [0, 1]
-    assert rows[0]["macs"] < rows[1]["macs"] <= 1.5 * rows[0]["macs"]
-    assert all(0 <= r["top1"] <= r["top5"] <= 1 for r in rows)
     history = json.loads((out / "stage_1" / "history.json").read_text())
-    assert history["stages"][0]["n_selected"] > 0
+    stage = history["stages"][0]
+    assert stage["n_selected"] > 0
+    assert rows[0]["macs"] < rows[1]["macs"] <= 1.5 * rows[0]["macs"], (
+        stage["guard"], stage["loss_before"], stage["loss_after"], proc.stderr[-2000:])
+    assert all(0 <= r["top1"] <= r["top5"] <= 1 for r in rows)
 
 
 def test_fast_eigenpairs_split_across_replicas_match_exact():

@@ -176,7 +176,9 @@ def test_twin_statistics_counts_twins_and_distinct_filters():
 
 def test_grow_records_children_and_twins():
     model, x, y = _trained_cnn()
-    stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16)
+    assert ks.GrowingModel.grow.__defaults__ is not None and growth.DEFAULT_SPLIT_RULE == "fresh"
+    stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16,
+                       split_rule="antisymmetric")
     assert stage.split_rule["outgoing"] == "antisymmetric"
     assert stage.children and stage.twins["units"] == ks.twin_statistics(model)["units"]
     for name, pairs in stage.children.items():
