@@ -5,7 +5,9 @@ SGD with Nesterov momentum, learning rate 0.1, batch 128, ONE cosine schedule
 over ``--epochs`` epochs (a split keeps the iteration count, so the schedule
 goes on), seeded stateless augmentation (pad-4 crop + flip), deterministic per
 seed. Growing methods start from the width-8 seed and grow inside ``fit`` with
-``GrowthCallback(every_n_epochs=--grow-every, max_stages=3, growth_ratio=0.5)``:
+``GrowthCallback(every_n_epochs=--grow-every, max_stages=3, growth_ratio=0.5,
+max_macs=<MACs of --target-width>)``, so that no grown network has more MACs than the
+width multiplier it is compared with:
 
 * ``energy``: ``grow`` as shipped (energy-aware knapsack, the default split rule);
 * ``energy-copy`` / ``energy-fresh`` / ``energy-antisym`` / ``energy-anti0``: the same
@@ -16,7 +18,8 @@ seed. Growing methods start from the width-8 seed and grow inside ``fit`` with
 * ``random``: random groups, random directions, same MACs budget, default rule;
 * ``retrained``: the architecture ``energy`` found with the same seed, freshly
   initialised and trained from scratch;
-* ``width``: the uniform width closest to ``energy``'s final MACs, from scratch;
+* ``width``: the uniform width ``--target-width`` (19), from scratch (with
+  ``--target-width 0``: the uniform width closest to ``energy``'s final MACs);
 * ``seed``: the width-8 seed, from scratch.
 
 Settings are chosen on a validation split carved from the training images
@@ -56,6 +59,9 @@ GROWING = {"energy": ("flops", None), "energy-copy": ("flops", "copy"),
            "energy-anti0": ("flops", {"epsilon": 0.0, "outgoing": "antisymmetric", "noise": 1.0,
                                       "reset_slots": True}),
            "vanilla": ("uniform", None), "random": ("random", None)}
+# The default run: grow()'s default rule against its baselines (the rule ablation is
+# benchmarks/results/cifar10_growth_rules.json, run with --methods energy,energy-copy,...).
+DEFAULT_METHODS = ("energy", "vanilla", "random", "retrained", "width", "seed")
 
 
 def load(data_dir, n_train, n_val, cache="/tmp/cifar10_uint8.npz"):
@@ -97,6 +103,11 @@ def training_data(x, y, batch_size, epochs, seed):
             .prefetch(tf.data.AUTOTUNE)), n // batch_size
 
 
+def width_macs(width):
+    """MACs of the uniform MobileNetV1-CIFAR of ``width``."""
+    return ks.count_flops(models.mobilenet_v1_cifar(blocks=6, width=width, activation="swish"))
+
+
 def normalised(x):
     return preprocessing.cifar_eval(tf.constant(x)).numpy()
 
@@ -136,8 +147,9 @@ class RandomGrowth(ks.GrowthCallback):
         groups = sorted(graph.groups)
         macs = costs.network_cost(graph, "flops")
         chosen = []
+        bound = macs * 1.5 if self.max_macs is None else min(macs * 1.5, self.max_macs)
         for i in rng.permutation(len(groups)):
-            if costs.widened_cost(graph, [groups[j] for j in chosen + [i]], "flops") <= macs * 1.5:
+            if costs.widened_cost(graph, [groups[j] for j in chosen + [i]], "flops") <= bound:
                 chosen.append(i)
         eig = {}
         for name in graph.splittable_layers:
@@ -178,6 +190,7 @@ def run(method, args, seed, train_xy, sets, found=None, width=None):
         kwargs = {} if rule is None else {"split_rule": rule}
         cls = RandomGrowth if cost == "random" else ks.GrowthCallback
         grower = cls(eig_data, every_n_epochs=args.grow_every, max_stages=args.stages,
+                     max_macs=width_macs(args.target_width) if args.target_width else None,
                      growth_ratio=0.5, batch_size=128, seed=seed,
                      **({} if cost == "random" else {"cost": cost}), **kwargs)
         timer = train(model, args, seed, x, y, [grower])
@@ -219,7 +232,11 @@ def main(argv=None):
     parser.add_argument("--data-dir", required=True, help="CIFAR-10 folder layout")
     parser.add_argument("--eval", choices=("val", "test"), default="test",
                         help="val: validation accuracy only (choosing settings); test: both")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    parser.add_argument("--target-width", type=int, default=19,
+                        help="growing methods stop at the MACs of this uniform width, which is "
+                             "the width multiplier they are compared with (0: no cap, compare "
+                             "with the uniform width nearest the energy run's MACs)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=18)
     parser.add_argument("--grow-every", type=int, default=3)
@@ -237,7 +254,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     unknown = set(methods) - set(METHODS)
-    if unknown or ("retrained" in methods or "width" in methods) and "energy" not in methods:
+    if unknown or "retrained" in methods and "energy" not in methods or (
+            "width" in methods and "energy" not in methods and not args.target_width):
         parser.error(f"--methods: unknown {sorted(unknown)}, or retrained/width without energy")
     tag = args.tag or ("cifar10_growth" if args.eval == "test" else "cifar10_growth_validation")
     if args.report:
@@ -293,6 +311,8 @@ def main(argv=None):
             if method == "retrained" and "found" not in done["energy"]:
                 raise SystemExit(f"--resume: seed {seed} has energy but no retrained run; "
                                  "rerun that seed's energy (remove it from the JSON)")
+            if method == "width" and width is None and args.target_width:
+                width = args.target_width
             if method == "width" and width is None:
                 target = next(r for r in runs if r["method"] == "energy")["macs"]
                 width = min(range(4, 65), key=lambda w: abs(ks.count_flops(

@@ -86,7 +86,42 @@ def _datasets(args, dataset):
         test = recipes.one_hot(data.cifar_dataset(args.data, "test", batch_size=500,
                                                   validate=False), classes)
         n_train = 50_000
+    folder = os.path.join(args.data, "train")
+    if os.path.isdir(folder):   # the schedule follows the real size of a folder's train split
+        from keras_split.data.image_folder import ImageFolder
+
+        n_train = len(ImageFolder(folder))
     return train_fn, test, n_train, size, classes
+
+
+def _export_inputs(args, model):
+    """``(inputs or None, where from)`` for the parity check and int8 calibration."""
+    import numpy as np
+
+    path = args.data
+    if path is None:
+        default = os.path.join(os.path.dirname(os.path.abspath(args.stage_dir)),
+                               "calibration.npz")
+        if not os.path.exists(default):
+            return None, None
+        path = default
+    if path.endswith(".npz"):
+        if not os.path.isfile(path):
+            raise ValueError(f"'{path}' does not exist.")
+        with np.load(path) as arrays:
+            if not arrays.files:
+                raise ValueError(f"'{path}' holds no array.")
+            return arrays["x" if "x" in arrays.files else arrays.files[0]], path
+    if not os.path.isdir(path):
+        raise ValueError(f"--data '{path}' is neither a data folder nor an .npz file.")
+    from keras_split import data
+
+    dataset = _detect_dataset(path)
+    if dataset == "imagenet":
+        size = int(model.inputs[0].shape[1])
+        return data.imagenet_dataset(path, "validation", batch_size=50,
+                                     image_size=size).take(10), path
+    return data.cifar_dataset(path, "test", batch_size=100, validate=False).take(5), path
 
 
 def _grow(args):
@@ -122,6 +157,16 @@ def _grow(args):
                 "data": os.path.abspath(args.data), "batch_size": args.batch_size,
                 "image_size": args.image_size},
     )
+    import numpy as np
+
+    from keras_split.schedule import save_calibration
+
+    inputs = []
+    for x, _ in test:
+        inputs.append(x.numpy())
+        if sum(len(a) for a in inputs) >= 256:
+            break
+    save_calibration(args.out, np.concatenate(inputs)[:256])
     _print_rows(rows)
     print(f"Results: {os.path.join(args.out, 'results.json')}")
     return 0
@@ -192,21 +237,24 @@ def _export(args):
     os.makedirs(parent, exist_ok=True)
     if not os.access(parent, os.W_OK):
         raise ValueError(f"Cannot write to '{parent}'.")
-    sample = None
-    if args.data:
-        from keras_split import data
-
-        sample = data.cifar_dataset(args.data, "test", batch_size=100, validate=False).take(5)
+    sample, source = _export_inputs(args, model)
     if args.format == "savedmodel":
         result = export.saved_model(model, out, sample_data=sample)
     else:
         if args.quantization == "int8" and sample is None:
-            raise ValueError("--quantization int8 needs --data for calibration.")
+            raise ValueError("--quantization int8 needs calibration inputs: --data (a data "
+                             "folder, or an .npz of model inputs), or RUN_DIR/calibration.npz "
+                             "(written by `grow` and `demo` runs).")
         result = export.tflite(model, out, quantization=args.quantization,
                                representative_data=sample, sample_data=sample)
+    if source:
+        print(f"parity inputs and calibration: {source}")
     print(f"wrote {result.path} ({result.size_bytes:,} bytes); max |diff| to Keras "
           f"{result.max_abs_diff:.2e} (relative {result.relative_max_diff:.2e}), "
-          f"top-1 agreement {result.top1_agreement:.4f} on {result.n_samples} inputs")
+          f"top-1 agreement {result.top1_agreement:.4f} on {result.parity_inputs}")
+    if result.weight_dtypes is not None:
+        print(f"weights: {result.quantized_fraction:.0%} stored below float32 "
+              f"({', '.join(f'{k} {v:,}' for k, v in sorted(result.weight_dtypes.items()))})")
     return 0
 
 
@@ -310,7 +358,9 @@ def build_parser():
     exp.add_argument("--quantization", choices=("float16", "dynamic", "int8"), default=None,
                      help="TFLite quantization (default: none, float32)")
     exp.add_argument("--data", default=None,
-                     help="CIFAR-style data for parity and int8 calibration")
+                     help="inputs for the parity check and int8 calibration: a CIFAR or "
+                          "ImageNet data folder, or an .npz of model inputs (array 'x'); "
+                          "default: RUN_DIR/calibration.npz when the run wrote one")
     exp.add_argument("--out", default=None,
                      help="output path (default: STAGE_DIR/export/...)")
     exp.set_defaults(func=_export)

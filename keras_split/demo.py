@@ -188,7 +188,7 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     Returns:
         A list of dicts ``{stage, macs, params, test_accuracy, widths, twin_fraction}``.
     """
-    from keras_split.schedule import growth_epochs
+    from keras_split.schedule import growth_epochs, save_calibration
     from keras_split.twins import twin_statistics
 
     schedule = (growth_epochs(epochs, stages) if epochs_per_stage is None
@@ -223,6 +223,7 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
         })
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(rows, f, indent=1)
+    save_calibration(out_dir, x_test)
     if baselines:
         data = ((x_train, y_train), (x_test, y_test))
         macs_of = {w: count_flops(seed_network(width=w)) for w in range(8, 65)}

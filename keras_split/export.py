@@ -7,6 +7,7 @@ keeps its variables outside the model, so nothing of splitting is left to strip.
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 
@@ -14,9 +15,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_split import compat
+
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+# Weight types smaller than float32 (INT32 biases and shapes are not counted either way).
+_SMALL_TYPES = ("FLOAT16", "BFLOAT16", "INT16", "INT8", "UINT8", "INT4", "UINT4", "INT2")
 
 
 @dataclasses.dataclass
@@ -32,6 +37,12 @@ class ExportResult:
         relative_max_diff: ``max_abs_diff / max |keras|``.
         top1_agreement: fraction of samples whose arg-max class agrees with Keras.
         n_samples: how many inputs the parity figures come from.
+        parity_inputs: which inputs those were (the given data, or random ones).
+        weight_dtypes: TFLite: elements of the constant tensors (weights, biases)
+            per type, e.g. ``{"INT8": 9120, "INT32": 120, "FLOAT32": 0}``.
+        quantized_fraction: TFLite: the share of the floating-point weights'
+            elements stored in a smaller type (int8, float16...), int32 constants
+            (biases of int8 models, shapes) left out.
     """
 
     path: str
@@ -42,6 +53,9 @@ class ExportResult:
     relative_max_diff: float = None
     top1_agreement: float = None
     n_samples: int = 0
+    parity_inputs: str = None
+    weight_dtypes: dict = None
+    quantized_fraction: float = None
 
 
 def strip(model):
@@ -71,19 +85,58 @@ def _size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
-def _sample_inputs(model, data, n=64, seed=0):
-    if data is not None:
-        xs = []
-        for batch in data:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            xs.append(np.asarray(x))
-            if sum(len(a) for a in xs) >= n:
-                break
-        if not xs:
-            raise ValueError("The sample data is empty.")
-        return np.concatenate(xs)[:n].astype("float32")
+def _as_numpy(x):
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+
+
+def sample_inputs(model, data, n=64, seed=0):
+    """Up to ``n`` model inputs from ``data``, and where they came from.
+
+    Args:
+        model: the (plain) Keras model; its input shape is checked.
+        data: None, an array (a batch, or one example), an ``(x, y)`` or
+            ``(x, y, sample_weight)`` tuple of arrays, or an iterable of batches
+            or of examples (a ``tf.data.Dataset``, batched or not; elements may
+            be ``(x, y)``).
+        n: at most this many inputs.
+        seed: seed of the random inputs used when ``data`` is None.
+
+    Returns:
+        ``(float32 array [m, *input_shape], description)``.
+
+    Raises:
+        ValueError: for empty data or inputs whose shape is not the model's.
+
+    Example:
+        >>> x, source = sample_inputs(model, (x_test, y_test), n=32)
+    """
     shape = tuple(model.inputs[0].shape[1:])
-    return np.random.default_rng(seed).normal(size=(min(n, 16),) + shape).astype("float32")
+    if data is None:
+        x = np.random.default_rng(seed).normal(size=(min(n, 16),) + shape).astype("float32")
+        return x, f"{len(x)} random N(0, 1) inputs (no data given; they may saturate the model)"
+    rank = len(shape) + 1
+    if isinstance(data, tuple) and 2 <= len(data) <= 3 and hasattr(data[0], "shape") \
+            and len(data[0].shape) in (rank, rank - 1):
+        data = data[0]
+    if hasattr(data, "shape") and not isinstance(data, tf.data.Dataset):
+        xs = [_as_numpy(data)]
+    else:
+        xs, count = [], 0
+        for element in data:
+            x = element[0] if isinstance(element, (tuple, list)) else element
+            xs.append(_as_numpy(x))
+            count += len(xs[-1]) if xs[-1].ndim == rank else 1
+            if count >= n:
+                break
+    if not xs:
+        raise ValueError("The sample data is empty.")
+    xs = [a[None] if a.ndim == rank - 1 else a for a in xs]
+    for a in xs:
+        if a.ndim != rank or any(d is not None and d != g for d, g in zip(shape, a.shape[1:])):
+            raise ValueError(f"Sample inputs of shape {tuple(a.shape[1:])} do not fit the "
+                             f"model, which expects inputs of shape {shape}.")
+    x = np.concatenate(xs)[:n].astype("float32")
+    return x, f"{len(x)} inputs from the given data"
 
 
 def _parity(reference, got):
@@ -93,34 +146,56 @@ def _parity(reference, got):
     return diff, diff / scale, agree
 
 
+def _check_new(path):
+    if os.path.exists(path):
+        raise ValueError(f"'{path}' already exists; nothing was overwritten.")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"The folder of '{path}' does not exist.")
+    return parent
+
+
 def saved_model(model, path, sample_data=None):
     """Exports a SavedModel with a ``serve`` signature and checks it against Keras.
+
+    The export is written next to ``path`` and moved there only once it has
+    loaded and been compared with Keras, so that ``path`` never holds a partial
+    export.
 
     Args:
         model: a GrowingModel or a Keras model.
         path: the directory to write (must not exist).
-        sample_data: inputs (or ``(x, y)`` batches) for the parity check; random
-            inputs by default.
+        sample_data: inputs for the parity check: an array, ``(x, y)`` arrays or
+            batches (see :func:`sample_inputs`); random inputs by default.
 
     Returns:
         An :class:`ExportResult`.
 
     Raises:
-        ValueError: if ``path`` exists.
+        ValueError: if ``path`` exists or its folder does not, or for sample
+            inputs that do not fit the model.
 
     Example:
-        >>> saved_model(grown, "export/grown").max_abs_diff
+        >>> saved_model(grown, "export/grown", sample_data=x_test[:64]).max_abs_diff
     """
-    if os.path.exists(path):
-        raise ValueError(f"'{path}' already exists; nothing was overwritten.")
+    parent = _check_new(path)
     plain = strip(model)
-    plain.export(path, format="tf_saved_model", verbose=False)
-    x = _sample_inputs(plain, sample_data)
-    reference = np.asarray(plain.predict(x, verbose=0))
-    loaded = tf.saved_model.load(path)
-    got = np.asarray(loaded.serve(tf.constant(x)))
-    diff, rel, agree = _parity(reference, got)
-    return ExportResult(path, "saved_model", None, _size(path), diff, rel, agree, len(x))
+    x, source = sample_inputs(plain, sample_data)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        staged = os.path.join(tmp, "saved_model")
+        plain.export(staged, format="tf_saved_model", verbose=False)
+        reference = np.asarray(plain.predict(x, verbose=0))
+        loaded = tf.saved_model.load(staged)
+        got = np.asarray(loaded.serve(tf.constant(x)))
+        del loaded
+        diff, rel, agree = _parity(reference, got)
+        _check_new(path)
+        os.rename(staged, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(path, "saved_model", None, _size(path), diff, rel, agree, len(x),
+                        parity_inputs=source)
 
 
 def _interpreter(content):
@@ -158,6 +233,9 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
            num_calibration_examples=2000):
     """Converts to a TFLite file, runs it with the TFLite interpreter and reports parity.
 
+    The file appears at ``path`` only once the conversion, the check of what was
+    quantized and the parity run have succeeded (it is written aside and moved).
+
     Args:
         model: a GrowingModel or a Keras model.
         path: the ``.tflite`` file to write (must not exist).
@@ -172,10 +250,14 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
 
     Returns:
         An :class:`ExportResult` with the file size, max and relative differences
-        to the Keras outputs, and the top-1 agreement.
+        to the Keras outputs, the top-1 agreement, which inputs those come from,
+        and the types the weights were stored in.
 
     Raises:
-        ValueError: for an unknown quantization, int8 without data, or an existing path.
+        ValueError: for an unknown quantization, int8 without data, an existing
+            path, sample inputs that do not fit the model, or a quantization
+            that stored no weight in a smaller type (TFLite leaves small weight
+            tensors in float32 under ``"dynamic"``). Nothing is written then.
 
     Example:
         >>> r = tflite(grown, "grown_int8.tflite", "int8", representative_data=test_ds)
@@ -185,9 +267,46 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}.")
     if quantization == "int8" and representative_data is None:
         raise ValueError("int8 quantization needs representative_data for calibration.")
-    if os.path.exists(path):
-        raise ValueError(f"'{path}' already exists; nothing was overwritten.")
+    parent = _check_new(path)
     plain = strip(model)
+    x, source = sample_inputs(plain, sample_data if sample_data is not None
+                              else representative_data)
+    if sample_data is None and representative_data is not None:
+        source += " (representative_data)"
+    calib = None
+    if quantization == "int8":
+        calib, _ = sample_inputs(plain, representative_data, n=num_calibration_examples)
+    content = _convert(plain, quantization, calib)
+    dtypes = compat.tflite_constant_elements(content)
+    small = sum(dtypes.get(t, 0) for t in _SMALL_TYPES)
+    quantized = small / max(small + dtypes.get("FLOAT32", 0), 1)
+    if quantization is not None and quantized == 0.0:
+        raise ValueError(
+            f"quantization={quantization!r} stored no weight in a smaller type (constants: "
+            f"{dtypes}); TFLite's dynamic-range quantization leaves weight tensors of fewer "
+            "than 1024 elements in float32. Use 'int8' (with representative_data) or "
+            "'float16'. Nothing was written.")
+    if quantization is not None and quantized < 0.5:
+        logger.warning("quantization=%r stored only %.0f%% of the weights in a smaller type "
+                       "(%s).", quantization, 100 * quantized, dtypes)
+    reference = np.asarray(plain.predict(x, verbose=0))
+    diff, rel, agree = _parity(reference, run_tflite(content, x))
+    fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tflite", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        _check_new(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return ExportResult(path, "tflite", quantization, len(content), diff, rel, agree, len(x),
+                        parity_inputs=source, weight_dtypes=dtypes,
+                        quantized_fraction=quantized)
+
+
+def _convert(plain, quantization, calib):
+    """The TFLite flatbuffer of a plain Keras model (``calib``: int8 calibration inputs)."""
     with tempfile.TemporaryDirectory() as tmp:
         plain.export(os.path.join(tmp, "sm"), format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "sm"))
@@ -196,18 +315,10 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
         if quantization == "int8":
-            calib = _sample_inputs(plain, representative_data, n=num_calibration_examples)
-
             def representative():
                 for example in calib:
                     yield [example[None]]
 
             converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        content = converter.convert()
-    with open(path, "wb") as f:
-        f.write(content)
-    x = _sample_inputs(plain, sample_data if sample_data is not None else representative_data)
-    reference = np.asarray(plain.predict(x, verbose=0))
-    diff, rel, agree = _parity(reference, run_tflite(content, x))
-    return ExportResult(path, "tflite", quantization, len(content), diff, rel, agree, len(x))
+        return converter.convert()

@@ -356,7 +356,8 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eige
             "lambdas": [float(v) for v in e.values],
         }
     selected_value = float(values[chosen].sum()) if len(chosen) else 0.0
-    used = tries[-1]["epsilon"] if tries else rule.epsilon
+    # The step of the committed split; a rolled-back stage split nothing.
+    used = 0.0 if action == "rolled_back" else tries[-1]["epsilon"] if tries else rule.epsilon
     # The second-order term of the eigen step (the only term for "halves" outgoing).
     predicted = sum(0.5 * (used * (norms[name][u] if rule.relative else 1.0)) ** 2
                     * eig[name].values[u] for name, units in split_units.items() for u in units)

@@ -12,7 +12,9 @@ class GrowthStage:
         stage: index of the stage in the model's growth history.
         method, cost, solver: how eigenpairs, costs and the selection were made.
         growth_ratio, epsilon, budget: the budget is ``growth_ratio`` times the
-            network's cost in the cost mode's unit (MACs for ``"flops"``).
+            network's cost in the cost mode's unit (MACs for ``"flops"``);
+            ``epsilon`` is the step of the committed split (after the guard's
+            shrinking), 0 when the guard rolled the split back.
         macs_before, macs_after, params_before, params_after: network totals.
         n_candidates, n_selected: coupled groups with ``lambda < threshold``, and chosen.
         selected_value: ``sum(lambda)`` of the chosen groups.

@@ -19,6 +19,7 @@ import os
 import shutil
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_split.growing_model import GrowingModel
@@ -220,3 +221,34 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         with scope():
             model = build_model()
     return model, history
+
+
+# Calibration and parity inputs a run keeps for `keras-split export` (at most this many bytes).
+CALIBRATION_BYTES = 64 << 20
+
+
+def save_calibration(run_dir, x):
+    """Writes ``RUN_DIR/calibration.npz``: model inputs ``keras-split export`` uses by default.
+
+    They serve as the parity inputs of every export and as the int8 calibration
+    set, so they must be what the model takes (preprocessed). At most
+    ``CALIBRATION_BYTES`` of them are kept.
+
+    Args:
+        run_dir: the run directory.
+        x: model inputs, ``[n, *input_shape]``.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> save_calibration("runs/demo", x_test[:256])
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim < 2 or not len(x):
+        raise ValueError(f"x must be a non-empty batch of inputs. Received: shape {x.shape}")
+    keep = max(1, min(len(x), CALIBRATION_BYTES // x[0].nbytes))
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "calibration.npz")
+    np.savez(path, x=x[:keep])
+    return path

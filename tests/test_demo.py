@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from keras_split import cli
@@ -54,6 +55,24 @@ def test_cli_export_and_report(demo_run, tmp_path, capsys):
     assert (tmp_path / "m.tflite").stat().st_size > 0
     assert cli.main(["export", str(stage), "--out", str(tmp_path / "sm")]) == 0
     assert (tmp_path / "sm" / "saved_model.pb").exists()
+    # int8 with no --data: the run's calibration.npz (the demo's test inputs).
+    calibration = np.load(demo_run / "calibration.npz")["x"]
+    assert calibration.shape[1:] == (8, 8, 1) and len(calibration) > 400
+    assert cli.main(["export", str(stage), "--format", "tflite", "--quantization", "int8",
+                     "--out", str(tmp_path / "q.tflite")]) == 0
+    out = capsys.readouterr().out
+    assert f"parity inputs and calibration: {demo_run / 'calibration.npz'}" in out
+    assert "on 64 inputs from the given data" in out and "weights: 100% stored below" in out
+    np.savez(tmp_path / "inputs.npz", x=calibration[:10])
+    assert cli.main(["export", str(stage), "--format", "tflite", "--quantization", "int8",
+                     "--data", str(tmp_path / "inputs.npz"),
+                     "--out", str(tmp_path / "q10.tflite")]) == 0
+    assert "on 10 inputs from the given data" in capsys.readouterr().out
+    # The digits model's weights are all too small for dynamic-range quantization.
+    assert cli.main(["export", str(stage), "--format", "tflite", "--quantization", "dynamic",
+                     "--out", str(tmp_path / "d.tflite")]) == 2
+    assert "stored no weight in a smaller type" in capsys.readouterr().err
+    assert not (tmp_path / "d.tflite").exists()
     assert cli.main(["report", str(demo_run)]) == 0
     assert "Report:" in capsys.readouterr().out
     before = json.loads((demo_run / "retrained.json").read_text())
@@ -96,6 +115,7 @@ def test_cli_grow_on_a_cifar_folder_and_refuses_other_config(tmp_path, capsys):
     assert cli.main(args) == 0
     rows = json.loads((tmp_path / "run" / "results.json").read_text())
     assert len(rows) == 2 and rows[1]["macs"] > rows[0]["macs"]
+    assert np.load(tmp_path / "run" / "calibration.npz")["x"].shape[1:] == (32, 32, 3)
     other = list(args)
     other[other.index("--width") + 1] = "16"
     assert cli.main(other) == 2

@@ -202,3 +202,21 @@ def test_found_architecture_is_fresh_with_the_grown_widths():
     again = model.found_architecture(seed=0)
     for a, b in zip(fresh.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_rolled_back_stage_records_no_step_and_no_split(monkeypatch):
+    model, x, y = _trained_cnn()
+    weights = model.get_weights()
+    original = growth.guarded_split
+    monkeypatch.setattr(growth, "guarded_split",
+                        lambda *a, **k: original(*a, **dict(k, shrink=(1.0,))))
+    stage = model.grow((x[:64], y[:64]), growth_ratio=1.0, method="exact", split_rule="copy",
+                       epsilon=3.0, eval_data=(x[-32:], y[-32:]), batch_size=16,
+                       max_units={"wide": 0, "fc": 0})
+    assert stage.guard["action"] == "rolled_back"
+    assert stage.guard["tries"][0]["epsilon"] == 3.0
+    assert stage.epsilon == 0.0 and stage.predicted_loss_change == 0.0
+    assert stage.loss_after == stage.loss_before and stage.macs_after == stage.macs_before
+    assert all(layer["units_after"] == layer["units_before"] for layer in stage.layers.values())
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
