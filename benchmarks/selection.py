@@ -41,7 +41,7 @@ def real_pairs():
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=5, batch_size=64, verbose=0)
-    eig = model.splitting_eigenpairs((x, y), method="fast", epochs=3)
+    eig = model.splitting_eigenpairs((x, y), method="fast", eigen_epochs=3)
     groups = sorted(model._graph.groups)
     values = np.array([sum(eig[n].values[u] for n, u in model._graph.group_members(g))
                        for g in groups])

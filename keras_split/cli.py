@@ -175,10 +175,8 @@ def _grow(args):
 def _retrain(args):
     import json
 
-    import keras
-
     from keras_split import recipes
-    from keras_split.schedule import read_run
+    from keras_split.schedule import load_stage_model, read_run
 
     run = read_run(args.run_dir)
     if run is None:
@@ -204,8 +202,8 @@ def _retrain(args):
     train_fn, test, n_train, _, _ = _datasets(config, user["dataset"])
     epochs = run["config"]["epochs_per_stage"]
     epochs = sum(epochs) if isinstance(epochs, list) else epochs * (run["config"]["stages"] + 1)
-    model = keras.saving.load_model(os.path.join(args.run_dir, f"stage_{run['completed']}",
-                                                 "model.keras"))
+    model = load_stage_model(os.path.join(args.run_dir, f"stage_{run['completed']}",
+                                          "model.keras"))
     steps = max(n_train // user["batch_size"], 1)
     fresh, record = recipes.retrain_found(
         model, train_fn(0).repeat(), test, epochs, steps, user["learning_rate"],
@@ -222,14 +220,13 @@ def _retrain(args):
 
 
 def _export(args):
-    import keras
-
     from keras_split import export
+    from keras_split.schedule import load_stage_model
 
     model_path = os.path.join(args.stage_dir, "model.keras")
     if not os.path.exists(model_path):
         raise ValueError(f"'{args.stage_dir}' holds no model.keras (expected RUN_DIR/stage_K).")
-    model = keras.saving.load_model(model_path)
+    model = load_stage_model(model_path)
     out = args.out or os.path.join(
         args.stage_dir, "export", "saved_model" if args.format == "savedmodel"
         else f"model{'_' + args.quantization if args.quantization else ''}.tflite")

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from keras_split.flops import count_flops
 from keras_split.growing_model import GrowingModel
-from keras_split.schedule import grow_schedule
+from keras_split.schedule import grow_schedule, load_stage_model
 
 logger = logging.getLogger(__name__)
 L = keras.layers
@@ -122,7 +122,7 @@ def retrain(run_dir):
     epochs = config["epochs_per_stage"]
     epochs = sum(epochs) if isinstance(epochs, list) else epochs * (config["stages"] + 1)
     seed = config["seed"]
-    model = keras.saving.load_model(os.path.join(run_dir, f"stage_{run['completed']}",
+    model = load_stage_model(os.path.join(run_dir, f"stage_{run['completed']}",
                                                  "model.keras"))
     data = load_digits(seed=seed)
     retrained = _train_from_scratch(model.found_architecture(seed=seed),
@@ -209,7 +209,7 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     )
     rows = []
     for stage in range(stages + 1):
-        model = keras.saving.load_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
+        model = load_stage_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
         _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
         rows.append({
             "stage": stage,

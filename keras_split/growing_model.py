@@ -4,7 +4,6 @@ import logging
 
 import keras
 import numpy as np
-
 import tensorflow as tf
 
 from keras_split import data_utils, growth, lobpcg, splitting, surgery
@@ -191,20 +190,30 @@ class GrowingModel(keras.Model):
         """Raises a clear ValueError when the first batch does not fit the model and loss."""
         for batch in dataset.take(1):
             x, y, sw = data_utils.unpack(batch)
+            for got, ref in zip(keras.tree.flatten(x), self.network.inputs):
+                expected = tuple(ref.shape)
+                shape = tuple(got.shape)
+                if len(shape) != len(expected) or any(
+                        e is not None and e != g for e, g in zip(expected[1:], shape[1:])):
+                    raise ValueError(
+                        f"The inputs have shape {shape}; the model expects inputs of shape "
+                        f"{expected} (input '{ref.name}').")
             try:
                 y_pred = self(x, training=False)
                 loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw,
                                          training=False)
             except (ValueError, TypeError, tf.errors.InvalidArgumentError) as err:
                 shapes = f"x {tuple(x.shape)}, y {tuple(y.shape)}"
+                lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()
+                         and not ln.startswith(("Exception encountered", "Arguments received"))]
                 raise ValueError(
                     f"The data does not match the model and its compiled loss "
-                    f"({shapes}): {str(err).splitlines()[0]}"
+                    f"({shapes}): {lines[0] if lines else type(err).__name__}"
                 ) from err
             del loss  # non-finite values are reported per layer by the estimators
 
     def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
-                             epochs=5, learning_rate=0.01, eval_data=None, seed=0,
+                             eigen_epochs=5, learning_rate=0.01, eval_data=None, seed=0,
                              max_bytes=splitting.DEFAULT_MAX_EXACT_BYTES, verbose=0):
         """Minimum eigenpairs of every splittable neuron's splitting matrix.
 
@@ -223,7 +232,8 @@ class GrowingModel(keras.Model):
                 each matrix, ``eigh``).
             layers: restrict to these layer names (default: all splittable).
             batch_size: batch size for array data.
-            epochs: lobpcg and fast methods: passes over ``data``.
+            eigen_epochs: lobpcg and fast methods: passes over ``data`` (the
+                name ``grow`` uses too).
             learning_rate: fast method: RMSprop step size.
             eval_data: lobpcg and fast methods: data on which the final eigenvalues are
                 measured (default: ``data``).
@@ -240,6 +250,10 @@ class GrowingModel(keras.Model):
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+        if method != "exact" and (isinstance(eigen_epochs, bool) or not isinstance(
+                eigen_epochs, (int, np.integer)) or eigen_epochs < 1):
+            raise ValueError("eigen_epochs must be a positive integer. "
+                             f"Received: eigen_epochs={eigen_epochs!r}")
         if layers is not None:
             layers = list(layers)
             for name in layers:
@@ -257,12 +271,12 @@ class GrowingModel(keras.Model):
             )
         if method == "lobpcg":
             return lobpcg.lobpcg_eigenpairs(
-                self._graph, loss_fn, data, layers=layers, epochs=epochs,
+                self._graph, loss_fn, data, layers=layers, epochs=eigen_epochs,
                 batch_size=batch_size, eval_data=eval_data, seed=seed, verbose=verbose,
                 strategy=self.distribute_strategy,
             )
         return splitting.fast_eigenpairs(
-            self._graph, loss_fn, data, layers=layers, epochs=epochs,
+            self._graph, loss_fn, data, layers=layers, epochs=eigen_epochs,
             batch_size=batch_size, learning_rate=learning_rate,
             eval_data=eval_data, seed=seed, verbose=verbose,
             strategy=self.distribute_strategy,
@@ -382,7 +396,7 @@ class GrowingModel(keras.Model):
         return new
 
     # ----------------------------------------------------------------- growth
-    def grow(self, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eigen_epochs=5,
+    def grow(self, x=None, y=None, growth_ratio=0.5, epsilon=None, method="lobpcg", eigen_epochs=5,
              cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
              max_widths=None, batch_size=32, learning_rate=0.01, eval_data=None, seed=0,
              dry_run=False, log_dir=None, verbose=0, split_rule=growth.DEFAULT_SPLIT_RULE):
@@ -400,11 +414,18 @@ class GrowingModel(keras.Model):
         returned stage records it (``guard``), with the children's indices and
         the twin statistics of the grown model.
 
+        ``grow`` reads at most the first 200 batches of the data (fewer when they
+        would hold more than 1 GiB) and caches them, so that every estimation
+        pass and the guard see the same examples, even from a reshuffling,
+        augmenting or endless pipeline; a log line says when that is not all of it.
+
         Args:
-            data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)`` tuple.
+            x: like ``fit``: input arrays with ``y``, or a batched ``tf.data.Dataset``
+                of ``(x, y)`` (or ``(x, y, sample_weight)``), or an ``(x, y)`` tuple.
                 Unless ``eval_data`` is given, the last 20 % of its batches (when
                 it has at least 5) are held out to measure the final eigenvalues,
                 residuals and the loss change.
+            y: the targets when ``x`` holds input arrays.
             growth_ratio: budget as a fraction of the current cost, in (0, 100].
             epsilon: overrides the split rule's step along each unit eigenvector.
             method: ``"lobpcg"``, ``"fast"`` or ``"exact"`` eigenpairs (see
@@ -428,7 +449,8 @@ class GrowingModel(keras.Model):
             seed: seed of the fast method's initial vectors.
             dry_run: return the plan without changing the model.
             log_dir: write TensorBoard scalars and lambda histograms there.
-            verbose: 0 silent, 1 progress bar and a one-line summary.
+            verbose: 0 silent, 1 or ``"auto"`` progress bar and a one-line
+                summary, 2 the summary only.
             split_rule: how the children are made: ``"fresh"`` (the default,
                 chosen on a CIFAR-10 validation split: the parent is kept, the
                 second child gets fresh incoming weights and zero outgoing
@@ -447,8 +469,16 @@ class GrowingModel(keras.Model):
 
         Example:
             >>> stage = model.grow(train_ds, growth_ratio=0.5)
+            >>> stage = model.grow(x_train[:1024], y_train[:1024], batch_size=128)
             >>> print(stage.summary())
         """
+        if x is None:
+            raise ValueError("grow needs data: grow(x, y) with arrays, or grow(dataset).")
+        if verbose == "auto":
+            verbose = 1
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
+        data = x if y is None else (x, y)
         stage = growth.run_stage(
             self, data, growth_ratio=growth_ratio, epsilon=epsilon, method=method,
             eigen_epochs=eigen_epochs, cost=cost, solver=solver, threshold=threshold,

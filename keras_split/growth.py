@@ -32,8 +32,9 @@ MAX_GROWTH_RATIO = 100.0
 # The split rule grow() uses unless told otherwise (chosen on a CIFAR-10 validation
 # split, see benchmarks/cifar10_growth.py and the README).
 DEFAULT_SPLIT_RULE = "fresh"
-# Estimation batches cached for the LOBPCG passes (at most).
+# Estimation batches grow reads and caches (at most; see fixed_batches).
 MAX_CACHED_BATCHES = 200
+MAX_CACHED_BYTES = 1 << 30
 
 
 def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold):
@@ -76,23 +77,44 @@ def split_holdout(dataset, fraction=0.2, max_batches=20):
     return dataset.take(n - k), held_out
 
 
-def fixed_batches(dataset, max_batches=MAX_CACHED_BATCHES):
-    """``dataset`` cached in memory, so that every pass yields the same batches.
+def fixed_batches(dataset, max_batches=MAX_CACHED_BATCHES, max_bytes=MAX_CACHED_BYTES):
+    """The first batches of ``dataset``, read once and cached, so every pass sees them.
 
-    LOBPCG needs the same operator ``S_D`` on every pass; a training pipeline
-    reshuffles and augments on every pass. Longer datasets (or of unknown length)
-    are returned as they are, with a log line.
+    Eigen estimation needs the same operator ``S_D`` on every pass (LOBPCG) and
+    the same examples before and after a split (the loss guard), while a training
+    pipeline reshuffles and augments on every pass and may be of unknown or
+    ImageNet length. So ``grow`` takes the first ``max_batches`` batches, fewer
+    when they would hold more than ``max_bytes`` (measured on the first batch),
+    and caches them in memory; a log line says what was taken when that is
+    less than the whole dataset.
+
+    Args:
+        dataset: a batched ``tf.data.Dataset``.
+        max_batches: at most this many batches.
+        max_bytes: at most about this many bytes of cached tensors.
+
+    Returns:
+        A dataset of known cardinality that yields the same batches on every pass.
+
+    Raises:
+        ValueError: if ``dataset`` yields no batch.
 
     Example:
-        >>> estimate_on = fixed_batches(train_ds.take(20))
+        >>> estimate_on = fixed_batches(train_ds)   # a reshuffling pipeline
     """
+    first = next(iter(dataset.take(1)), None)
+    if first is None:
+        raise ValueError("The data is empty: no batch to estimate eigenpairs from.")
+    per_batch = sum(int(np.prod(t.shape)) * t.dtype.size for t in tf.nest.flatten(first))
+    limit = int(max(1, min(max_batches, max_bytes // max(per_batch, 1))))
     n = int(dataset.cardinality())
-    if 0 < n <= max_batches:
-        return dataset.cache()
-    logger.info("Eigen estimation data has %s batches (> %d or unknown): not cached; "
-                "if it reshuffles or augments, every pass sees other examples.",
-                n if n >= 0 else "an unknown number of", max_batches)
-    return dataset
+    cached = dataset.take(limit).cache()
+    count = sum(1 for _ in cached)
+    if n < 0 or n > count:
+        logger.info("Eigen estimation takes the first %d batches of the data (%s in all; at "
+                    "most %d batches and %.0f MiB are cached).", count,
+                    n if n >= 0 else "an unknown number", max_batches, max_bytes / 2 ** 20)
+    return cached.apply(tf.data.experimental.assert_cardinality(count))
 
 
 def mean_loss(model, dataset, network=None):
@@ -297,17 +319,16 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eige
     """Runs one growth stage on ``model`` (a GrowingModel); see ``GrowingModel.grow``."""
     rule = SplitRule.get(split_rule, epsilon)
     validate_growth_args(growth_ratio, rule.epsilon, cost, solver, method, threshold)
-    dataset = data_utils.as_dataset(data, batch_size)
+    dataset = fixed_batches(data_utils.as_dataset(data, batch_size))
     if eval_data is None:
         estimate_on, held_out = split_holdout(dataset)
     else:
-        estimate_on, held_out = dataset, data_utils.as_dataset(eval_data, batch_size, "eval_data")
-    if method == "lobpcg":
-        estimate_on = fixed_batches(estimate_on)
+        estimate_on = dataset
+        held_out = fixed_batches(data_utils.as_dataset(eval_data, batch_size, "eval_data"))
     graph = model._graph
     t0 = time.perf_counter()
     eig = model.splitting_eigenpairs(
-        estimate_on, method=method, epochs=eigen_epochs, learning_rate=learning_rate,
+        estimate_on, method=method, eigen_epochs=eigen_epochs, learning_rate=learning_rate,
         eval_data=held_out, seed=seed, verbose=verbose,
     )
     t1 = time.perf_counter()

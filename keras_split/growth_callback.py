@@ -53,7 +53,7 @@ class GrowthCallback(keras.callbacks.Callback):
                                        or not isinstance(max_stages, int) or max_stages < 0):
             raise ValueError("max_stages must be a non-negative integer. "
                              f"Received: max_stages={max_stages!r}")
-        allowed = set(inspect.signature(GrowingModel.grow).parameters) - {"self", "data"}
+        allowed = set(inspect.signature(GrowingModel.grow).parameters) - {"self", "x", "y"}
         unknown = sorted(set(grow_kwargs) - allowed)
         if unknown:
             raise ValueError(f"Unknown grow() arguments {unknown}. Allowed: {sorted(allowed)}")

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_split.flops import count_flops
 from keras_split.growing_model import GrowingModel
-from keras_split.schedule import grow_schedule
+from keras_split.schedule import grow_schedule, load_stage_model
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
     scope = (strategy or tf.distribute.get_strategy()).scope
     for stage in range(stages + 1):
         with scope():
-            model = keras.saving.load_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
+            model = load_stage_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
         metrics = model.evaluate(eval_data, verbose=0, return_dict=True)
         rows.append({"stage": stage, "macs": count_flops(model),
                      "params": int(model.count_params()),

@@ -139,8 +139,6 @@ def write_report(run_dir, images=None, labels=None, metric=None):
     Example:
         >>> write_report("runs/demo", x_test[:6], y_test[:6])
     """
-    import keras
-
     from keras_split.flops import count_flops
     from keras_split.twins import twin_statistics
 
@@ -153,7 +151,9 @@ def write_report(run_dir, images=None, labels=None, metric=None):
     retrained = _load_json(os.path.join(run_dir, "retrained.json"))
     comparison = _load_json(os.path.join(run_dir, "comparison.json"))
     metric = metric or next((m for m in ("test_accuracy", "top1") if rows and m in rows[0]), None)
-    models_by_stage = [keras.saving.load_model(os.path.join(d, "model.keras")) for d in stage_dirs]
+    from keras_split.schedule import load_stage_model
+
+    models_by_stage = [load_stage_model(os.path.join(d, "model.keras")) for d in stage_dirs]
     widths = [{n: int(m.network.get_layer(n).kernel.shape[-1]) for n in m.splittable_layers}
               for m in models_by_stage]
     pngs = []

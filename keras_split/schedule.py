@@ -191,7 +191,7 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         stage_dir = os.path.join(out_dir, f"stage_{completed}")
         try:
             with scope():
-                model = keras.saving.load_model(os.path.join(stage_dir, "model.keras"))
+                model = load_stage_model(os.path.join(stage_dir, "model.keras"))
             with open(os.path.join(stage_dir, "history.json")) as f:
                 history = json.load(f)
         except Exception as err:  # noqa: BLE001 - any failure means a bad checkpoint
@@ -252,3 +252,30 @@ def save_calibration(run_dir, x):
     path = os.path.join(run_dir, "calibration.npz")
     np.savez(path, x=x[:keep])
     return path
+
+
+def load_stage_model(path):
+    """Loads a ``.keras`` file of a run, with errors that say what is wrong with it.
+
+    Args:
+        path: the ``.keras`` file (e.g. ``RUN_DIR/stage_K/model.keras``).
+
+    Returns:
+        The loaded model (a :class:`keras_split.GrowingModel` for a run's stages).
+
+    Raises:
+        ValueError: for a missing file, or one that is not a complete ``.keras``
+            archive (truncated or corrupt), naming the path.
+
+    Example:
+        >>> model = load_stage_model("runs/demo/stage_3/model.keras")
+    """
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise ValueError(f"'{path}' does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"'{path}' is not a complete .keras archive ({os.path.getsize(path):,} "
+                         "bytes; truncated or corrupt): re-save the model, or resume the run "
+                         "from an earlier stage.")
+    return keras.saving.load_model(path)

@@ -25,7 +25,7 @@ with strategy.scope():
     model.compile(optimizer="sgd", loss="mse")
 x, y = zoo.data_for(model.network, n=32)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-fast = model.splitting_eigenpairs(ds, method="fast", epochs=400)
+fast = model.splitting_eigenpairs(ds, method="fast", eigen_epochs=400)
 exact = model.splitting_eigenpairs(ds, method="exact")
 worst = {"rel": 0.0, "cos": 1.0}
 top = max(np.abs(e.values).max() for e in exact.values())

@@ -92,6 +92,12 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["export", str(tmp_path)]) == 2
     assert "holds no model.keras" in capsys.readouterr().err
+    stage = tmp_path / "run" / "stage_0"
+    stage.mkdir(parents=True)
+    (stage / "model.keras").write_bytes(b"PK\x03\x04" + b"\0" * 200)   # a truncated archive
+    assert cli.main(["export", str(stage)]) == 2
+    assert "is not a complete .keras archive (204 bytes; truncated or corrupt)" in \
+        capsys.readouterr().err
     assert cli.main(["retrain", str(tmp_path)]) == 2
     assert "not a keras_split run directory" in capsys.readouterr().err
     assert cli.main(["grow", "--model", "mobilenet_v1_cifar", "--width", "0.5", "--data",

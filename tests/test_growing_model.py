@@ -196,7 +196,7 @@ def test_eigen_estimation_input_errors():
     bad[0, 0] = np.nan
     for method in ("fast", "exact"):
         with pytest.raises(ValueError, match="Non-finite .* layer 'd"):
-            model.splitting_eigenpairs((bad, y), method=method, epochs=1)
+            model.splitting_eigenpairs((bad, y), method=method, eigen_epochs=1)
     with pytest.raises(ValueError, match="empty"):
         model.splitting_eigenpairs(tf.data.Dataset.from_tensor_slices((x, y)).batch(4).take(0))
     with pytest.raises(ValueError, match="would need .* GiB"):
@@ -210,7 +210,7 @@ def test_fast_path_adds_nothing_to_training():
     assert [v.path for v in model.trainable_variables] == [v.path for v in base.trainable_variables]
     model.compile(optimizer="sgd", loss="mse")
     x, y = zoo.data_for(base, n=8)
-    model.splitting_eigenpairs((x, y), epochs=1)
+    model.splitting_eigenpairs((x, y), eigen_epochs=1)
     assert [v.path for v in model.variables] == [v.path for v in base.variables]
 
 

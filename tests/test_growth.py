@@ -197,6 +197,12 @@ def test_bad_data():
         model.grow((x, y), solver="cplex")
     with pytest.raises(ValueError, match="does not match the model and its compiled loss"):
         model.grow((x, np.zeros((16, 7, 2))), method="exact")
+    weights = model.get_weights()
+    with pytest.raises(ValueError, match=r"The inputs have shape \(16, 10, 10, 3\); the model "
+                                         r"expects inputs of shape \(None, 12, 12, 3\)"):
+        model.grow((np.zeros((16, 10, 10, 3), "float32"), y), batch_size=32)
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
@@ -224,15 +230,47 @@ def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
     assert scalars["growth/distinct_filters"] == stage.twins["distinct"]
 
 
-def test_lobpcg_estimation_batches_are_fixed_across_passes():
+def test_estimation_batches_are_fixed_and_bounded(caplog):
     from keras_split import growth
 
     # a pipeline that reshuffles on every pass
     noisy = tf.data.Dataset.range(6).shuffle(6, seed=1, reshuffle_each_iteration=True).batch(1)
+    assert not np.array_equal(np.stack(list(noisy.as_numpy_iterator())),
+                              np.stack(list(noisy.as_numpy_iterator())))
     fixed = growth.fixed_batches(noisy)
     first, second = [b.numpy() for b in fixed], [b.numpy() for b in fixed]
     np.testing.assert_array_equal(np.stack(first), np.stack(second))
-    # too long: left alone (a fresh draw on every pass)
-    long = growth.fixed_batches(noisy, max_batches=5)
-    assert not np.array_equal(np.stack([b.numpy() for b in long]),
-                              np.stack([b.numpy() for b in long]))
+    assert len(first) == 6 and int(fixed.cardinality()) == 6
+    # too long: the first 5 batches, fixed as well, and a log line says so
+    with caplog.at_level("INFO", logger="keras_split.growth"):
+        long = growth.fixed_batches(noisy, max_batches=5)
+    a, b = [x.numpy() for x in long], [x.numpy() for x in long]
+    assert len(a) == 5 and int(long.cardinality()) == 5
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    assert "takes the first 5 batches of the data (6 in all" in caplog.text
+    # an endless pipeline of 8-byte batches under a 24-byte bound: 3 batches
+    endless = tf.data.Dataset.range(10**9).repeat().batch(1)
+    assert [x.numpy()[0] for x in growth.fixed_batches(endless, max_bytes=24)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="empty"):
+        growth.fixed_batches(noisy.take(0))
+
+
+def test_grow_takes_arrays_like_fit_and_checks_verbose(trained_weights, capsys):
+    x, y = data()
+    stages = []
+    for call in (lambda m: m.grow(x, y, batch_size=16, seed=1, verbose="auto"),
+                 lambda m: m.grow((x, y), batch_size=16, seed=1, verbose=2),
+                 lambda m: m.grow(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), seed=1)):
+        model = compiled()
+        model.set_weights(trained_weights)
+        stages.append(call(model))
+    assert stages[0].layers == stages[1].layers == stages[2].layers
+    assert stages[0].n_selected > 0
+    out = capsys.readouterr().out
+    assert out.count(f"stage 0: MACs {stages[0].macs_before:,} -> {stages[0].macs_after:,}") == 2
+    model = compiled()
+    for bad in (3, True, "loud"):
+        with pytest.raises(ValueError, match="verbose must be 0, 1, 2 or 'auto'"):
+            model.grow(x, y, verbose=bad)
+    with pytest.raises(ValueError, match=r"grow\(x, y\)"):
+        model.grow()

@@ -1,5 +1,7 @@
 """LOBPCG on full-data auxiliary-activation products vs exact eigh and vs RMSprop."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -53,7 +55,7 @@ def test_lobpcg_matches_exact(topology):
     model = _compiled(topology, surrogate="softplus")
     x, y = zoo.data_for(model.network, n=48)
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
-    eig = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, epochs=30)
+    eig = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=30)
     assert set(eig) == set(exact) == set(model.splittable_layers)
     top = max(np.abs(e.values).max() for e in exact.values())
     checked = 0
@@ -76,8 +78,8 @@ def test_lobpcg_beats_rmsprop_for_the_same_passes():
     graph, loss_fn = model._graph, model._loss_fn()
     matrices = splitting.splitting_matrices(graph, loss_fn, (x, y), batch_size=16)
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
-    lob = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, epochs=12)
-    fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=16, epochs=12)
+    lob = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=12)
+    fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=16, eigen_epochs=12)
     lob_err = _relative_errors(exact, lob, matrices)
     fast_err = _relative_errors(exact, fast, matrices)
     assert np.median(lob_err) <= 0.02, lob_err
@@ -104,23 +106,25 @@ def test_eval_data_measures_lambda_on_other_batches(float64):
 def test_lobpcg_is_the_default_and_validates_epochs():
     model = _compiled("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=16)
-    default = model.splitting_eigenpairs((x, y), batch_size=16, epochs=3, seed=4)
-    explicit = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, epochs=3,
+    default = model.splitting_eigenpairs((x, y), batch_size=16, eigen_epochs=3, seed=4)
+    explicit = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=3,
                                           seed=4)
     for name in default:
         np.testing.assert_array_equal(default[name].values, explicit[name].values)
-    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
-        model.splitting_eigenpairs((x, y), method="lobpcg", epochs=0)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"Received: eigen_epochs={bad!r}"):
+            model.splitting_eigenpairs((x, y), method="lobpcg", eigen_epochs=bad)
     with pytest.raises(ValueError, match="method must be one of"):
         model.splitting_eigenpairs((x, y), method="lanczos")
-    assert ks.GrowingModel.grow.__defaults__[2] == "lobpcg"
+    for method in (ks.GrowingModel.grow, ks.GrowingModel.splitting_eigenpairs):
+        assert inspect.signature(method).parameters["method"].default == "lobpcg"
 
 
 def test_layers_without_signal_get_zero_eigenvalues():
     relu = ks.GrowingModel(zoo.mlp(act="relu"), surrogate=None)
     relu.compile(optimizer="sgd", loss="mse")
     x, y = zoo.data_for(relu.network, n=16)
-    eig = relu.splitting_eigenpairs((x, y), method="lobpcg", batch_size=8, epochs=3)
+    eig = relu.splitting_eigenpairs((x, y), method="lobpcg", batch_size=8, eigen_epochs=3)
     assert set(eig) == set(relu.splittable_layers) == {"d1", "d2"}
     # relu without a surrogate: sigma'' = 0, no signal
     np.testing.assert_array_equal(eig["d1"].values, 0.0)

@@ -78,7 +78,7 @@ def test_fast_matches_exact(topology):
     model = _compiled(topology, surrogate="softplus")
     x, y = zoo.data_for(model.network, n=32)
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=32)
-    fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=32, epochs=400,
+    fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=32, eigen_epochs=400,
                                       learning_rate=0.01)
     assert set(fast) == set(exact) == set(model.splittable_layers)
     top = max(np.abs(e.values).max() for e in exact.values())
