@@ -1,29 +1,58 @@
-"""keras_split: grow Keras models by (energy-aware) splitting steepest descent."""
+"""keras_split: grow Keras models by (energy-aware) splitting steepest descent.
 
-try:
-    import tensorflow  # noqa: F401
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "keras_split needs TensorFlow: pip install 'keras-split[cpu]' (CPU wheel) or "
-        "'keras-split[gpu]', or install tensorflow yourself."
-    ) from err
+The public names are imported on first use (PEP 562), so that ``import
+keras_split`` and ``keras-split --help`` do not load TensorFlow; the first
+attribute that needs it does, with the usual errors.
+"""
 
-from keras_split import data, export, handlers, models, twins
-from keras_split.eigenpairs import Eigenpairs
-from keras_split.flops import count_flops
-from keras_split.growing_model import GrowingModel
-from keras_split.growth_callback import GrowthCallback
-from keras_split.growth_stage import GrowthStage
-from keras_split.schedule import grow_schedule, growth_epochs
-from keras_split.selection import select_neurons
-from keras_split.split_rule import SplitRule
-from keras_split.twins import twin_statistics
-from keras_split.handlers import register_handler
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "data", "models", "Eigenpairs", "GrowingModel", "export", "GrowthCallback", "GrowthStage", "count_flops",
-    "grow_schedule", "growth_epochs", "handlers", "register_handler", "select_neurons", "SplitRule",
-    "twin_statistics",
-]
+# Public name -> the module that defines it (a module itself where the name is a module).
+_PUBLIC = {
+    "data": "keras_split.data",
+    "export": "keras_split.export",
+    "handlers": "keras_split.handlers",
+    "models": "keras_split.models",
+    "twins": "keras_split.twins",
+    "Eigenpairs": "keras_split.eigenpairs",
+    "count_flops": "keras_split.flops",
+    "GrowingModel": "keras_split.growing_model",
+    "GrowthCallback": "keras_split.growth_callback",
+    "GrowthStage": "keras_split.growth_stage",
+    "grow_schedule": "keras_split.schedule",
+    "growth_epochs": "keras_split.schedule",
+    "select_neurons": "keras_split.selection",
+    "SplitRule": "keras_split.split_rule",
+    "twin_statistics": "keras_split.twins",
+    "register_handler": "keras_split.handlers",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def _import_tensorflow():
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "keras_split needs TensorFlow: pip install 'keras-split[cpu]' (CPU wheel) or "
+            "'keras-split[gpu]', or install tensorflow yourself."
+        ) from err
+
+
+def __getattr__(name):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keras_split' has no attribute {name!r}")
+    _import_tensorflow()
+    value = importlib.import_module(module)
+    if not module.endswith("." + name):
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

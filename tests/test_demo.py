@@ -161,3 +161,22 @@ def test_full_demo_grown_matches_width_multiplier(full_demo):
     out, _ = full_demo
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["grown"]["accuracy"] >= comparison["width"]["accuracy"]
+
+
+def test_cli_starts_fast_and_quiet(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    probe = ("import sys, time; t = time.perf_counter(); import keras_split; "
+             "print('tensorflow' in sys.modules, keras_split.__version__)")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.stdout.split() == ["False", "0.1.0"]   # importing the package loads no TensorFlow
+    help_run = subprocess.run([sys.executable, "-m", "keras_split.cli", "--help"], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert help_run.returncode == 0 and "export" in help_run.stdout and help_run.stderr == ""
+    # A command that loads TensorFlow prints its one error line and nothing of TensorFlow's.
+    error = subprocess.run([sys.executable, "-m", "keras_split.cli", "export", str(tmp_path)],
+                           env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert error.returncode == 2
+    assert error.stderr.splitlines() == [
+        f"keras-split: error: '{tmp_path}' holds no model.keras (expected RUN_DIR/stage_K)."]
