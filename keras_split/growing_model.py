@@ -113,6 +113,15 @@ class GrowingModel(keras.Model):
         )
         return cls(network, **config)
 
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``; with a :class:`keras_split.GrowthCallback` among the
+        callbacks, the others are checked and linked to it first (see
+        :func:`keras_split.growth_callback.prepare_fit_callbacks`)."""
+        from keras_split.growth_callback import prepare_fit_callbacks
+
+        prepare_fit_callbacks(kwargs.get("callbacks", args[5] if len(args) > 5 else None))
+        return super().fit(*args, **kwargs)
+
     def get_layer(self, name=None, index=None):
         """A layer of the wrapped network (``fc``, ``conv1``...), as users expect.
 

@@ -1,12 +1,15 @@
 """`GrowthCallback`: grow inside `model.fit` on a schedule."""
 
 import inspect
+import logging
 
 import keras
 
 from keras_split.flops import count_flops
 from keras_split.split_rule import SplitRule
 from keras_split.twins import twin_statistics
+
+logger = logging.getLogger(__name__)
 
 
 class GrowthCallback(keras.callbacks.Callback):
@@ -69,6 +72,9 @@ class GrowthCallback(keras.callbacks.Callback):
         self.max_stages = max_stages
         self.grow_kwargs = dict(grow_kwargs)
         self.stages = []
+        # EarlyStopping callbacks of the same fit that restore best weights (see
+        # prepare_fit_callbacks): their best weights are of the narrower network.
+        self.restorers = []
 
     def on_epoch_end(self, epoch, logs=None):
         if not (epoch + 1) % self.every_n_epochs and (
@@ -87,4 +93,56 @@ class GrowthCallback(keras.callbacks.Callback):
                 return
             ratio = min(ratio, self.max_macs / macs - 1.0)
         kwargs = dict(self.grow_kwargs, growth_ratio=ratio)
+        macs = count_flops(self.model)
         self.stages.append(self.model.grow(self.data, **kwargs))
+        if count_flops(self.model) != macs:
+            for early in self.restorers:
+                # The best weights kept so far are of the narrower network: the best epoch
+                # is now looked for among the grown network's epochs.
+                early.best, early.best_weights, early.wait = None, None, 0
+                logger.info("EarlyStopping: the best epoch is counted again from the growth "
+                            "after epoch %d (the best weights so far are of the narrower "
+                            "network).", len(self.stages))
+
+
+def prepare_fit_callbacks(callbacks):
+    """Checks the callbacks of a ``fit`` that grows, and links those that must follow it.
+
+    With a :class:`GrowthCallback` in the list:
+
+    * ``EarlyStopping(restore_best_weights=True)`` works: after every split it
+      forgets the best weights of the narrower network, so that it restores the
+      best epoch of the final width;
+    * ``ModelCheckpoint`` works when it saves whole models (a ``.keras`` file
+      holds the grown architecture); weights-only checkpoints are refused,
+      since they could not be loaded into the model as built;
+    * ``BackupAndRestore`` is refused: on a restart it would restore grown
+      weights into the model as built. ``keras_split.grow_schedule`` resumes
+      growth runs from their run directory instead.
+
+    Args:
+        callbacks: the ``callbacks`` argument of ``fit`` (None or a list).
+
+    Raises:
+        ValueError: for a callback that cannot follow a growing model, naming it.
+    """
+    callbacks = list(callbacks or [])
+    growers = [cb for cb in callbacks if isinstance(cb, GrowthCallback)]
+    if not growers:
+        return
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.BackupAndRestore):
+            raise ValueError(
+                "BackupAndRestore cannot follow a GrowthCallback: on a restart it restores "
+                "the grown network's weights into the model as built. Use "
+                "keras_split.grow_schedule(build_model, data, out_dir), which resumes "
+                "growth runs from out_dir.")
+        if isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_weights_only:
+            raise ValueError(
+                "ModelCheckpoint(save_weights_only=True) cannot follow a GrowthCallback: "
+                "its files hold weights of several widths that the model as built cannot "
+                "load. Use save_weights_only=False (a .keras file keeps the architecture).")
+    for grower in growers:
+        grower.restorers = [cb for cb in callbacks
+                            if isinstance(cb, keras.callbacks.EarlyStopping)
+                            and cb.restore_best_weights]

@@ -131,6 +131,54 @@ def test_growth_callback_max_stages_and_logs():
     assert hist.history["twin_fraction"][-1] == ks.twin_statistics(model)["twin_fraction"]
 
 
+def test_keras_callbacks_across_a_split(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = next(iter(resume_job.data(0).unbatch().batch(64)))
+    x, y = x.numpy(), y.numpy()
+
+    def grower():
+        return ks.GrowthCallback((x, y), every_n_epochs=2, max_stages=1, growth_ratio=0.5,
+                                 eigen_epochs=1, batch_size=16)
+
+    # EarlyStopping(restore_best_weights=True): today's Keras would set the narrow network's
+    # best weights into the grown one at the end; it restores the grown network's best epoch.
+    model = resume_job.build()
+    early = keras.callbacks.EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)
+    keeper = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: kept.append((logs["loss"], model.get_weights())))
+    kept = []
+    growth = grower()
+    model.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[growth, early, keeper])
+    assert len(growth.stages) == 1 and growth.restorers == [early]
+    # The best of the grown network's epochs: epoch 1 ends with the split (its weights,
+    # kept after it, compute the function that had epoch 1's loss), then epochs 2-4.
+    best = min(range(1, 5), key=lambda e: kept[e][0])
+    assert early.best_epoch == best
+    for a, b in zip(model.get_weights(), kept[best][1]):
+        np.testing.assert_array_equal(a, b)
+    # ModelCheckpoint of whole models: the grown architecture reloads.
+    model = resume_job.build()
+    path = str(tmp_path / "ckpt.keras")
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0,
+              callbacks=[grower(), keras.callbacks.ModelCheckpoint(path)])
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(x, verbose=0),
+                               model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    # Weights-only checkpoints and BackupAndRestore are refused before training starts.
+    model = resume_job.build()
+    weights = model.get_weights()
+    for callback, pattern in (
+            (keras.callbacks.ModelCheckpoint(str(tmp_path / "w.weights.h5"),
+                                             save_weights_only=True), "save_weights_only"),
+            (keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), "grow_schedule")):
+        with pytest.raises(ValueError, match=pattern):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[grower(), callback])
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
+    # Without a GrowthCallback nothing is refused.
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+
+
 def test_growth_epochs_grow_early_and_schedule_takes_a_list(tmp_path):
     assert ks.growth_epochs(60, 3) == [10, 10, 10, 30]
     assert ks.growth_epochs(18, 3) == [3, 3, 3, 9]
