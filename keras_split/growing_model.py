@@ -9,11 +9,15 @@ import tensorflow as tf
 from keras_split import data_utils, growth, lobpcg, splitting, surgery
 from keras_split.activations import validate_surrogate
 from keras_split.channel_graph import ChannelGraph
+from keras_split.eigenpairs import median_relative_residual
 from keras_split.split_rule import SplitRule
 
 logger = logging.getLogger(__name__)
 
 METHODS = growth.METHODS
+# splitting_eigenpairs warns above this median residual / |lambda| (see
+# keras_split.eigenpairs.median_relative_residual).
+UNCONVERGED_RESIDUAL = 0.25
 
 
 def as_functional(model):
@@ -279,17 +283,27 @@ class GrowingModel(keras.Model):
                 max_bytes=max_bytes, verbose=verbose,
             )
         if method == "lobpcg":
-            return lobpcg.lobpcg_eigenpairs(
+            eig = lobpcg.lobpcg_eigenpairs(
                 self._graph, loss_fn, data, layers=layers, epochs=eigen_epochs,
                 batch_size=batch_size, eval_data=eval_data, seed=seed, verbose=verbose,
                 strategy=self.distribute_strategy,
             )
-        return splitting.fast_eigenpairs(
-            self._graph, loss_fn, data, layers=layers, epochs=eigen_epochs,
-            batch_size=batch_size, learning_rate=learning_rate,
-            eval_data=eval_data, seed=seed, verbose=verbose,
-            strategy=self.distribute_strategy,
-        )
+        else:
+            eig = splitting.fast_eigenpairs(
+                self._graph, loss_fn, data, layers=layers, epochs=eigen_epochs,
+                batch_size=batch_size, learning_rate=learning_rate,
+                eval_data=eval_data, seed=seed, verbose=verbose,
+                strategy=self.distribute_strategy,
+            )
+        ratio = median_relative_residual(eig)
+        if ratio is not None and ratio > UNCONVERGED_RESIDUAL:
+            logger.warning(
+                "The %s eigenpairs have not converged: over the neurons with a negative "
+                "eigenvalue, the median residual ||S v - lambda v|| is %.0f%% of |lambda| "
+                "(an eigenvalue may be off by up to its residual). Use more eigen_epochs%s.",
+                method, 100 * ratio, " or method='lobpcg' (the default)" if method == "fast"
+                else "")
+        return eig
 
     def split(self, plan, eigenpairs=None, epsilon=None, split_rule="copy", seed=0):
         """Splits the named units in place, each into two children made by ``split_rule``.
