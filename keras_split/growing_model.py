@@ -374,25 +374,40 @@ class GrowingModel(keras.Model):
 
     def _replace_network(self, network, graph, var_edits, reset_slots=False):
         old_optimizer = getattr(self, "optimizer", None)
-        had_train_function = self.train_function is not None
+        optimizer = old_optimizer
+        if old_optimizer is not None and self.compiled:
+            # Built before anything changes, so that a failure leaves the model as it was.
+            with self.distribute_strategy.scope():
+                optimizer = self._rebuild_optimizer(old_optimizer, var_edits, reset_slots,
+                                                    network.trainable_variables)
+        self._restore((network, graph, optimizer, self.train_function is not None))
+
+    def _snapshot(self):
+        """What :meth:`_restore` needs to undo a later ``_replace_network``."""
+        return (self.network, self._graph, getattr(self, "optimizer", None),
+                self.train_function is not None)
+
+    def _restore(self, snapshot):
+        """Makes ``snapshot``'s network, graph and optimizer this model's (no copies)."""
+        network, graph, optimizer, had_train_function = snapshot
         self._tracker.unlock()
         self._tracker.untrack(self.network)
         self.network = network
         self._graph = graph
         self.train_function = self.test_function = self.predict_function = None
-        if old_optimizer is not None and self.compiled:
-            with self.distribute_strategy.scope():
-                self.optimizer = self._rebuild_optimizer(old_optimizer, var_edits, reset_slots)
+        if optimizer is not None and self.compiled:
+            self.optimizer = optimizer
         if had_train_function:
             # Growing inside fit (GrowthCallback): the loop calls train_function next.
             self.make_train_function(force=True)
 
-    def _rebuild_optimizer(self, old, var_edits, reset_slots=False):
-        """A fresh optimizer of the same config, with the old one's state carried over."""
+    def _rebuild_optimizer(self, old, var_edits, reset_slots=False, variables=None):
+        """A fresh optimizer of the same config for ``variables`` (default: the model's),
+        with the old one's state carried over."""
         new = old.__class__.from_config(old.get_config())
         if not old.built:
             return new
-        new.build(self.trainable_variables)
+        new.build(self.trainable_variables if variables is None else variables)
         new.iterations.assign(old.iterations)
         old_slots = {v.name: v for v in old.variables}
         prefixes = sorted(
@@ -502,14 +517,21 @@ class GrowingModel(keras.Model):
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
         data = x if y is None else (x, y)
-        stage = growth.run_stage(
-            self, data, growth_ratio=growth_ratio, epsilon=epsilon, method=method,
-            eigen_epochs=eigen_epochs, cost=cost, solver=solver, threshold=threshold,
-            max_units=max_units, round_to=round_to, max_widths=max_widths,
-            batch_size=batch_size,
-            learning_rate=learning_rate, eval_data=eval_data, seed=seed,
-            dry_run=dry_run, log_dir=log_dir, verbose=verbose, split_rule=split_rule,
-        )
-        if not dry_run:
-            self.growth_history.append(stage.to_dict())
+        snapshot = self._snapshot()
+        try:
+            stage = growth.run_stage(
+                self, data, growth_ratio=growth_ratio, epsilon=epsilon, method=method,
+                eigen_epochs=eigen_epochs, cost=cost, solver=solver, threshold=threshold,
+                max_units=max_units, round_to=round_to, max_widths=max_widths,
+                batch_size=batch_size,
+                learning_rate=learning_rate, eval_data=eval_data, seed=seed,
+                dry_run=dry_run, log_dir=log_dir, verbose=verbose, split_rule=split_rule,
+            )
+            if not dry_run:
+                self.growth_history.append(stage.to_dict())
+        except BaseException:
+            # Whatever failed, before or after the split (statistics, TensorBoard, an
+            # interrupt): the model is left as it was.
+            self._restore(snapshot)
+            raise
         return stage

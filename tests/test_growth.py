@@ -274,3 +274,33 @@ def test_grow_takes_arrays_like_fit_and_checks_verbose(trained_weights, capsys):
             model.grow(x, y, verbose=bad)
     with pytest.raises(ValueError, match=r"grow\(x, y\)"):
         model.grow()
+
+@pytest.mark.parametrize("where", ["twin_statistics", "_write_tensorboard"])
+def test_a_failure_after_the_split_leaves_the_model_as_it_was(trained_weights, tmp_path,
+                                                               monkeypatch, where):
+    from keras_split import growth
+
+    x, y = data()
+    model = compiled()
+    model.set_weights(trained_weights)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)      # builds the optimizer's slots
+    config, weights = model.network.get_config(), model.get_weights()
+    slots = [v.numpy() for v in model.optimizer.variables]
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt if where == "_write_tensorboard" else RuntimeError(where)
+
+    monkeypatch.setattr(growth, where, fail)
+    with pytest.raises(KeyboardInterrupt if where == "_write_tensorboard" else RuntimeError):
+        model.grow(x, y, growth_ratio=0.5, batch_size=16, log_dir=str(tmp_path), verbose=1)
+    assert model.network.get_config() == config and model.growth_history == []
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
+    assert len(model.optimizer.variables) == len(slots)
+    for a, b in zip(model.optimizer.variables, slots):
+        np.testing.assert_array_equal(a.numpy(), b)
+    monkeypatch.undo()
+    # ... and it still trains and grows.
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert model.grow(x, y, growth_ratio=0.5, batch_size=16, verbose=1).macs_after > \
+        ks.count_flops(compiled())
