@@ -55,6 +55,8 @@ def test_grow_respects_budget_and_records_everything(tmp_path, trained_weights):
     model.set_weights(trained_weights)
     x, y = data()
     macs = ks.count_flops(model)
+    # 6 batches of 16: grow estimates on the first 5 and holds the last one out.
+    eig = model.splitting_eigenpairs((x[:80], y[:80]), method="exact", batch_size=16)
     stage = model.grow((x, y), growth_ratio=0.3, method="exact", batch_size=16, epsilon=1e-2,
                        split_rule="copy")
     assert stage.macs_before == macs
@@ -67,7 +69,14 @@ def test_grow_respects_budget_and_records_everything(tmp_path, trained_weights):
         assert rec["units_after"] == width
         assert rec["units_after"] - rec["units_before"] == len(rec["split_indices"])
         assert rec["lambda_min"] <= rec["lambda_mean"]
-    assert stage.predicted_loss_change == pytest.approx(1e-4 / 2 * stage.selected_value)
+    # The prediction is epsilon^2 / 2 times the eigenvalues of exactly the units split
+    # (the exact eigenpairs on the same estimation batches, computed separately above).
+    split_lambdas = [eig[n].values[u] for n, r in stage.layers.items()
+                     for u in r["split_indices"]]
+    assert len(split_lambdas) == sum(r["units_after"] - r["units_before"]
+                                     for r in stage.layers.values())
+    assert all(v < 0 for v in split_lambdas)
+    assert stage.predicted_loss_change == pytest.approx(1e-4 / 2 * sum(split_lambdas), rel=1e-4)
     assert stage.measured_loss_change == pytest.approx(stage.loss_after - stage.loss_before)
     assert abs(stage.measured_loss_change) < 1e-3
     again = ks.GrowthStage.from_json(json.dumps(json.loads(stage.to_json())))
@@ -86,11 +95,19 @@ def test_grow_respects_budget_and_records_everything(tmp_path, trained_weights):
 
 
 def test_fast_grow_reports_residuals_on_held_out_batches(trained_weights):
+    from keras_split import growth
+
     model = compiled()
     model.set_weights(trained_weights)
     x, y = data()
+    # 96 examples in 6 batches of 16: the last batch (20 %) is held out.
+    held = growth.data_utils.as_dataset((x[-16:], y[-16:]), 16)
+    everything = growth.data_utils.as_dataset((x, y), 16)
+    held_loss, all_loss = growth.mean_loss(model, held), growth.mean_loss(model, everything)
+    assert abs(held_loss - all_loss) > 1e-3
     stage = model.grow((x, y), growth_ratio=0.5, method="fast", eigen_epochs=2, batch_size=16)
     assert stage.method == "fast"
+    assert stage.loss_before == pytest.approx(held_loss, rel=1e-6)
     assert all(rec["residual_max"] > 0 for rec in stage.layers.values())
     assert stage.macs_after <= 1.5 * stage.macs_before
 

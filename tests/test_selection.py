@@ -37,11 +37,41 @@ def _instance(rng, n_max, max_cost):
     return n, values, costs, float(rng.uniform(0, costs.sum()))
 
 
-def _lp_bound(values, costs, budget):
+def _lp_solution(values, costs, budget):
+    """The LP relaxation's value and solution, by HiGHS (independent of keras_split)."""
     neg = values < 0
     res = optimize.linprog(np.where(neg, values, 0), A_ub=[costs], b_ub=[budget],
                            bounds=[(0, 1)] * len(values), method="highs")
-    return res.fun
+    return res.fun, np.where(neg, res.x, 0.0)
+
+
+@pytest.mark.parametrize("n, ties", [(300, False), (2000, False), (3000, True)])
+def test_exact_knapsack_matches_a_full_milp_on_large_instances(n, ties):
+    """Past 256 candidates the exact solver fixes items by reduced cost and solves a core;
+    its objective must equal HiGHS on the whole problem (near-identical items included)."""
+    rng = np.random.default_rng(n)
+    if ties:   # (lambda, cost) pairs of a few layers, with tiny jitter: many near-ties
+        layer = rng.integers(0, 8, n)
+        values = -np.abs(rng.normal(1.0, 0.3, 8))[layer] * (1 + 1e-6 * rng.normal(size=n))
+        costs = rng.integers(100, 2000, 8).astype(float)[layer]
+    else:
+        values = rng.normal(-0.5, 1.0, n)
+        costs = rng.integers(1, 500, n).astype(float)
+    budget = 0.3 * costs.sum()
+    got = select_neurons(values, costs, budget, solver="milp")
+    assert costs[got].sum() <= budget + 1e-9
+    neg = values < 0
+    full = optimize.milp(np.where(neg, values, 0.0), integrality=np.ones(n),
+                         bounds=optimize.Bounds(0, neg.astype(float)),
+                         constraints=optimize.LinearConstraint(costs[None], -np.inf, budget),
+                         options={"time_limit": 120, "mip_rel_gap": 0.0})
+    assert full.status == 0
+    assert values[got].sum() == pytest.approx(full.fun, rel=1e-9, abs=1e-9)
+    # The LP rounding is feasible and close, but not better than the optimum.
+    lp = select_neurons(values, costs, budget, solver="lp")
+    assert costs[lp].sum() <= budget + 1e-9
+    tol = 1e-9 * abs(full.fun)   # HiGHS's own tolerances, relative
+    assert full.fun - tol <= values[lp].sum() <= full.fun + np.abs(values).max() + tol
 
 
 def test_milp_optimal_and_lp_feasible_on_200_random_instances():
@@ -55,8 +85,12 @@ def test_milp_optimal_and_lp_feasible_on_200_random_instances():
         lp = select_neurons(values, costs, budget, solver="lp")
         assert costs[lp].sum() <= budget + 1e-9
         assert np.all(values[lp] < 0)
-        # Never better than the optimum, never worse than... the relaxation bounds both.
-        assert _lp_bound(values, costs, budget) <= values[lp].sum() + 1e-9
+        # The paper's rounding keeps every item the LP relaxation takes whole, and so loses
+        # at most the one fractional item's value to the relaxation (hence to the optimum).
+        bound, x_lp = _lp_solution(values, costs, budget)
+        assert set(np.flatnonzero(x_lp >= 1 - 1e-9)) <= set(lp.tolist()), trial
+        fractional = np.flatnonzero((x_lp > 1e-9) & (x_lp < 1 - 1e-9))
+        assert values[lp].sum() <= bound - values[fractional].sum() + 1e-9, trial
         assert values[lp].sum() >= best - 1e-9
 
 
