@@ -1,0 +1,103 @@
+"""The handler registry and the README's surgery claims: custom layers, sinks, refusals,
+and the optimizer's first moments after a split."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers as L
+
+import keras_split as ks
+from keras_split import handlers
+
+
+class Gain(keras.layers.Layer):
+    """A custom element-wise layer: ``x * 2``, channel by channel."""
+
+    def call(self, x):
+        return x * 2.0
+
+
+def _with(middle, input_shape=(6,)):
+    x = keras.Input(input_shape)
+    h = L.Dense(5, activation="tanh", name="d1")(x)
+    return keras.Model(x, L.Dense(3, name="out")(middle(h)))
+
+
+def test_register_handler_makes_a_custom_layer_splittable():
+    with pytest.raises(ValueError, match="Gain"):
+        ks.GrowingModel(_with(Gain(name="gain")))
+    ks.register_handler(Gain, handlers.CHANNELWISE)
+    try:
+        model = ks.GrowingModel(_with(Gain(name="gain")))
+        assert model.splittable_layers == ["d1"]
+        x = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+        before = model.predict(x, verbose=0)
+        assert model.split({"d1": [1, 4]}, epsilon=0.0) == {"d1": (5, 7)}
+        np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-6)
+    finally:
+        handlers._REGISTRY.pop(Gain)
+    with pytest.raises(ValueError, match="must be a keras Layer subclass"):
+        ks.register_handler(int, handlers.CHANNELWISE)
+    with pytest.raises(ValueError, match="must be a LayerHandler"):
+        ks.register_handler(Gain, "channelwise")
+
+
+@pytest.mark.parametrize("sink", [lambda: L.LayerNormalization(name="sink"),
+                                  lambda: L.Softmax(name="sink"),
+                                  lambda: L.Reshape((4, 1), name="sink")])
+def test_channels_that_reach_a_channel_mixing_layer_are_not_split(sink):
+    x = keras.Input((6,))
+    h = L.Dense(5, activation="tanh", name="d1")(x)
+    h = L.Dense(4, activation="tanh", name="d2")(h)
+    s = sink()(h)
+    model = ks.GrowingModel(keras.Model(x, L.Dense(3, name="out")(L.Flatten()(s))))
+    assert model.splittable_layers == ["d1"]      # d2 feeds the sink, out is the output
+    with pytest.raises(ValueError, match="d2"):
+        model.split({"d2": [0]})
+
+
+@pytest.mark.parametrize("conv, pattern", [
+    (lambda: L.Conv2D(4, 3, groups=2, name="grouped"), "grouped"),
+    (lambda: L.Conv2D(4, 3, data_format="channels_first", name="cf"), "cf"),
+])
+def test_grouped_and_channels_first_convolutions_are_refused(conv, pattern):
+    x = keras.Input((8, 8, 4) if pattern == "grouped" else (4, 8, 8))
+    h = conv()(x)
+    h = L.Conv2D(4, 3, name="c2", data_format="channels_first" if pattern == "cf"
+                 else "channels_last")(h)
+    net = keras.Model(x, L.Dense(2)(L.Flatten()(h)))
+    with pytest.raises(ValueError, match=pattern):
+        ks.GrowingModel(net)
+
+
+def test_adam_first_moments_are_halved_with_the_rows_and_second_moments_copied():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6,))
+    net = keras.Model(x, L.Dense(3, name="out")(L.Dense(5, activation="tanh", name="d1")(x)))
+    model = ks.GrowingModel(net)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    data = np.random.default_rng(1).normal(size=(32, 6)).astype("float32")
+    model.fit(data, data[:, :3], epochs=2, batch_size=8, verbose=0)
+
+    def slots(name):
+        by_name = {v.name: v.numpy() for v in model.optimizer.variables}
+        path = model.network.get_layer(name).kernel.path.replace("/", "_")
+        return by_name[f"{path}_momentum"], by_name[f"{path}_velocity"]
+
+    m_out, v_out = slots("out")
+    m_d1, v_d1 = slots("d1")
+    iterations = int(model.optimizer.iterations)
+    model.split({"d1": [2]}, epsilon=0.0, split_rule="copy")
+    new_m_out, new_v_out = slots("out")
+    new_m_d1, new_v_d1 = slots("d1")
+    assert int(model.optimizer.iterations) == iterations
+    # The child comes right after its parent: new units [0, 1, 2, 2', 3, 4].
+    # Consumer rows: unit 2 and its child share the parent's first moment ...
+    np.testing.assert_allclose(new_m_out[[2, 3]], np.stack([m_out[2] / 2] * 2), rtol=1e-6)
+    np.testing.assert_allclose(new_m_out[[0, 1, 4, 5]], m_out[[0, 1, 3, 4]], rtol=1e-6)
+    # ... while second moments are copied as they are.
+    np.testing.assert_allclose(new_v_out[[2, 3]], np.stack([v_out[2]] * 2), rtol=1e-6)
+    np.testing.assert_allclose(new_v_out[[0, 1, 4, 5]], v_out[[0, 1, 3, 4]], rtol=1e-6)
+    # The split unit's own incoming slots are copied for both children ("copy" keeps them).
+    np.testing.assert_allclose(new_m_d1[:, [2, 3]], np.stack([m_d1[:, 2]] * 2, axis=1))
+    np.testing.assert_allclose(new_v_d1[:, [2, 3]], np.stack([v_d1[:, 2]] * 2, axis=1))
