@@ -176,9 +176,13 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
                 f"'{out_dir}' holds a run with a different configuration "
                 f"(differs in {diff}); use another directory. Nothing was overwritten."
             )
-        if run["config"]["stages"] != stages:
-            logger.warning("Resuming '%s' with stages=%d (it was started with stages=%d).",
-                           out_dir, stages, run["config"]["stages"])
+    resumes = [] if run is None else list(run.get("resumes", []))
+    if run is not None and run["config"]["stages"] != stages:
+        logger.warning("Resuming '%s' with stages=%d (it was started with stages=%d).",
+                       out_dir, stages, run["config"]["stages"])
+        # Recorded in run.json, so that the run says it was extended (or cut short).
+        resumes.append({"after_stage": run["completed"], "stages_before": run["config"]["stages"],
+                        "stages_after": stages})
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     scope = (strategy or tf.distribute.get_strategy()).scope
@@ -215,7 +219,8 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         history["fit"].append({k: [float(v) for v in vals] for k, vals in fit.history.items()})
         _save_stage(out_dir, stage, model, history)
         _write_json_atomic(os.path.join(out_dir, "run.json"),
-                           {"format": FORMAT, "config": run_config, "completed": stage})
+                           {"format": FORMAT, "config": run_config, "completed": stage,
+                            **({"resumes": resumes} if resumes else {})})
         logger.info("Stage %d of '%s' saved", stage, out_dir)
     if model is None:
         with scope():

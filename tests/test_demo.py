@@ -116,9 +116,9 @@ def test_cli_grow_on_a_cifar_folder_and_refuses_other_config(tmp_path, capsys):
     write_tiny_cifar(tmp_path / "cifar")
     args = ["grow", "--model", "mobilenet_v1_cifar", "--width", "8", "--data",
             str(tmp_path / "cifar"), "--stages", "1", "--epochs-per-stage", "1",
-            "--batch-size", "16", "--eigen-batches", "2", "--out", str(tmp_path / "run"),
-            "--verbose", "0"]
-    assert cli.main(args) == 0
+            "--batch-size", "16", "--eigen-batches", "2", "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 0          # the default --verbose 1: progress bars and summaries
+    assert "stage 0: MACs" in capsys.readouterr().out   # the first growth stage
     rows = json.loads((tmp_path / "run" / "results.json").read_text())
     assert len(rows) == 2 and rows[1]["macs"] > rows[0]["macs"]
     assert np.load(tmp_path / "run" / "calibration.npz")["x"].shape[1:] == (32, 32, 3)

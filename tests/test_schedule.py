@@ -84,6 +84,13 @@ def test_bad_run_directories(tmp_path):
         ks.grow_schedule(resume_job.build, resume_job.data, str(run), stages=1,
                          epochs_per_stage=1, growth_ratio=0.25)
     assert sorted(os.listdir(run)) == ["run.json", "stage_0"]
+    # Another number of stages resumes the run, with a warning and a record in run.json.
+    ks.grow_schedule(resume_job.build, resume_job.data, str(run), stages=1, epochs_per_stage=1,
+                     growth_ratio=0.5)
+    with open(run / "run.json") as f:
+        record = json.load(f)
+    assert record["completed"] == 1 and record["config"]["stages"] == 1
+    assert record["resumes"] == [{"after_stage": 0, "stages_before": 0, "stages_after": 1}]
     with pytest.raises(ValueError, match="stages"):
         ks.grow_schedule(resume_job.build, resume_job.data, str(run), stages=-1)
 
