@@ -51,8 +51,10 @@ def test_cli_export_and_report(demo_run, tmp_path, capsys):
     stage = demo_run / "stage_1"
     assert cli.main(["export", str(stage), "--format", "tflite",
                      "--out", str(tmp_path / "m.tflite")]) == 0
-    assert "top-1 agreement" in capsys.readouterr().out
-    assert (tmp_path / "m.tflite").stat().st_size > 0
+    out = capsys.readouterr().out
+    size = (tmp_path / "m.tflite").stat().st_size
+    assert f"wrote {tmp_path / 'm.tflite'} ({size:,} bytes)" in out and size > 10_000
+    assert "top-1 agreement 1.0000 on 64 inputs from the given data" in out
     assert cli.main(["export", str(stage), "--out", str(tmp_path / "sm")]) == 0
     assert (tmp_path / "sm" / "saved_model.pb").exists()
     # int8 with no --data: the run's calibration.npz (the demo's test inputs).
@@ -74,7 +76,8 @@ def test_cli_export_and_report(demo_run, tmp_path, capsys):
     assert "stored no weight in a smaller type" in capsys.readouterr().err
     assert not (tmp_path / "d.tflite").exists()
     assert cli.main(["report", str(demo_run)]) == 0
-    assert "Report:" in capsys.readouterr().out
+    report = capsys.readouterr().out.split("Report: ")[1].strip()
+    assert os.path.samefile(report, demo_run / "report" / "report.md")
     before = json.loads((demo_run / "retrained.json").read_text())
     assert cli.main(["retrain", str(demo_run)]) == 0
     out = capsys.readouterr().out

@@ -224,14 +224,15 @@ def test_bad_data():
 
 def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
     x, y = data()
-    decisions = []
+    decisions, stages = [], []
     for run in range(2):
         model = compiled()
         model.set_weights(trained_weights)
-        stage = model.grow((x, y), growth_ratio=0.4, method="fast", eigen_epochs=2, seed=5,
-                           log_dir=str(tmp_path / f"tb{run}"))
-        decisions.append({n: r["split_indices"] for n, r in stage.layers.items()})
+        stages.append(model.grow((x, y), growth_ratio=0.4, method="fast", eigen_epochs=2,
+                                 seed=5, log_dir=str(tmp_path / f"tb{run}")))
+        decisions.append({n: r["split_indices"] for n, r in stages[-1].layers.items()})
     assert decisions[0] == decisions[1]
+    stage = stages[0]                      # the run whose TensorBoard log is read below
     assert any(decisions[0].values())
     tags, scalars = set(), {}
     for path in (tmp_path / "tb0").iterdir():
@@ -243,6 +244,7 @@ def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
     assert {"growth/macs", "lambda/wide", "width/fc", "growth/twin_fraction",
             "growth/distinct_filters"} <= tags
     assert scalars["growth/macs"] == stage.macs_after
+    assert scalars["growth/n_selected"] == stage.n_selected
     assert scalars["growth/twin_fraction"] == pytest.approx(stage.twins["twin_fraction"])
     assert scalars["growth/distinct_filters"] == stage.twins["distinct"]
 
