@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras_split import costs as cost_lib
 from keras_split import data_utils, selection
 from keras_split.channel_map import ChannelMap
+from keras_split.eigenpairs import Eigenpairs
 from keras_split.flops import count_flops
 from keras_split.growth_stage import GrowthStage
 from keras_split.split_rule import SplitRule
@@ -252,6 +253,45 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     return groups, values, np.asarray(chosen, dtype=np.int64), budget, solver_used
 
 
+# A negative eigenvalue is noise (ignored) when a step as large as the neuron's own
+# incoming weights would change the loss by less than this fraction of it:
+# |lambda| * ||theta||^2 / 2 < NOISE_RTOL * |loss| (float32 resolves ~6e-8 of a loss).
+NOISE_RTOL = 1e-6
+
+
+def without_noise(graph, eigenpairs, loss, rtol=NOISE_RTOL):
+    """``(eigenpairs, count)``: ``eigenpairs`` with noise-level negative eigenvalues set to 0.
+
+    On an uncalibrated network (say every output 0.1) the splitting matrices are
+    rounding noise, and eigenvalues of -1e-21 would otherwise be split like real
+    ones. A neuron's eigenvalue counts when a step of the size of its own
+    incoming weights, ``||theta||``, predicts a loss change of at least ``rtol``
+    times the loss: ``|lambda| ||theta||^2 / 2 >= rtol |loss|``.
+
+    Args:
+        graph: the model's ChannelGraph.
+        eigenpairs: ``{layer: Eigenpairs}``.
+        loss: the loss the changes are measured against (the held-out loss).
+        rtol: the relative resolution.
+
+    Returns:
+        New ``{layer: Eigenpairs}`` (vectors and residuals shared) and the number
+        of neurons whose negative eigenvalue was set to 0.
+
+    Example:
+        >>> eig, n_noise = without_noise(model._graph, eig, loss=2.3)
+    """
+    kept, count = {}, 0
+    floor = rtol * max(abs(float(loss)), np.finfo(np.float32).tiny)
+    for name, e in eigenpairs.items():
+        kernel = keras.ops.convert_to_numpy(graph.producers[name].layer.kernel)
+        norms = np.sum(kernel.reshape(-1, kernel.shape[-1]).astype(np.float64) ** 2, axis=0)
+        noise = (e.values < 0) & (0.5 * np.abs(e.values) * norms < floor)
+        count += int(noise.sum())
+        kept[name] = Eigenpairs(np.where(noise, 0.0, e.values), e.vectors, e.residuals)
+    return kept, count
+
+
 # Step factors tried by the loss guard, the last one a function-preserving split.
 SHRINK = (1.0, 0.25, 0.0625, 0.0)
 
@@ -268,7 +308,8 @@ def _children_pairs(split_units, before_units):
     return pairs
 
 
-def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tolerance=1e-5):
+def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tolerance=1e-5,
+                  loss_before=None):
     """Splits ``groups`` unless the held-out loss rises; shrinks the step first.
 
     Candidate widenings with the rule's step times each factor of ``shrink``
@@ -277,14 +318,16 @@ def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tol
     candidate with step 0 is function-preserving by construction (every rule),
     so it is committed whatever float rounding does to its loss, unless that
     loss is not finite. When no candidate qualifies (``shrink`` without 0, or
-    a non-finite loss), the model is left as it was.
+    a non-finite loss), the model is left as it was. ``loss_before``, when
+    given, is the held-out loss already measured on the model as it is.
 
     Returns:
         ``(loss_before, loss_after, tries, action)``: ``tries`` lists
         ``{"epsilon", "loss"}`` per candidate, ``action`` is ``"split"``,
         ``"shrunk"`` or ``"rolled_back"``.
     """
-    loss_before = mean_loss(model, held_out)
+    if loss_before is None:
+        loss_before = mean_loss(model, held_out)
     bound = loss_before + tolerance * max(1.0, abs(loss_before))
     tries = []
     # The candidate is widened once; a smaller step only moves the stepped kernels back
@@ -332,8 +375,13 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eige
         eval_data=held_out, seed=seed, verbose=verbose,
     )
     t1 = time.perf_counter()
+    reference_loss = mean_loss(model, held_out)
+    candidates, n_noise = without_noise(graph, eig, reference_loss)
+    if n_noise:
+        logger.info("Ignored %d negative eigenvalues at noise level (|lambda| ||theta||^2 / 2 "
+                    "< %g of the loss %.4g).", n_noise, NOISE_RTOL, reference_loss)
     groups, values, chosen, budget, solver_used = select_groups(
-        graph, eig, float(growth_ratio), cost, solver, threshold, max_units, round_to,
+        graph, candidates, float(growth_ratio), cost, solver, threshold, max_units, round_to,
         max_widths,
     )
     t2 = time.perf_counter()
@@ -349,9 +397,10 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eige
     if not dry_run:
         if len(chosen):
             loss_before, loss_after, tries, action = guarded_split(
-                model, [groups[i] for i in chosen], eig, rule, held_out, seed=seed)
+                model, [groups[i] for i in chosen], eig, rule, held_out, seed=seed,
+                loss_before=reference_loss)
         else:
-            loss_before = loss_after = mean_loss(model, held_out)
+            loss_before = loss_after = reference_loss
         if action in ("split", "shrunk"):
             pairs = _children_pairs(split_units, before_units)
         else:
@@ -400,6 +449,7 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eige
         split_rule=rule.get_config(), guard={"action": action, "tries": tries},
         children=pairs, twins={k: twins[k] for k in ("units", "twins", "twin_fraction",
                                                      "distinct")},
+        n_noise=n_noise,
     )
     if log_dir is not None:
         _write_tensorboard(log_dir, stage, eig)

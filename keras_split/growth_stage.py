@@ -33,6 +33,9 @@ class GrowthStage:
         children: ``{layer: [[first, second], ...]}``, the new indices of every
             split unit's two children.
         twins: :func:`keras_split.twin_statistics` totals right after the stage.
+        n_noise: neurons whose negative eigenvalue was ignored as noise: a step
+            as large as the neuron's own weights would change the loss by less
+            than ``NOISE_RTOL`` (1e-6) of it (see ``keras_split.growth``).
 
     Example:
         >>> stage = model.grow(train, growth_ratio=0.5)
@@ -65,6 +68,7 @@ class GrowthStage:
     guard: dict = dataclasses.field(default_factory=dict)
     children: dict = dataclasses.field(default_factory=dict)
     twins: dict = dataclasses.field(default_factory=dict)
+    n_noise: int = 0
 
     def to_dict(self):
         return dataclasses.asdict(self)

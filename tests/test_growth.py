@@ -323,3 +323,33 @@ def test_a_failure_after_the_split_leaves_the_model_as_it_was(trained_weights, t
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert model.grow(x, y, growth_ratio=0.5, batch_size=16, verbose=1).macs_after > \
         ks.count_flops(compiled())
+
+
+def test_noise_level_eigenvalues_are_not_split(trained_weights):
+    from keras_split import growth
+
+    x, y = data()
+    model = compiled()
+    model.set_weights(trained_weights)
+    graph = model._graph
+    eig = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
+    # Per neuron: lambda * ||theta||^2 / 2 against 1e-6 of the loss.
+    kernel = model.network.get_layer("wide").kernel.numpy()
+    norms = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
+    values = np.array([-3e-6, -1e-6, -1e-9, 0.5, -1e-2, -1e-7])[:len(norms)] / norms
+    probe = {"wide": ks.Eigenpairs(values, eig["wide"].vectors)}
+    kept, count = growth.without_noise(graph, probe, loss=2.0)
+    # 0.5 * |lambda| * ||theta||^2 = 1.5e-6, 5e-7, 5e-10, -, 5e-3, 5e-8 against 2e-6:
+    # only the -1e-2 one is a candidate (the positive one is kept as it is).
+    np.testing.assert_array_equal(kept["wide"].values, np.where(
+        [False, False, False, True, True, False], values, 0.0))
+    assert count == 4
+    kept, count = growth.without_noise(graph, probe, loss=1.0)      # floor 1e-6
+    assert count == 3 and kept["wide"].values[0] == values[0]
+    # A network whose outputs barely depend on its hidden units (an uncalibrated net):
+    # every eigenvalue is rounding-level, and grow splits nothing.
+    logits = model.network.get_layer("logits").kernel
+    logits.assign(logits * 1e-9)
+    stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16)
+    assert stage.n_selected == 0 and stage.n_candidates == 0 and stage.n_noise > 0
+    assert stage.macs_after == stage.macs_before
