@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_split import activations as act_lib
 from keras_split.channel_map import ChannelMap
-from keras_split.handlers import get_handler
+from keras_split.handlers import SINK, get_handler
 
 FIXED = 0
 
@@ -103,47 +103,54 @@ class ChannelGraph:
         for n in self.nodes:
             for t in n.inputs:
                 self.consumers[id(t)].append(n)
+        problems = list(self._problems)
         for n in self.nodes:
-            handler = get_handler(n.layer)
+            try:
+                handler = get_handler(n.layer)
+                if not isinstance(n.layer, keras.layers.Layer):
+                    _check_op_constants(n)
+            except ValueError as err:
+                # Every unsupported node is listed in one error; tracing goes on past it.
+                problems.append(str(err))
+                handler = SINK
             self.handlers[n.layer.name] = handler
             in_classes = [self.tensor_classes[id(t)] for t in n.inputs]
             out_shapes = [_shape_tuple(t) for t in n.outputs]
-            for shape in out_shapes:
-                if shape and shape[-1] is None:
-                    raise ValueError(
-                        f"Layer '{n.layer.name}' ({type(n.layer).__name__}) has "
-                        "an unknown channel dimension; give the model static shapes."
-                    )
+            if any(shape and shape[-1] is None for shape in out_shapes):
+                problems.append(
+                    f"Layer '{n.layer.name}' ({type(n.layer).__name__}) has an unknown "
+                    "channel dimension; give the model static shapes.")
+                handler = SINK
+                out_shapes = [shape[:-1] + (1,) if shape else shape for shape in out_shapes]
             outs = handler.trace(n.layer, in_classes, out_shapes, self)
             for t, classes in zip(n.outputs, outs):
                 self.tensor_classes[id(t)] = np.asarray(classes, dtype=np.int64)
+        if problems:
+            raise ValueError(
+                f"keras_split cannot grow '{model.name}': {len(problems)} "
+                f"node{'s are' if len(problems) > 1 else ' is'} not supported:\n- "
+                + "\n- ".join(problems))
         for out in model.outputs:
             self.fix(self.tensor_classes[id(out)])
         self._finalize()
 
     # ----------------------------------------------------------- construction
-    @staticmethod
-    def _ordered_nodes(model):
+    def _ordered_nodes(self, model):
+        """The model's nodes in execution order; nested models and shared layers are
+        recorded in ``self._problems`` (and left out)."""
         seen = {}
         nodes = []
+        self._problems = []
         for depth in sorted(model._nodes_by_depth, reverse=True):
             for node in model._nodes_by_depth[depth]:
                 layer = node.operation
                 if layer is None or node.is_input:
                     continue
-                if isinstance(layer, keras.Model):
-                    raise ValueError(
-                        f"Layer '{layer.name}' is a nested model "
-                        f"({type(layer).__name__}); keras_split cannot see into "
-                        "sub-models. Build the model flat (call the sub-model's "
-                        "layers directly)."
-                    )
                 if layer.name in seen:
-                    raise ValueError(
+                    self._problems.append(
                         f"Layer '{layer.name}' ({type(layer).__name__}) is shared: "
                         "it is called at more than one place in the model, so "
-                        "its channels cannot be split consistently."
-                    )
+                        "its channels cannot be split consistently.")
                 seen[layer.name] = layer
                 nodes.append(
                     Node(layer, node, list(node.input_tensors), list(node.outputs))
@@ -294,3 +301,15 @@ class ChannelGraph:
             for t, m in zip(n.outputs, self.handlers[n.layer.name].propagate(n.layer, in_maps, masks)):
                 maps[id(t)] = m
         return maps
+
+
+def _check_op_constants(n):
+    """Raises ValueError for an op node with a constant operand of more than one element
+    (it could not follow a widening of its channels)."""
+    for value in keras.tree.flatten((n.node.arguments.args, n.node.arguments.kwargs)):
+        if isinstance(value, keras.KerasTensor) or np.size(value) <= 1:
+            continue
+        raise ValueError(
+            f"'{n.layer.name}' is an op node ({type(n.layer).__name__}) with a constant "
+            f"operand of shape {np.shape(value)}, which could not be widened with the "
+            "channels: make it a weight of a layer, or a scalar.")

@@ -5,11 +5,9 @@ data directory, a run directory from another configuration, an unwritable output
 """
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
-import tempfile
 import warnings
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v1_cifar", "mobilenet_v2_cifar")
@@ -373,31 +371,6 @@ def build_parser():
     return parser
 
 
-@contextlib.contextmanager
-def _native_stderr_held():
-    """Holds back what native code writes to stderr while TensorFlow is imported.
-
-    TensorFlow's shared libraries log INFO lines (oneDNN, CPU features) through
-    absl before ``TF_CPP_MIN_LOG_LEVEL`` is read; the CLI is not the place for
-    them. File descriptor 2 goes to a temporary file meanwhile, which is
-    replayed if the import fails.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def main(argv=None):
     """Entry point; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -405,7 +378,9 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message=".*shuffle=True.*", category=UserWarning)
     warnings.filterwarnings("ignore", message=".*structure of `inputs`.*", category=UserWarning)
     args = build_parser().parse_args(argv)
-    with _native_stderr_held():
+    from keras_split.compat import native_output_held
+
+    with native_output_held(2):   # TensorFlow's native import logs
         import keras  # noqa: F401
         import tensorflow as tf
 

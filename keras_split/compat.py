@@ -5,7 +5,45 @@ why no public API does the job, so that a framework upgrade breaks only this
 module.
 """
 
+import contextlib
+import os
+import sys
+import tempfile
+
 import numpy as np
+
+
+@contextlib.contextmanager
+def native_output_held(fd=2, replay=True):
+    """Holds back what native code writes to file descriptor ``fd`` meanwhile.
+
+    Why: TensorFlow's shared libraries log through absl at import, before
+    ``TF_CPP_MIN_LOG_LEVEL`` is read, and HiGHS (under ``scipy.optimize.milp``)
+    prints solver notes to stdout even with ``disp=False``; neither has a
+    switch, so the descriptor is pointed at a temporary file for the duration.
+    What was held is written out if the block raises (``replay``).
+
+    Example:
+        >>> with native_output_held(1):
+        ...     res = scipy.optimize.milp(...)
+    """
+    stream = sys.stdout if fd == 1 else sys.stderr
+    stream.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), fd)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, fd)
+            if replay:
+                held.seek(0)
+                stream.write(held.read().decode(errors="replace"))
+                stream.flush()
+            raise
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
 
 
 def tflite_constant_elements(content):

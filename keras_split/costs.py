@@ -33,7 +33,7 @@ def _added_cost(graph, index, n_cols, mode):
     L = keras.layers
     for n in graph.nodes:
         layer = n.layer
-        if not layer.weights or not n.inputs:
+        if not getattr(layer, "weights", None) or not n.inputs:   # op nodes have none
             continue
         a = _counts(graph, n.inputs[0], index, n_cols)
         b = _counts(graph, n.outputs[0], index, n_cols)

@@ -242,10 +242,37 @@ class SinkHandler(LayerHandler):
         return {}, {}
 
 
+class OpHandler(LayerHandler):
+    """Keras op nodes that act element by element: ``x + 3.0``, ``ops.relu6(x)``, ``x * gate``.
+
+    With one tensor operand (the others Python scalars) an op is per-channel;
+    with several, their channels are tied like an element-wise merge layer's
+    (a squeeze-and-excitation gate of shape ``(1, 1, C)`` against ``(H, W, C)``
+    included). Op nodes have no weights, so nothing of them is widened.
+    """
+
+    role = "op"
+
+    def validate(self, layer):
+        pass
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        if len(in_classes) == 1:
+            return [in_classes[0]]
+        return MERGE.trace(layer, in_classes, out_shapes, graph)
+
+    def propagate(self, layer, in_maps, out_masks):
+        return MERGE.propagate(layer, in_maps, out_masks)
+
+    def widen(self, layer, in_maps, out_maps):
+        return {}, {}
+
+
 SINK = SinkHandler()
 CHANNELWISE = ChannelwiseHandler()
 PRODUCER = ProducerHandler()
 MERGE = MergeHandler()
+OP = OpHandler()
 
 _REGISTRY = {}
 
@@ -272,19 +299,43 @@ def register_handler(layer_class, handler):
     _REGISTRY[layer_class] = handler
 
 
+# Element-wise keras ops (by class name in keras.ops.numpy / keras.ops.nn) that op nodes
+# of functional models may use; OP handles them.
+ELEMENTWISE_OPS = frozenset((
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Power",
+    "Negative", "Abs", "Square", "Sqrt", "Exp", "Clip", "Tanh", "Relu", "Relu6", "Sigmoid",
+    "HardSigmoid", "HardSilu", "Silu", "Gelu", "Elu", "Selu", "LeakyRelu", "Softplus",
+    "Softsign"))
+
+
 def get_handler(layer):
-    """The handler for ``layer``'s exact class.
+    """The handler for ``layer``'s exact class (or, for an op node, for what it computes).
 
     Raises:
         ValueError: naming the layer and its type when none is registered.
     """
     handler = _REGISTRY.get(type(layer))
+    kind = type(layer).__name__
+    if isinstance(layer, keras.Model):
+        raise ValueError(
+            f"Layer '{layer.name}' is a nested model ({kind}); keras_split cannot see into "
+            "sub-models. Build the model flat (call the sub-model's layers directly).")
+    if handler is None and not isinstance(layer, keras.layers.Layer) and kind in ELEMENTWISE_OPS:
+        return OP
+    if handler is None and not isinstance(layer, keras.layers.Layer):
+        raise ValueError(
+            f"'{layer.name}' is an op node ({type(layer).__module__.split('.')[-1]}."
+            f"{kind}: a keras.ops call in the functional graph, e.g. `x + 3.0` or "
+            f"`keras.ops.multiply(x, gate)`), not a keras.layers.{kind} layer; of op "
+            f"nodes, the element-wise ones are supported ({', '.join(sorted(ELEMENTWISE_OPS))}): "
+            "use the equivalent layer (keras.layers.Reshape, ...) for this one."
+        )
     if handler is None:
         raise ValueError(
-            f"Layer '{layer.name}' of type {type(layer).__name__} is not "
-            "supported by keras_split (no handler registered). Supported: "
-            f"{sorted(c.__name__ for c in _REGISTRY)}. Register one with "
-            "keras_split.handlers.register_handler."
+            f"Layer '{layer.name}' of type {kind} is not supported by keras_split (no "
+            f"handler registered): if it computes channel by channel, "
+            f"ks.register_handler({kind}, ks.handlers.CHANNELWISE); if it mixes channels "
+            f"or cannot be widened, ks.handlers.SINK (its channels are then never split)."
         )
     handler.validate(layer)
     return handler
@@ -308,6 +359,9 @@ for _cls in (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum):
     register_handler(_cls, MERGE)
 register_handler(L.Concatenate, ConcatenateHandler())
 register_handler(L.Flatten, FlattenHandler())
-for _cls in (L.Softmax, L.LayerNormalization, L.Reshape, L.Permute):
+# Sinks: layers that mix channels, and preprocessing layers keras_split does not widen
+# (they sit before the first splittable layer, where channels are fixed anyway).
+for _cls in (L.Softmax, L.LayerNormalization, L.Reshape, L.Permute, L.Rescaling,
+             L.Normalization, L.Resizing, L.CenterCrop):
     register_handler(_cls, SINK)
 del L, _cls

@@ -26,6 +26,8 @@ import logging
 import numpy as np
 from scipy import optimize
 
+from keras_split.compat import native_output_held
+
 logger = logging.getLogger(__name__)
 
 SOLVERS = ("milp", "lp", "greedy_value")
@@ -240,13 +242,14 @@ def _milp(v, c, budget, m, caps, round_to, widths, time_limit):
             a.append(le)
             lows.append(-np.inf)
             highs.append(0.0)
-    res = optimize.milp(
-        c=np.concatenate(objective),
-        constraints=optimize.LinearConstraint(np.array(a), lows, highs),
-        integrality=np.concatenate(integrality),
-        bounds=optimize.Bounds(np.zeros(total), np.concatenate(upper)),
-        options={"time_limit": time_limit, "disp": False, "mip_rel_gap": 0.0},
-    )
+    with native_output_held(1):   # HiGHS prints solver notes to stdout even with disp=False
+        res = optimize.milp(
+            c=np.concatenate(objective),
+            constraints=optimize.LinearConstraint(np.array(a), lows, highs),
+            integrality=np.concatenate(integrality),
+            bounds=optimize.Bounds(np.zeros(total), np.concatenate(upper)),
+            options={"time_limit": time_limit, "disp": False, "mip_rel_gap": 0.0},
+        )
     if res.x is None:
         raise ValueError(f"The knapsack MILP failed: {res.message}")
     if res.status != 0:

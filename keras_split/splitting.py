@@ -126,7 +126,8 @@ class _Interpreter:
             layer = n.layer
             args, kwargs = n.node.arguments.fill_in(tensors)
             kwargs = dict(kwargs)
-            kwargs["training"] = False
+            if isinstance(layer, keras.layers.Layer):   # op nodes take no training flag
+                kwargs["training"] = False
             if layer.name in self.chains:
                 x = args[0]
                 z, out = on_producer(layer.name, layer, x)

@@ -220,6 +220,8 @@ def widen_model(graph, plans):
     new_model = keras.models.clone_model(model, clone_function=clone)
     var_edits = {}
     for n in graph.nodes:
+        if not isinstance(n.layer, keras.layers.Layer):
+            continue   # an op node: no weights, re-created by clone_model
         new_layer = new_model.get_layer(n.layer.name)
         edits = plans[n.layer.name][1]
         old = {w.name: w for w in n.layer.weights}

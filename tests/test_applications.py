@@ -1,0 +1,88 @@
+"""keras.applications CNNs (issue 11, in part): op nodes, preprocessing layers, one refusal
+listing every unsupported node."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_split as ks
+from tests import zoo
+
+A = keras.applications
+
+
+def _check_family(build, n=32):
+    """eps=0 splits keep the outputs, grow does not raise the held-out loss, fit runs, and
+    the .keras round trip gives the same outputs."""
+    rng = np.random.default_rng(0)
+    base = build()
+    zoo.randomize_batchnorm(base, rng)
+    model = ks.GrowingModel(base)
+    x = rng.uniform(0, 255, size=(n, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, n)
+    before = model.predict(x, verbose=0)
+    layers = model.splittable_layers
+    plan = {name: [0, int(model.network.get_layer(name).kernel.shape[-1]) - 1]
+            for name in (layers[len(layers) // 3], layers[2 * len(layers) // 3])}
+    for rule in ("copy", "fresh"):
+        probe = ks.GrowingModel(build())
+        probe.set_weights(model.get_weights())
+        probe.split(plan, epsilon=0.0, split_rule=rule)
+        assert ks.count_flops(probe) > ks.count_flops(model)
+        np.testing.assert_allclose(probe.predict(x, verbose=0), before, atol=1e-4, rtol=0)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy())
+    stage = model.grow(x, y, growth_ratio=0.2, batch_size=8, eval_data=(x[:16], y[:16]))
+    assert stage.loss_after <= stage.loss_before * (1 + 1e-5)
+    assert stage.macs_after <= 1.2 * stage.macs_before
+    model.fit(x[:8], y[:8], epochs=1, batch_size=8, verbose=0)
+    return model, x
+
+
+def test_mobilenet_v3_small_with_op_nodes(tmp_path):
+    # hard-sigmoid and hard-swish are op nodes (x + 3.0, x * gate) in keras.applications.
+    build = lambda: A.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,  # noqa: E731
+                                       classes=10)
+    ops = [n for n in ks.GrowingModel(build())._graph.nodes
+           if not isinstance(n.layer, keras.layers.Layer)]
+    assert {type(n.layer).__name__ for n in ops} >= {"Add", "Multiply"}
+    model, x = _check_family(build)
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "m.keras").predict(
+        x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.slow
+def test_efficientnet_b0_with_preprocessing_layers_and_se_blocks():
+    _check_family(lambda: A.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10))
+
+
+def test_one_refusal_lists_every_unsupported_node():
+    net = A.ConvNeXtTiny(input_shape=(32, 32, 3), weights=None, classes=10)
+    with pytest.raises(ValueError) as info:
+        ks.GrowingModel(net)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"keras_split cannot grow 'convnext_tiny': {len(lines) - 1} nodes are " \
+                       "not supported:"
+    text = str(info.value)
+    assert "'convnext_tiny_stem' is a nested model (Sequential)" in text
+    assert "has groups=96; grouped convolutions are not supported" in text
+    assert text.count("of type LayerScale is not supported") == 18
+    assert "ks.register_handler(LayerScale, ks.handlers.CHANNELWISE)" in text
+
+
+def test_op_nodes_say_they_are_op_nodes():
+    x = keras.Input((8,))
+    h = keras.layers.Dense(4, name="d")(x)
+    wide = keras.Model(x, keras.layers.Dense(2)(keras.ops.reshape(h, (-1, 4))))
+    with pytest.raises(ValueError, match=r"'reshape' is an op node \(numpy.Reshape: a keras.ops "
+                                         r"call .*not a keras.layers.Reshape layer"):
+        ks.GrowingModel(wide)
+    scaled = keras.Model(x, keras.layers.Dense(2)(h * np.arange(4.0, dtype="float32")))
+    with pytest.raises(ValueError, match=r"constant operand of shape \(4,\)"):
+        ks.GrowingModel(scaled)
+    shifted = ks.GrowingModel(keras.Model(x, keras.layers.Dense(2)(keras.ops.relu6(h + 3.0))))
+    assert shifted.splittable_layers == ["d"]
+    data = np.random.default_rng(0).normal(size=(6, 8)).astype("float32")
+    before = shifted.predict(data, verbose=0)
+    shifted.split({"d": [1]}, epsilon=0.0)
+    np.testing.assert_allclose(shifted.predict(data, verbose=0), before, atol=1e-6)
