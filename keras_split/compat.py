@@ -74,3 +74,34 @@ def tflite_constant_elements(content):
             name = names.get(tensor.Type(), str(tensor.Type()))
             counts[name] = counts.get(name, 0) + int(np.prod(shape))
     return counts
+
+
+def keras_applications_channelwise_layers():
+    """Per-channel custom layers of ``keras.applications`` (ConvNeXt's ``LayerScale``).
+
+    Why private: keras.applications defines them inside its model modules and
+    does not export them, and a handler is looked up by the layer's exact class.
+    """
+    found = []
+    try:
+        from keras.src.applications import convnext
+
+        found.append(convnext.LayerScale)
+    except (ImportError, AttributeError):   # pragma: no cover - another Keras version
+        pass
+    return found
+
+
+def graph_nodes(model):
+    """The operation nodes of a functional model in execution order (inputs left out).
+
+    Why private: Keras keeps a functional graph's nodes in ``_nodes_by_depth``;
+    no public API walks the graph node by node (``model.layers`` loses the
+    calls, their arguments and op nodes).
+    """
+    nodes = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.operation is not None and not node.is_input:
+                nodes.append(node)
+    return nodes

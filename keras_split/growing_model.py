@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_split import data_utils, growth, lobpcg, splitting, surgery
+from keras_split import compat, data_utils, growth, lobpcg, splitting, surgery
 from keras_split.activations import validate_surrogate
 from keras_split.channel_graph import ChannelGraph
 from keras_split.eigenpairs import median_relative_residual
@@ -50,7 +50,32 @@ def as_functional(model):
             f"GrowingModel needs a functional or Sequential keras.Model, got "
             f"{type(model).__name__}: subclassed models have no graph to split."
         )
-    return model
+    nested = [n.operation.name for n in compat.graph_nodes(model)
+              if isinstance(n.operation, keras.Model)]
+    if not nested:
+        return model
+    inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    outputs = _inline(model, inputs)
+    logger.info("Flattened the nested models %s of '%s' into one graph (same layers): the "
+                "grown model is flat.", nested, model.name)
+    return keras.Model(inputs, outputs[0] if len(outputs) == 1 else outputs, name=model.name)
+
+
+def _inline(model, inputs):
+    """``model``'s outputs on ``inputs``, calling its layers one by one, and those of any
+    nested functional or Sequential model in its place."""
+    model = as_functional(model) if isinstance(model, keras.Sequential) else model
+    tensors = {id(ref): value for ref, value in zip(model.inputs, inputs)}
+    for node in compat.graph_nodes(model):
+        args, kwargs = node.arguments.fill_in(tensors)
+        if isinstance(node.operation, keras.Model):
+            outs = _inline(node.operation, keras.tree.flatten(args))
+        else:
+            outs = node.operation(*args, **kwargs)
+        for ref, value in zip(node.outputs, keras.tree.flatten(outs)):
+            tensors[id(ref)] = value
+    return [tensors[id(t)] for t in model.outputs]
 
 
 @keras.saving.register_keras_serializable(package="keras_split")

@@ -22,6 +22,7 @@ Register a handler for your own layer with :func:`register_handler`.
 import numpy as np
 import keras
 
+from keras_split import compat
 from keras_split.channel_map import ChannelMap, WeightEdit
 
 
@@ -108,13 +109,6 @@ class ProducerHandler(LayerHandler):
     role = "producer"
     units_key = "units"
 
-    def validate(self, layer):
-        super().validate(layer)
-        if getattr(layer, "groups", 1) != 1:
-            raise ValueError(
-                f"Layer '{layer.name}' ({type(layer).__name__}) has groups="
-                f"{layer.groups}; grouped convolutions are not supported."
-            )
 
     def trace(self, layer, in_classes, out_shapes, graph):
         return [graph.new_classes(layer.name, out_shapes[0][-1])]
@@ -337,6 +331,10 @@ def get_handler(layer):
             f"ks.register_handler({kind}, ks.handlers.CHANNELWISE); if it mixes channels "
             f"or cannot be widened, ks.handlers.SINK (its channels are then never split)."
         )
+    if getattr(layer, "groups", 1) != 1 and isinstance(handler, ProducerHandler):
+        # A grouped convolution (ConvNeXt's depthwise Conv2D(groups=C)) is not widened:
+        # like a sink, its input and output channels are never split.
+        handler = SINK
     handler.validate(layer)
     return handler
 
@@ -364,4 +362,6 @@ register_handler(L.Flatten, FlattenHandler())
 for _cls in (L.Softmax, L.LayerNormalization, L.Reshape, L.Permute, L.Rescaling,
              L.Normalization, L.Resizing, L.CenterCrop):
     register_handler(_cls, SINK)
+for _cls in compat.keras_applications_channelwise_layers():
+    register_handler(_cls, CHANNELWISE)
 del L, _cls

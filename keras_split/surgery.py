@@ -224,10 +224,14 @@ def widen_model(graph, plans):
             continue   # an op node: no weights, re-created by clone_model
         new_layer = new_model.get_layer(n.layer.name)
         edits = plans[n.layer.name][1]
-        old = {w.name: w for w in n.layer.weights}
-        for w in new_layer.weights:
-            value = keras.ops.convert_to_numpy(old[w.name])
-            edit = edits.get(w.name)
+        if len(new_layer.weights) != len(n.layer.weights):
+            raise RuntimeError(f"Internal error widening '{n.layer.name}': "
+                               f"{len(new_layer.weights)} weights vs {len(n.layer.weights)}.")
+        # Matched by position: unnamed weights (add_weight without a name) are numbered
+        # anew in the clone.
+        for old_w, w in zip(n.layer.weights, new_layer.weights):
+            value = keras.ops.convert_to_numpy(old_w)
+            edit = edits.get(old_w.name)
             if edit is not None:
                 value = edit.apply(value)
                 var_edits[w.path] = edit
