@@ -262,6 +262,32 @@ class OpHandler(LayerHandler):
         return {}, {}
 
 
+class ReshapeHandler(SinkHandler):
+    """Reshape: a sink, except ``(C,) -> (1, ..., 1, C)`` (squeeze-and-excitation), which
+    keeps every channel where it is and widens with them."""
+
+    @staticmethod
+    def _keeps_channels(layer, channels):
+        target = tuple(layer.target_shape)
+        return target[-1] == channels and all(d == 1 for d in target[:-1])
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        shape = tuple(layer.input.shape)
+        if len(shape) == 2 and self._keeps_channels(layer, shape[-1]):
+            return [in_classes[0]]
+        return super().trace(layer, in_classes, out_shapes, graph)
+
+    def propagate(self, layer, in_maps, out_masks):
+        if len(layer.input.shape) == 2 and self._keeps_channels(layer, in_maps[0].old_size):
+            return [in_maps[0]]
+        return super().propagate(layer, in_maps, out_masks)
+
+    def widen(self, layer, in_maps, out_maps):
+        if len(layer.input.shape) == 2 and self._keeps_channels(layer, in_maps[0].old_size):
+            return {"target_shape": tuple(layer.target_shape[:-1]) + (in_maps[0].size,)}, {}
+        return {}, {}
+
+
 SINK = SinkHandler()
 CHANNELWISE = ChannelwiseHandler()
 PRODUCER = ProducerHandler()
@@ -359,7 +385,8 @@ register_handler(L.Concatenate, ConcatenateHandler())
 register_handler(L.Flatten, FlattenHandler())
 # Sinks: layers that mix channels, and preprocessing layers keras_split does not widen
 # (they sit before the first splittable layer, where channels are fixed anyway).
-for _cls in (L.Softmax, L.LayerNormalization, L.Reshape, L.Permute, L.Rescaling,
+register_handler(L.Reshape, ReshapeHandler())
+for _cls in (L.Softmax, L.LayerNormalization, L.Permute, L.Rescaling,
              L.Normalization, L.Resizing, L.CenterCrop):
     register_handler(_cls, SINK)
 for _cls in compat.keras_applications_channelwise_layers():

@@ -59,8 +59,13 @@ def test_mobilenet_v3_small_with_op_nodes(tmp_path):
 
 @pytest.mark.slow
 def test_efficientnet_b0_with_preprocessing_layers_and_se_blocks():
-    _check_family(lambda: A.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10,
-                                           classifier_activation=None))
+    model, _ = _check_family(lambda: A.EfficientNetB0(
+        input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None))
+    # Squeeze-and-excitation: every expanded channel is coupled with its gate unit.
+    groups = model.coupled_groups()
+    assert any({n for n, _ in g} == {"block3a_expand_conv", "block3a_se_expand"}
+               for g in groups)
+    assert sum("se_expand" in n for n in model.splittable_layers) == 16
 
 
 @pytest.mark.slow

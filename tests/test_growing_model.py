@@ -131,11 +131,24 @@ def test_shared_layer_is_refused():
         ks.GrowingModel(keras.Model(x, out))
 
 
-def test_nested_model_is_refused():
-    inner = keras.Sequential([keras.Input((3,)), L.Dense(3)], name="inner")
+def test_nested_models_are_flattened(caplog):
+    inner = keras.Sequential([keras.Input((3,)), L.Dense(4, activation="tanh", name="hidden")],
+                             name="inner")
     x = keras.Input((3,))
-    with pytest.raises(ValueError, match="'inner' is a nested model"):
-        ks.GrowingModel(keras.Model(x, L.Dense(1)(inner(x))))
+    h = inner(x)
+    y = keras.Input((4,))
+    block = keras.Model(y, L.Dense(4, activation="tanh", name="deep")(y), name="block")
+    net = keras.Model(x, L.Dense(1, name="out")(block(h)), name="outer")
+    data = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    with caplog.at_level("INFO", logger="keras_split.growing_model"):
+        model = ks.GrowingModel(net)
+    assert "Flattened the nested models ['inner', 'block'] of 'outer'" in caplog.text
+    assert model.splittable_layers == ["hidden", "deep"]
+    assert model.get_layer("hidden") is inner.get_layer("hidden")     # the same layers
+    before = net.predict(data, verbose=0)
+    np.testing.assert_array_equal(model.predict(data, verbose=0), before)
+    model.split({"hidden": [0], "deep": [3]}, epsilon=0.0)
+    np.testing.assert_allclose(model.predict(data, verbose=0), before, atol=1e-6)
 
 
 def test_subclassed_model_is_refused():

@@ -101,3 +101,29 @@ def test_adam_first_moments_are_halved_with_the_rows_and_second_moments_copied()
     # The split unit's own incoming slots are copied for both children ("copy" keeps them).
     np.testing.assert_allclose(new_m_d1[:, [2, 3]], np.stack([m_d1[:, 2]] * 2, axis=1))
     np.testing.assert_allclose(new_v_d1[:, [2, 3]], np.stack([v_d1[:, 2]] * 2, axis=1))
+
+
+def test_squeeze_and_excitation_gates_split_with_their_channels():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 6, 3))
+    h = L.Conv2D(5, 3, padding="same", activation="swish", name="main")(x)
+    s = L.GlobalAveragePooling2D(name="gap")(h)
+    s = L.Reshape((1, 1, 5), name="se_reshape")(s)
+    s = L.Conv2D(2, 1, activation="swish", name="se_reduce")(s)
+    s = L.Conv2D(5, 1, activation="sigmoid", name="se_expand")(s)
+    h = L.Multiply(name="excite")([h, s])
+    h = L.Conv2D(4, 1, name="project")(h)
+    model = ks.GrowingModel(keras.Model(x, L.Dense(2, name="out")(L.Flatten()(h))))
+    # Channel j of the main path and unit j of the gate are one coupled group.
+    assert sorted(sorted(g) for g in model.coupled_groups()) == [
+        [("main", j), ("se_expand", j)] for j in range(5)]
+    assert model.splittable_layers == ["main", "se_reduce", "se_expand", "project"]
+    data = np.random.default_rng(0).normal(size=(4, 6, 6, 3)).astype("float32")
+    before = model.predict(data, verbose=0)
+    for rule in ("copy", "fresh"):
+        probe = ks.GrowingModel.from_config(model.get_config())
+        probe.set_weights(model.get_weights())
+        assert probe.split({"main": [1, 4]}, epsilon=0.0, split_rule=rule) == {
+            "main": (5, 7), "se_expand": (5, 7)}
+        assert probe.network.get_layer("se_reshape").target_shape == (1, 1, 7)
+        np.testing.assert_allclose(probe.predict(data, verbose=0), before, atol=1e-6)
