@@ -58,6 +58,22 @@ def test_mobilenet_v3_small_with_op_nodes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["MobileNet", "MobileNetV2", "MobileNetV3Large", "ResNet50",
+                                    "ResNet50V2", "DenseNet121", "EfficientNetV2B0"])
+def test_keras_applications_family(family, tmp_path):
+    """Issue 11's acceptance per family, and float TFLite parity on data-like inputs."""
+    from keras_split import export
+
+    model, x = _check_family(lambda: getattr(A, family)(
+        input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None))
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "m.keras").predict(
+        x, verbose=0), model.predict(x, verbose=0))
+    result = export.tflite(model, str(tmp_path / "m.tflite"), sample_data=x[:8])
+    assert result.relative_max_diff <= 1e-4, result
+
+
+@pytest.mark.slow
 def test_efficientnet_b0_with_preprocessing_layers_and_se_blocks():
     model, _ = _check_family(lambda: A.EfficientNetB0(
         input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None))

@@ -188,3 +188,17 @@ def test_real_cifar10_archive(real_cifar10):
         counts += np.bincount(y.numpy(), minlength=10)
     assert n_test == 10_000 and np.all(counts == 1000)
     assert sum(1 for _ in train) == 50  # 50 000 training images, full batches
+
+
+def test_cifar_folder_drops_and_counts_corrupt_images(tmp_path, caplog):
+    from tests.conftest import write_tiny_cifar
+
+    root = write_tiny_cifar(tmp_path / "cifar", train_per_class=2, test_per_class=1)
+    (root / "test" / "class3" / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (root / "test" / "class7" / "cut.jpg").write_bytes(
+        (root / "test" / "class7" / "0.jpg").read_bytes()[:40])
+    with caplog.at_level("WARNING", logger="keras_split.data.cifar"):
+        test = data.cifar_dataset(str(root), "test", batch_size=100, validate=True)
+    assert "Skipping 2 corrupt images" in caplog.text
+    labels = np.concatenate([y.numpy() for _, y in test])
+    assert sorted(labels.tolist()) == list(range(10))       # 12 files, 10 images kept

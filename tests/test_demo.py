@@ -125,6 +125,12 @@ def test_cli_grow_on_a_cifar_folder_and_refuses_other_config(tmp_path, capsys):
     rows = json.loads((tmp_path / "run" / "results.json").read_text())
     assert len(rows) == 2 and rows[1]["macs"] > rows[0]["macs"]
     assert np.load(tmp_path / "run" / "calibration.npz")["x"].shape[1:] == (32, 32, 3)
+    # The schedule follows the folder's 40 training images (2 steps of 16 per epoch, 2
+    # epochs), not CIFAR-10's 50 000.
+    import keras
+
+    optimizer = keras.saving.load_model(tmp_path / "run" / "stage_1" / "model.keras").optimizer
+    assert optimizer.get_config()["learning_rate"]["config"]["decay_steps"] == 2 * (40 // 16)
     other = list(args)
     other[other.index("--width") + 1] = "16"
     assert cli.main(other) == 2
