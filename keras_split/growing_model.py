@@ -477,6 +477,11 @@ class GrowingModel(keras.Model):
         returned stage records it (``guard``), with the children's indices and
         the twin statistics of the grown model.
 
+        A neuron is a candidate only when its eigenvalue is above noise: a step the
+        size of its own incoming weights must predict a loss change of at least 1e-6
+        of the held-out loss (``stage.n_noise`` counts those ignored; on an
+        uncalibrated network they are rounding noise of -1e-21).
+
         ``grow`` reads at most the first 200 batches of the data (fewer when they
         would hold more than 1 GiB) and caches them, so that every estimation
         pass and the guard see the same examples, even from a reshuffling,
