@@ -9,14 +9,14 @@ import tensorflow as tf
 from keras_split import compat, data_utils, growth, lobpcg, splitting, surgery
 from keras_split.activations import validate_surrogate
 from keras_split.channel_graph import ChannelGraph
-from keras_split.eigenpairs import median_relative_residual
+from keras_split.eigenpairs import relative_residual
 from keras_split.split_rule import SplitRule
 
 logger = logging.getLogger(__name__)
 
 METHODS = growth.METHODS
-# splitting_eigenpairs warns above this median residual / |lambda| (see
-# keras_split.eigenpairs.median_relative_residual).
+# splitting_eigenpairs warns above this residual / |lambda| (see
+# keras_split.eigenpairs.relative_residual).
 UNCONVERGED_RESIDUAL = 0.25
 
 
@@ -320,12 +320,13 @@ class GrowingModel(keras.Model):
                 eval_data=eval_data, seed=seed, verbose=verbose,
                 strategy=self.distribute_strategy,
             )
-        ratio = median_relative_residual(eig)
+        ratio = relative_residual(eig)
         if ratio is not None and ratio > UNCONVERGED_RESIDUAL:
             logger.warning(
                 "The %s eigenpairs have not converged: over the neurons with a negative "
-                "eigenvalue, the median residual ||S v - lambda v|| is %.0f%% of |lambda| "
-                "(an eigenvalue may be off by up to its residual). Use more eigen_epochs%s.",
+                "eigenvalue, the residuals ||S v - lambda v|| add up to %.0f%% of their "
+                "|lambda| (an eigenvalue may be off by up to its residual). Use more "
+                "eigen_epochs%s.",
                 method, 100 * ratio, " or method='lobpcg' (the default)" if method == "fast"
                 else "")
         return eig

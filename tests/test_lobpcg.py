@@ -135,21 +135,22 @@ def test_layers_without_signal_get_zero_eigenvalues():
 
 def test_unconverged_estimates_are_reported_from_their_residuals(caplog):
     """The paper's RMSprop with its defaults is far off on a small tanh-like MLP
-    (measured: eigenvalues 65 % off, median residual 114 % of |lambda|); LOBPCG's
-    default 5 passes converge (0.1 % off, residual 2 %) and say nothing."""
+    (measured: eigenvalues 65 % off, residuals ~100 % of |lambda|); LOBPCG's default 5
+    passes converge (0.1 % off, residuals a few %) and say nothing."""
     model = _compiled("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=64, seed=1)
     with caplog.at_level("WARNING", logger="keras_split.growing_model"):
         fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=16)
     assert "The fast eigenpairs have not converged" in caplog.text
     assert "or method='lobpcg' (the default)" in caplog.text
-    assert ks_eig.median_relative_residual(fast) > 0.5
+    assert ks_eig.relative_residual(fast) > 0.5
     caplog.clear()
     with caplog.at_level("WARNING", logger="keras_split.growing_model"):
         lob = model.splitting_eigenpairs((x, y), batch_size=16)
     assert "have not converged" not in caplog.text
-    assert ks_eig.median_relative_residual(lob) < 0.1
+    assert ks_eig.relative_residual(lob) < 0.1
     e = ks.Eigenpairs([-2.0, -1.0, 3.0], np.eye(3), [1.0, 0.2, 100.0])
-    assert ks_eig.median_relative_residual({"a": e, "b": ks.Eigenpairs([-4.0], [[1.0]], [4.0])}) \
-        == 0.5      # ratios 0.5, 0.2 and 1.0; the positive eigenvalue is not a candidate
-    assert ks_eig.median_relative_residual({"a": ks.Eigenpairs([1.0], [[1.0]], [0.0])}) is None
+    # (1 + 0.2 + 4) / (2 + 1 + 4): the positive eigenvalue is not a candidate.
+    assert ks_eig.relative_residual({"a": e, "b": ks.Eigenpairs([-4.0], [[1.0]], [4.0])}) \
+        == pytest.approx(5.2 / 7)
+    assert ks_eig.relative_residual({"a": ks.Eigenpairs([1.0], [[1.0]], [0.0])}) is None
