@@ -248,7 +248,7 @@ def _milp(v, c, budget, m, caps, round_to, widths, time_limit):
             constraints=optimize.LinearConstraint(np.array(a), lows, highs),
             integrality=np.concatenate(integrality),
             bounds=optimize.Bounds(np.zeros(total), np.concatenate(upper)),
-            options={"time_limit": time_limit, "disp": False, "mip_rel_gap": 0.0},
+            options={"time_limit": time_limit, "disp": False},
         )
     if res.x is None:
         raise ValueError(f"The knapsack MILP failed: {res.message}")
