@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_split import activations as act_lib
+from keras_split import compat
 from keras_split.channel_map import ChannelMap
 from keras_split.handlers import SINK, get_handler
 
@@ -136,25 +137,20 @@ class ChannelGraph:
 
     # ----------------------------------------------------------- construction
     def _ordered_nodes(self, model):
-        """The model's nodes in execution order; nested models and shared layers are
-        recorded in ``self._problems`` (and left out)."""
-        seen = {}
+        """The model's nodes in execution order; a layer called at several places is
+        recorded in ``self._problems`` (one of them per extra call)."""
+        seen = set()
         nodes = []
         self._problems = []
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            for node in model._nodes_by_depth[depth]:
-                layer = node.operation
-                if layer is None or node.is_input:
-                    continue
-                if layer.name in seen:
-                    self._problems.append(
-                        f"Layer '{layer.name}' ({type(layer).__name__}) is shared: "
-                        "it is called at more than one place in the model, so "
-                        "its channels cannot be split consistently.")
-                seen[layer.name] = layer
-                nodes.append(
-                    Node(layer, node, list(node.input_tensors), list(node.outputs))
-                )
+        for node in compat.graph_nodes(model):
+            layer = node.operation
+            if layer.name in seen:
+                self._problems.append(
+                    f"Layer '{layer.name}' ({type(layer).__name__}) is shared: "
+                    "it is called at more than one place in the model, so "
+                    "its channels cannot be split consistently.")
+            seen.add(layer.name)
+            nodes.append(Node(layer, node, list(node.input_tensors), list(node.outputs)))
         return nodes
 
     def new_classes(self, layer_name, n):

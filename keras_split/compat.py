@@ -1,8 +1,8 @@
 """Framework internals that no public API serves, wrapped in one place.
 
-Every function here reads a private Keras or TensorFlow structure; each says
-why no public API does the job, so that a framework upgrade breaks only this
-module.
+Every function here reads a private Keras or TensorFlow structure, or works
+around framework behaviour no public switch controls; each says why no public
+API does the job, so that a framework upgrade breaks only this module.
 """
 
 import contextlib

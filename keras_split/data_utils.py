@@ -49,5 +49,18 @@ def unpack(batch):
     )
 
 
+def fits_input(expected, shape):
+    """Whether a batch of ``shape`` fits a model input of ``expected`` shape (batch first;
+    None dimensions of ``expected`` take any size).
+
+    Example:
+        >>> fits_input((None, 32, 32, 3), (8, 32, 32, 3))
+        True
+    """
+    expected, shape = tuple(expected), tuple(shape)
+    return len(shape) == len(expected) and all(
+        e is None or e == g for e, g in zip(expected[1:], shape[1:]))
+
+
 def batch_size_of(x):
     return tf.shape(tf.nest.flatten(x)[0])[0]

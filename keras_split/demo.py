@@ -123,7 +123,7 @@ def retrain(run_dir):
     epochs = sum(epochs) if isinstance(epochs, list) else epochs * (config["stages"] + 1)
     seed = config["seed"]
     model = load_stage_model(os.path.join(run_dir, f"stage_{run['completed']}",
-                                                 "model.keras"))
+                                          "model.keras"))
     data = load_digits(seed=seed)
     retrained = _train_from_scratch(model.found_architecture(seed=seed),
                                     "found architecture, retrained", epochs, data,

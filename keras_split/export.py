@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_split import compat
+from keras_split import compat, data_utils
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def sample_inputs(model, data, n=64, seed=0):
         raise ValueError("The sample data is empty.")
     xs = [a[None] if a.ndim == rank - 1 else a for a in xs]
     for a in xs:
-        if a.ndim != rank or any(d is not None and d != g for d, g in zip(shape, a.shape[1:])):
+        if not data_utils.fits_input(model.inputs[0].shape, a.shape):
             raise ValueError(f"Sample inputs of shape {tuple(a.shape[1:])} do not fit the "
                              f"model, which expects inputs of shape {shape}.")
     x = np.concatenate(xs)[:n].astype("float32")

@@ -9,6 +9,8 @@ activations, pooling and element-wise merges count zero.
 import keras
 import numpy as np
 
+from keras_split import compat
+
 
 def spatial_positions(tensor):
     """Output positions per example: the product of the spatial dimensions (1 for Dense)."""
@@ -58,14 +60,11 @@ def count_flops(model):
     if not hasattr(network, "_nodes_by_depth"):
         raise ValueError(f"count_flops needs a functional or Sequential model, got {type(model).__name__}.")
     total = 0
-    for nodes in network._nodes_by_depth.values():
-        for node in nodes:
-            layer = node.operation
-            if layer is None or node.is_input:
-                continue
-            if isinstance(layer, keras.Model):
-                total += count_flops(layer)
-                continue
-            for out in node.outputs:
-                total += layer_macs(layer, out)
+    for node in compat.graph_nodes(network):
+        layer = node.operation
+        if isinstance(layer, keras.Model):
+            total += count_flops(layer)
+            continue
+        for out in node.outputs:
+            total += layer_macs(layer, out)
     return int(total)

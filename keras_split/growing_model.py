@@ -229,13 +229,10 @@ class GrowingModel(keras.Model):
         for batch in dataset.take(1):
             x, y, sw = data_utils.unpack(batch)
             for got, ref in zip(keras.tree.flatten(x), self.network.inputs):
-                expected = tuple(ref.shape)
-                shape = tuple(got.shape)
-                if len(shape) != len(expected) or any(
-                        e is not None and e != g for e, g in zip(expected[1:], shape[1:])):
+                if not data_utils.fits_input(ref.shape, got.shape):
                     raise ValueError(
-                        f"The inputs have shape {shape}; the model expects inputs of shape "
-                        f"{expected} (input '{ref.name}').")
+                        f"The inputs have shape {tuple(got.shape)}; the model expects inputs "
+                        f"of shape {tuple(ref.shape)} (input '{ref.name}').")
             try:
                 y_pred = self(x, training=False)
                 loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw,

@@ -93,9 +93,9 @@ class GrowthCallback(keras.callbacks.Callback):
                 return
             ratio = min(ratio, self.max_macs / macs - 1.0)
         kwargs = dict(self.grow_kwargs, growth_ratio=ratio)
-        macs = count_flops(self.model)
-        self.stages.append(self.model.grow(self.data, **kwargs))
-        if count_flops(self.model) != macs:
+        stage = self.model.grow(self.data, **kwargs)
+        self.stages.append(stage)
+        if not stage.dry_run and stage.macs_after != stage.macs_before:
             for early in self.restorers:
                 # The best weights kept so far are of the narrower network: the best epoch
                 # is now looked for among the grown network's epochs.

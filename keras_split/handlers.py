@@ -267,23 +267,23 @@ class ReshapeHandler(SinkHandler):
     keeps every channel where it is and widens with them."""
 
     @staticmethod
-    def _keeps_channels(layer, channels):
-        target = tuple(layer.target_shape)
-        return target[-1] == channels and all(d == 1 for d in target[:-1])
+    def _keeps_channels(layer):
+        """Whether ``layer`` turns ``(batch, C)`` into ``(batch, 1, ..., 1, C)``."""
+        shape, target = tuple(layer.input.shape), tuple(layer.target_shape)
+        return len(shape) == 2 and target[-1] == shape[-1] and all(d == 1 for d in target[:-1])
 
     def trace(self, layer, in_classes, out_shapes, graph):
-        shape = tuple(layer.input.shape)
-        if len(shape) == 2 and self._keeps_channels(layer, shape[-1]):
+        if self._keeps_channels(layer):
             return [in_classes[0]]
         return super().trace(layer, in_classes, out_shapes, graph)
 
     def propagate(self, layer, in_maps, out_masks):
-        if len(layer.input.shape) == 2 and self._keeps_channels(layer, in_maps[0].old_size):
+        if self._keeps_channels(layer):
             return [in_maps[0]]
         return super().propagate(layer, in_maps, out_masks)
 
     def widen(self, layer, in_maps, out_maps):
-        if len(layer.input.shape) == 2 and self._keeps_channels(layer, in_maps[0].old_size):
+        if self._keeps_channels(layer):
             return {"target_shape": tuple(layer.target_shape[:-1]) + (in_maps[0].size,)}, {}
         return {}, {}
 
