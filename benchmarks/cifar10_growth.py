@@ -251,6 +251,10 @@ def main(argv=None):
                         help="only print the tables (and plot) of an existing <tag>.json")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in <tag>.json (same settings) and add the rest")
+    parser.add_argument("--baselines-from", default=None, metavar="JSON",
+                        help="take the width and seed runs (trained from scratch, no growth) "
+                             "from this results file instead of training them again; its "
+                             "settings must match in everything but the growth ones")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     unknown = set(methods) - set(METHODS)
@@ -287,6 +291,11 @@ def main(argv=None):
             parser.error(f"--resume: {path} has other settings: {same} vs {fixed}")
         runs = [r for r in old["runs"] if r["method"] in methods]
         print(f"resuming with {len(runs)} runs from {path}", flush=True)
+    if args.baselines_from:
+        taken = baselines_from(args.baselines_from, fixed, methods)
+        runs += [r for r in taken if not any(
+            (o["method"], o["seed"]) == (r["method"], r["seed"]) for o in runs)]
+        print(f"{len(taken)} width/seed runs taken from {args.baselines_from}", flush=True)
 
     def save(final=False):
         result = {"command": "python benchmarks/cifar10_growth.py " + " ".join(
@@ -295,6 +304,7 @@ def main(argv=None):
                   "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                               "tensorflow": tf.__version__, "keras": keras.__version__},
                   "complete": final, "wall_seconds": time.perf_counter() - started,
+                  "baselines_from": args.baselines_from,
                   "runs": [{k: v for k, v in r.items() if k != "found"} for r in runs]}
         if final:
             result["table"] = table(runs, methods, sets)
@@ -333,6 +343,27 @@ def main(argv=None):
     plot(result["table"], tag)
     print(f"total wall time {time.perf_counter() - started:.0f} s; "
           f"wrote {os.path.join(RESULTS, tag + '.json')}")
+
+
+# Settings that only change how networks grow: the width and seed runs (trained from
+# scratch, deterministic per seed) do not depend on them.
+GROWTH_SETTINGS = ("grow_every", "stages", "eigen_examples", "methods", "tag",
+                   "resume", "report", "baselines_from")
+
+
+def baselines_from(path, fixed, methods):
+    """The ``width`` and ``seed`` runs of ``path`` whose settings match ``fixed`` in
+    everything that is not a growth setting (``GROWTH_SETTINGS``)."""
+    with open(path) as f:
+        old = json.load(f)
+    mine = {k: v for k, v in fixed.items() if k not in GROWTH_SETTINGS}
+    theirs = {k: v for k, v in old["settings"].items() if k in mine}
+    if theirs != mine:
+        raise SystemExit(f"--baselines-from: {path} has other settings: {theirs} vs {mine}")
+    taken = [dict(r, taken_from=path) for r in old["runs"]
+             if r["method"] in ("width", "seed") and r["method"] in methods
+             and r["seed"] < fixed["seeds"]]
+    return taken
 
 
 def table(runs, methods, sets):

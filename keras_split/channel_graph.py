@@ -302,8 +302,8 @@ class ChannelGraph:
 def _check_op_constants(n):
     """Raises ValueError for an op node with a constant operand of more than one element
     (it could not follow a widening of its channels)."""
-    for value in keras.tree.flatten((n.node.arguments.args, n.node.arguments.kwargs)):
-        if isinstance(value, keras.KerasTensor) or np.size(value) <= 1:
+    for value in compat.call_constants(n.node):
+        if np.size(value) <= 1:
             continue
         raise ValueError(
             f"'{n.layer.name}' is an op node ({type(n.layer).__name__}) with a constant "

@@ -27,11 +27,12 @@ def _demo(args):
     print(f"Growing the digits network ({args.stages} stages, "
           f"{args.epochs_per_stage or args.epochs} epochs"
           f"{' per stage' if args.epochs_per_stage else ' in all'}); then the matched width "
-          "and the found architecture are trained from scratch.", flush=True)
+          f"and the found architecture are trained from scratch; {args.seeds} "
+          f"seed{'s' if args.seeds > 1 else ''}.", flush=True)
     rows = run_demo(args.out, stages=args.stages, epochs=args.epochs,
                     epochs_per_stage=args.epochs_per_stage,
                     growth_ratio=args.growth_ratio, seed=args.seed, verbose=args.verbose,
-                    baselines=not args.no_baselines)
+                    baselines=not args.no_baselines, seeds=args.seeds)
     _print_rows(rows)
     for r in rows:
         print(f"stage {r['stage']} widths: {' '.join(str(w) for w in r['widths'].values())}")
@@ -46,6 +47,15 @@ def _demo(args):
             print(f"{c[key]['label']:<32}{c[key]['macs']:>10,}{c[key]['epochs']:>8}"
                   f"{c[key]['accuracy']:>10.4f}")
         print(c["verdict"])
+        seeds = os.path.join(args.out, "seeds.json")
+        if args.seeds > 1 and os.path.exists(seeds):
+            with open(seeds) as f:
+                over = json.load(f)
+            print(f"{'seed':>4}{'grown':>9}{'width':>9}{'retrained':>11}  width multiplier")
+            for r in over["runs"]:
+                print(f"{r['seed']:>4}{r['grown']['accuracy']:>9.4f}{r['width']['accuracy']:>9.4f}"
+                      f"{r['retrained']['accuracy']:>11.4f}  {r['width']['label']}")
+            print(over["verdict"])
     print(f"Results: {os.path.join(args.out, 'results.json')}")
     print(f"Report: {os.path.join(args.out, 'report', 'report.md')}")
     return 0
@@ -272,6 +282,18 @@ def _report(args):
     return 0
 
 
+def _schedule_arguments(parser, epochs):
+    """The growth-schedule options ``demo`` and ``grow`` share."""
+    parser.add_argument("--stages", type=int, default=3, help="growth stages (default: 3)")
+    parser.add_argument("--epochs", type=int, default=epochs,
+                        help="training epochs in all, one cosine schedule; growth happens in "
+                             f"the first half (default: {epochs})")
+    parser.add_argument("--epochs-per-stage", type=int, default=None,
+                        help="instead of --epochs: this many epochs for every stage")
+    parser.add_argument("--growth-ratio", type=float, default=0.5,
+                        help="MACs budget of each stage as a fraction (default: 0.5)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-split",
@@ -286,15 +308,11 @@ def build_parser():
                     "digits bundled with scikit-learn (no download), trains width-multiplier "
                     "baselines, and writes a report. Rerunning resumes an interrupted run.")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    demo.add_argument("--stages", type=int, default=3, help="growth stages (default: 3)")
-    demo.add_argument("--epochs", type=int, default=60,
-                      help="training epochs in all, one cosine schedule; growth happens in "
-                           "the first half (default: 60)")
-    demo.add_argument("--epochs-per-stage", type=int, default=None,
-                      help="instead of --epochs: this many epochs for every stage")
-    demo.add_argument("--growth-ratio", type=float, default=0.5,
-                      help="MACs budget of each stage as a fraction (default: 0.5)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _schedule_arguments(demo, epochs=60)
+    demo.add_argument("--seed", type=int, default=0, help="first random seed (default: 0)")
+    demo.add_argument("--seeds", type=int, default=3,
+                      help="seeds to run, each a whole run; the verdict compares their means "
+                           "(default: 3)")
     demo.add_argument("--no-baselines", action="store_true",
                       help="skip the width-multiplier baselines")
     demo.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
@@ -314,14 +332,7 @@ def build_parser():
                       help="ImageNet shards/folders or a CIFAR folder layout/archive")
     grow.add_argument("--dataset", choices=("auto", "imagenet", "cifar10"), default="auto",
                       help="what --data holds (default: detect)")
-    grow.add_argument("--stages", type=int, default=3, help="growth stages (default: 3)")
-    grow.add_argument("--epochs", type=int, default=20,
-                      help="training epochs in all, one cosine schedule; growth happens in "
-                           "the first half (default: 20)")
-    grow.add_argument("--epochs-per-stage", type=int, default=None,
-                      help="instead of --epochs: this many epochs for every stage")
-    grow.add_argument("--growth-ratio", type=float, default=0.5,
-                      help="MACs budget of each stage as a fraction (default: 0.5)")
+    _schedule_arguments(grow, epochs=20)
     grow.add_argument("--out", required=True, help="run directory")
     grow.add_argument("--cost", choices=("flops", "params", "uniform"), default="flops",
                       help="selection cost: flops (energy-aware), params, uniform (vanilla)")

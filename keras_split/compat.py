@@ -105,3 +105,75 @@ def graph_nodes(model):
             if node.operation is not None and not node.is_input:
                 nodes.append(node)
     return nodes
+
+
+def functional_graph(model):
+    """The functional model that holds ``model``'s graph, or None (a subclassed model).
+
+    Why private: a ``Sequential`` model builds a functional model inside it
+    (``_functional``) and keeps the nodes there; whether a model has a graph of
+    nodes at all is only told by ``_nodes_by_depth`` (``keras.Model`` is also
+    the base of subclassed models, which have none).
+    """
+    import keras  # here: ``import keras_split`` loads no TensorFlow
+
+    if isinstance(model, keras.Sequential) and getattr(model, "_functional", None) is not None:
+        model = model._functional
+    return model if hasattr(model, "_nodes_by_depth") else None
+
+
+def has_compiled_loss(model):
+    """Whether ``model.compile`` was given a loss.
+
+    Why private: ``compile(loss=None)`` is legal (a model may add its own
+    losses), and only ``_compile_loss`` tells the two cases apart.
+    """
+    return bool(model.compiled) and getattr(model, "_compile_loss", None) is not None
+
+
+def untrack(model, layer):
+    """Stops ``model`` from tracking ``layer`` as one of its sub-layers.
+
+    Why private: Keras tracks every layer assigned to an attribute and locks
+    the tracker once the model is built; no public API replaces a built
+    model's sub-network, which growing must do (``GrowingModel.network``).
+    """
+    model._tracker.unlock()
+    model._tracker.untrack(layer)
+
+
+def slot_prefix(variable_path):
+    """The name prefix of the optimizer slots of the variable at ``variable_path``.
+
+    Why private: Keras optimizers name a slot ``<path with '/' as '_'>_<kind>``
+    (``"conv1_kernel_momentum"``) and keep no public map from a slot to its
+    variable, so a rebuilt optimizer finds the old slots by name.
+    """
+    return variable_path.replace("/", "_") + "_"
+
+
+def is_first_moment(slot):
+    """Whether optimizer slot ``slot`` is a first moment (SGD velocity, Adam's ``m``):
+    Keras names those ``*_momentum`` (see :func:`slot_prefix`)."""
+    return slot.name.endswith("_momentum")
+
+
+def call_arguments(node, tensors):
+    """``(args, kwargs)`` of the call recorded by graph node ``node``, with each
+    symbolic input replaced by ``tensors[id(symbolic tensor)]``.
+
+    Why private: a functional graph's nodes (``keras.src.ops.node.Node``, see
+    :func:`graph_nodes`) keep their call's arguments in ``node.arguments``
+    (a ``SymbolicArguments``), which no public API exposes; re-running a graph
+    with hooks (the S·v interpreter, inlining nested models) needs them.
+    """
+    return node.arguments.fill_in(tensors)
+
+
+def call_constants(node):
+    """The non-tensor values among the arguments of ``node``'s call (see
+    :func:`call_arguments`), e.g. the ``3.0`` of an op node for ``x + 3.0``."""
+    import keras  # here: ``import keras_split`` loads no TensorFlow
+
+    values = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+    return [v for v in values if not isinstance(v, keras.KerasTensor)]

@@ -24,8 +24,13 @@ logger = logging.getLogger(__name__)
 L = keras.layers
 
 
-def load_digits(test_fraction=0.25, seed=0):
-    """``((x_train, y_train), (x_test, y_test))``: digits as float32 ``[n, 8, 8, 1]`` in [0, 1]."""
+def load_digits(test_fraction=0.25, seed=0, validation=False):
+    """``((x_train, y_train), (x_test, y_test))``: digits as float32 ``[n, 8, 8, 1]`` in [0, 1].
+
+    With ``validation``, the second pair is a validation split carved from the
+    training images (a quarter of them) instead of the test images, and the
+    first pair is the rest: for choosing settings without the test set.
+    """
     from sklearn.datasets import load_digits as sk_load_digits
 
     digits = sk_load_digits()
@@ -34,6 +39,9 @@ def load_digits(test_fraction=0.25, seed=0):
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = int(round(len(x) * test_fraction))
     test, train = order[:n_test], order[n_test:]
+    if validation:
+        train = train[np.random.default_rng(1000 + seed).permutation(len(train))]
+        test, train = train[:len(train) // 4], train[len(train) // 4:]
     return (x[train], y[train]), (x[test], y[test])
 
 
@@ -124,7 +132,7 @@ def retrain(run_dir):
     seed = config["seed"]
     model = load_stage_model(os.path.join(run_dir, f"stage_{run['completed']}",
                                           "model.keras"))
-    data = load_digits(seed=seed)
+    data = load_digits(seed=seed, validation=user.get("validation", False))
     retrained = _train_from_scratch(model.found_architecture(seed=seed),
                                     "found architecture, retrained", epochs, data,
                                     user["learning_rate"], user["batch_size"], seed)
@@ -159,9 +167,102 @@ def verdict(grown, width, retrained=None):
     return text
 
 
+def verdict_over_seeds(runs):
+    """One plain sentence comparing the means over seeds (``runs``: comparison dicts).
+
+    Example:
+        >>> verdict_over_seeds([json.load(open("runs/demo/comparison.json"))])
+    """
+    def stats(key):
+        acc = np.array([r[key]["accuracy"] for r in runs])
+        return acc.mean(), acc.std(), int(round(np.mean([r[key]["macs"] for r in runs])))
+
+    (g, gs, gm), (w, ws, wm) = stats("grown"), stats("width")
+    labels = sorted({r["width"]["label"] for r in runs})
+    ahead = sum(r["grown"]["accuracy"] >= r["width"]["accuracy"] for r in runs)
+    diff = 100 * (g - w)
+    text = (f"Over {len(runs)} seeds (test accuracy, mean ± std): grown in place "
+            f"{g:.4f} ± {gs:.4f} at {gm:,} MACs; {' / '.join(labels)} from scratch "
+            f"{w:.4f} ± {ws:.4f} at {wm:,} MACs (same epochs and schedule): growth is "
+            f"{abs(diff):.1f} points {'ahead of' if diff >= 0 else 'behind'} the width "
+            f"multiplier (at least level on {ahead} of {len(runs)} seeds).")
+    if all("retrained" in r for r in runs):
+        r_mean, r_std, _ = stats("retrained")
+        diff = 100 * (r_mean - w)
+        text += (f" The found architecture retrained from scratch: {r_mean:.4f} ± {r_std:.4f} "
+                 f"({abs(diff):.1f} points {'ahead of' if diff >= 0 else 'behind'} the width "
+                 "multiplier).")
+    return text
+
+
+def seed_dirs(out_dir, seed=0, seeds=1):
+    """``{seed: run directory}``: the first seed's run is ``out_dir``, the others'
+    ``out_dir/seeds/seed_<s>``."""
+    return {s: out_dir if s == seed else os.path.join(out_dir, "seeds", f"seed_{s}")
+            for s in range(seed, seed + seeds)}
+
+
 def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0.5,
-             batch_size=64, learning_rate=0.05, seed=0, verbose=0, baselines=True, report=True):
-    """Grows the digits network and writes ``results.json``; returns the per-stage rows.
+             batch_size=64, learning_rate=0.05, seed=0, verbose=0, baselines=True, report=True,
+             seeds=3):
+    """Grows the digits network on ``seeds`` seeds and compares it with the width multiplier.
+
+    Every seed is a whole run (its own train/test split of the 1 797 images,
+    initialisation and shuffling; see :func:`run_seed`): the first in
+    ``out_dir``, the others in ``out_dir/seeds/seed_<s>``. On 449 test images one
+    seed's difference is noise (a point is 4-5 images, and seeds move the width
+    multiplier alone by 2.5 points), so the verdict compares the means:
+    ``OUT_DIR/seeds.json`` holds every seed's three accuracies, the means and
+    the sentence, which the report shows.
+
+    Args:
+        out_dir: the run directory (resumable; see :func:`keras_split.grow_schedule`).
+        stages, epochs, epochs_per_stage, growth_ratio, batch_size, learning_rate,
+            verbose, baselines: as :func:`run_seed`, for every seed.
+        seed: the first seed.
+        report: write ``OUT_DIR/report`` (plots, GradCAM and saliency maps of the
+            first seed's run, the table over seeds).
+        seeds: how many seeds (``seed``, ``seed + 1``, ...).
+
+    Returns:
+        The first seed's rows (see :func:`run_seed`).
+
+    Raises:
+        ValueError: for ``seeds < 1``.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer. Received: seeds={seeds!r}")
+    first = None
+    comparisons = []
+    for s, run_dir in seed_dirs(out_dir, seed, seeds).items():
+        if s != seed:
+            logger.info("Seed %d of %d: %s", s - seed + 1, seeds, run_dir)
+        rows = run_seed(run_dir, stages=stages, epochs=epochs, epochs_per_stage=epochs_per_stage,
+                        growth_ratio=growth_ratio, batch_size=batch_size,
+                        learning_rate=learning_rate, seed=s, verbose=verbose,
+                        baselines=baselines)
+        first = rows if first is None else first
+        comparison = os.path.join(run_dir, "comparison.json")
+        if baselines and os.path.exists(comparison):
+            with open(comparison) as f:
+                comparisons.append(dict(json.load(f), seed=s))
+    if comparisons:
+        _write_json(os.path.join(out_dir, "seeds.json"),
+                    {"seeds": [c["seed"] for c in comparisons], "runs": comparisons,
+                     "verdict": verdict_over_seeds(comparisons)})
+    if report:
+        from keras_split.report import write_report
+
+        _, (x_test, y_test) = load_digits(seed=seed)
+        pick = np.concatenate([np.flatnonzero(y_test == c)[:1] for c in range(10)])
+        write_report(out_dir, x_test[pick], y_test[pick])
+    return first
+
+
+def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0.5,
+             batch_size=64, learning_rate=0.05, seed=0, verbose=0, baselines=True,
+             split_rule=None, validation=False):
+    """Grows the digits network with one seed and writes ``results.json``; returns its rows.
 
     The protocol is the one measured best on CIFAR-10 (README): one cosine
     learning-rate schedule over the whole run, growth early (``stages`` short
@@ -172,18 +273,22 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
         out_dir: the run directory (resumable; see :func:`keras_split.grow_schedule`).
         stages: growth stages after the seed's training.
         epochs: total training epochs of the grown network (and of every baseline).
-        epochs_per_stage: instead of ``epochs``: the same number of epochs per stage.
+        epochs_per_stage: instead of ``epochs``: the same number of epochs per stage,
+            or a list of the epochs of every stage.
         growth_ratio: MACs budget of every stage, as a fraction.
         batch_size: training batch size.
         learning_rate: peak SGD learning rate (momentum 0.9), cosine-decayed over the
             whole run; the baselines get the same schedule over their (equal) epochs.
-        seed: seed of everything.
+        seed: seed of everything (the train/test split included).
         verbose: passed to fit and grow.
         baselines: also train, from scratch and for as many epochs, the uniform
             width whose MACs are nearest the grown network's (``baselines.json``)
             and the grown architecture freshly initialised (``retrained.json``);
             ``comparison.json`` holds the verdict.
-        report: write ``OUT_DIR/report`` (plots, GradCAM and saliency maps).
+        split_rule: ``grow``'s split rule (default: its default).
+        validation: measure on a validation split carved from the training
+            images instead of the test images (see :func:`load_digits`); the
+            accuracies keep their ``test_accuracy`` keys.
 
     Returns:
         A list of dicts ``{stage, macs, params, test_accuracy, widths, twin_fraction}``.
@@ -191,9 +296,15 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     from keras_split.schedule import growth_epochs, save_calibration
     from keras_split.twins import twin_statistics
 
-    schedule = (growth_epochs(epochs, stages) if epochs_per_stage is None
-                else [int(epochs_per_stage)] * (stages + 1))
-    (x_train, y_train), (x_test, y_test) = load_digits(seed=seed)
+    if epochs_per_stage is None:
+        schedule = growth_epochs(epochs, stages)
+    elif isinstance(epochs_per_stage, (list, tuple)):
+        schedule = [int(e) for e in epochs_per_stage]
+    else:
+        schedule = [int(epochs_per_stage)] * (stages + 1)
+    (x_train, y_train), (x_test, y_test) = load_digits(seed=seed, validation=validation)
+    grow_kwargs = {"eigen_epochs": 4, "cost": "flops",
+                   **({"split_rule": split_rule} if split_rule else {})}
 
     def train_data(stage):
         return (tf.data.Dataset.from_tensor_slices((x_train, y_train))
@@ -203,8 +314,9 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     grow_schedule(
         lambda: _compiled(learning_rate, total_steps), train_data, out_dir, stages=stages,
         epochs_per_stage=schedule, growth_ratio=growth_ratio, seed=seed,
-        grow_kwargs={"eigen_epochs": 4, "cost": "flops"},
-        config={"demo": "digits", "batch_size": batch_size, "learning_rate": learning_rate},
+        grow_kwargs=grow_kwargs,
+        config={"demo": "digits", "batch_size": batch_size, "learning_rate": learning_rate,
+                **({"validation": True} if validation else {})},
         verbose=verbose,
     )
     rows = []
@@ -233,9 +345,4 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
                                    data, learning_rate, batch_size, seed)
         _write_json(os.path.join(out_dir, "baselines.json"), [base])
         retrain(out_dir)
-    if report:
-        from keras_split.report import write_report
-
-        pick = np.concatenate([np.flatnonzero(y_test == c)[:1] for c in range(10)])
-        write_report(out_dir, x_test[pick], y_test[pick])
     return rows

@@ -54,10 +54,8 @@ def count_flops(model):
         >>> count_flops(keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)]))
         32
     """
-    network = getattr(model, "network", model)
-    if isinstance(network, keras.Sequential):
-        network = network._functional if getattr(network, "_functional", None) else network
-    if not hasattr(network, "_nodes_by_depth"):
+    network = compat.functional_graph(getattr(model, "network", model))
+    if network is None:
         raise ValueError(f"count_flops needs a functional or Sequential model, got {type(model).__name__}.")
     total = 0
     for node in compat.graph_nodes(network):

@@ -9,15 +9,13 @@ import tensorflow as tf
 from keras_split import compat, data_utils, growth, lobpcg, splitting, surgery
 from keras_split.activations import validate_surrogate
 from keras_split.channel_graph import ChannelGraph
-from keras_split.eigenpairs import relative_residual
+from keras_split.eigenpairs import (UNCONVERGED_RESIDUAL, relative_residual,
+                                     unconverged_neurons)
 from keras_split.split_rule import SplitRule
 
 logger = logging.getLogger(__name__)
 
 METHODS = growth.METHODS
-# splitting_eigenpairs warns above this residual / |lambda| (see
-# keras_split.eigenpairs.relative_residual).
-UNCONVERGED_RESIDUAL = 0.25
 
 
 def as_functional(model):
@@ -45,7 +43,7 @@ def as_functional(model):
         for layer in model.layers:
             x = layer(x)
         return keras.Model(inputs, x, name=model.name)
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+    if not isinstance(model, keras.Model) or compat.functional_graph(model) is None:
         raise ValueError(
             f"GrowingModel needs a functional or Sequential keras.Model, got "
             f"{type(model).__name__}: subclassed models have no graph to split."
@@ -68,7 +66,7 @@ def _inline(model, inputs):
     model = as_functional(model) if isinstance(model, keras.Sequential) else model
     tensors = {id(ref): value for ref, value in zip(model.inputs, inputs)}
     for node in compat.graph_nodes(model):
-        args, kwargs = node.arguments.fill_in(tensors)
+        args, kwargs = compat.call_arguments(node, tensors)
         if isinstance(node.operation, keras.Model):
             outs = _inline(node.operation, keras.tree.flatten(args))
         else:
@@ -205,7 +203,7 @@ class GrowingModel(keras.Model):
         return [m for m in self._graph.groups.values() if len(m) > 1]
 
     def _loss_fn(self):
-        if not self.compiled or getattr(self, "_compile_loss", None) is None:
+        if not compat.has_compiled_loss(self):
             raise ValueError(
                 "The model must be compiled with a loss before splitting "
                 "eigenpairs can be estimated: call model.compile(optimizer, loss)."
@@ -249,7 +247,8 @@ class GrowingModel(keras.Model):
 
     def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
                              eigen_epochs=5, learning_rate=0.01, eval_data=None, seed=0,
-                             max_bytes=splitting.DEFAULT_MAX_EXACT_BYTES, verbose=0):
+                             max_bytes=splitting.DEFAULT_MAX_EXACT_BYTES, verbose=0,
+                             eigen_tol=growth.EIGEN_TOL):
         """Minimum eigenpairs of every splittable neuron's splitting matrix.
 
         BatchNormalization is frozen (inference statistics) and dropout is off.
@@ -268,7 +267,12 @@ class GrowingModel(keras.Model):
             layers: restrict to these layer names (default: all splittable).
             batch_size: batch size for array data.
             eigen_epochs: lobpcg and fast methods: passes over ``data`` (the
-                name ``grow`` uses too).
+                name ``grow`` uses too); for lobpcg the most it makes.
+            eigen_tol: lobpcg: stop before ``eigen_epochs`` passes once, over the
+                neurons with a negative eigenvalue, the residuals ``||S v - lambda
+                v||`` on ``data`` add up to at most this fraction of their
+                ``|lambda|`` (None: always ``eigen_epochs`` passes). A warning
+                names the neurons still above 25 % after the last pass.
             learning_rate: fast method: RMSprop step size.
             eval_data: lobpcg and fast methods: data on which the final eigenvalues are
                 measured (default: ``data``).
@@ -289,6 +293,10 @@ class GrowingModel(keras.Model):
                 eigen_epochs, (int, np.integer)) or eigen_epochs < 1):
             raise ValueError("eigen_epochs must be a positive integer. "
                              f"Received: eigen_epochs={eigen_epochs!r}")
+        if eigen_tol is not None and (isinstance(eigen_tol, bool) or not isinstance(
+                eigen_tol, (int, float)) or not 0 <= eigen_tol < np.inf):
+            raise ValueError("eigen_tol must be None or a number >= 0. "
+                             f"Received: eigen_tol={eigen_tol!r}")
         if layers is not None:
             layers = list(layers)
             for name in layers:
@@ -308,7 +316,7 @@ class GrowingModel(keras.Model):
             eig = lobpcg.lobpcg_eigenpairs(
                 self._graph, loss_fn, data, layers=layers, epochs=eigen_epochs,
                 batch_size=batch_size, eval_data=eval_data, seed=seed, verbose=verbose,
-                strategy=self.distribute_strategy,
+                strategy=self.distribute_strategy, tol=eigen_tol,
             )
         else:
             eig = splitting.fast_eigenpairs(
@@ -317,15 +325,7 @@ class GrowingModel(keras.Model):
                 eval_data=eval_data, seed=seed, verbose=verbose,
                 strategy=self.distribute_strategy,
             )
-        ratio = relative_residual(eig)
-        if ratio is not None and ratio > UNCONVERGED_RESIDUAL:
-            logger.warning(
-                "The %s eigenpairs have not converged: over the neurons with a negative "
-                "eigenvalue, the residuals ||S v - lambda v|| add up to %.0f%% of their "
-                "|lambda| (an eigenvalue may be off by up to its residual). Use more "
-                "eigen_epochs%s.",
-                method, 100 * ratio, " or method='lobpcg' (the default)" if method == "fast"
-                else "")
+        _warn_unconverged(eig, method)
         return eig
 
     def split(self, plan, eigenpairs=None, epsilon=None, split_rule="copy", seed=0):
@@ -413,8 +413,7 @@ class GrowingModel(keras.Model):
     def _restore(self, snapshot):
         """Makes ``snapshot``'s network, graph and optimizer this model's (no copies)."""
         network, graph, optimizer, had_train_function = snapshot
-        self._tracker.unlock()
-        self._tracker.untrack(self.network)
+        compat.untrack(self, self.network)
         self.network = network
         self._graph = graph
         self.train_function = self.test_function = self.predict_function = None
@@ -434,7 +433,7 @@ class GrowingModel(keras.Model):
         new.iterations.assign(old.iterations)
         old_slots = {v.name: v for v in old.variables}
         prefixes = sorted(
-            ((p.replace("/", "_") + "_", e) for p, e in var_edits.items()),
+            ((compat.slot_prefix(p), e) for p, e in var_edits.items()),
             key=lambda item: -len(item[0]),
         )
         for slot in new.variables:
@@ -449,7 +448,7 @@ class GrowingModel(keras.Model):
                 # First moments (SGD velocity, Adam's m) are halved where the weights
                 # are, so that the two halves together keep the parent's momentum.
                 value = edit.apply(value, with_delta=False,
-                                   halve=slot.name.endswith("_momentum"),
+                                   halve=compat.is_first_moment(slot),
                                    reset_seconds=reset_slots)
                 if tuple(value.shape) != tuple(slot.shape):
                     continue
@@ -460,7 +459,8 @@ class GrowingModel(keras.Model):
     def grow(self, x=None, y=None, growth_ratio=0.5, epsilon=None, method="lobpcg", eigen_epochs=5,
              cost="flops", solver="milp", threshold=0.0, max_units=None, round_to=None,
              max_widths=None, batch_size=32, learning_rate=0.01, eval_data=None, seed=0,
-             dry_run=False, log_dir=None, verbose=0, split_rule=growth.DEFAULT_SPLIT_RULE):
+             dry_run=False, log_dir=None, verbose=0, split_rule=growth.DEFAULT_SPLIT_RULE,
+             eigen_tol=growth.EIGEN_TOL):
         """One energy-aware growth stage: eigenpairs, costs, knapsack selection, split.
 
         The budget is ``growth_ratio`` times the current network's cost in the
@@ -498,7 +498,11 @@ class GrowingModel(keras.Model):
                 :meth:`splitting_eigenpairs`).
             eigen_epochs: lobpcg and fast methods: passes over the estimation batches
                 (lobpcg caches up to 200 of them in memory, so that every pass sees
-                the same examples even from a reshuffling, augmenting pipeline).
+                the same examples even from a reshuffling, augmenting pipeline);
+                for lobpcg the most it makes.
+            eigen_tol: lobpcg stops earlier once the candidates have converged (see
+                :meth:`splitting_eigenpairs`); ``stage.eigen`` records the passes
+                made and the residuals.
             cost: ``"flops"`` (energy-aware, the paper), ``"params"``,
                 ``"uniform"`` (vanilla splitting: by lambda alone, under the
                 MACs budget), or a callable ``layer -> cost of one of its
@@ -554,6 +558,7 @@ class GrowingModel(keras.Model):
                 batch_size=batch_size,
                 learning_rate=learning_rate, eval_data=eval_data, seed=seed,
                 dry_run=dry_run, log_dir=log_dir, verbose=verbose, split_rule=split_rule,
+                eigen_tol=eigen_tol,
             )
             if not dry_run:
                 self.growth_history.append(stage.to_dict())
@@ -563,3 +568,21 @@ class GrowingModel(keras.Model):
             self._restore(snapshot)
             raise
         return stage
+
+
+def _warn_unconverged(eig, method):
+    """Warns when the estimate has not converged (the residual ratio on the data iterated)."""
+    ratio = relative_residual(eig, fit=True)
+    if ratio is None or ratio <= UNCONVERGED_RESIDUAL:
+        return
+    bad = unconverged_neurons(eig)
+    passes = next((e.passes for e in eig.values() if e.passes), None)
+    logger.warning(
+        "The %s eigenpairs have not converged%s: over the neurons with a negative "
+        "eigenvalue, the residuals ||S v - lambda v|| add up to %.0f%% of their |lambda| "
+        "(an eigenvalue may be off by up to its residual); %d neurons are off by more than "
+        "%.0f%% (%s). Use more eigen_epochs%s.",
+        method, f" in {passes} passes" if passes else "", 100 * ratio,
+        sum(map(len, bad.values())), 100 * UNCONVERGED_RESIDUAL,
+        ", ".join(f"{n}: {len(u)}" for n, u in bad.items()),
+        " or method='lobpcg' (the default)" if method == "fast" else "")

@@ -18,7 +18,9 @@ class GrowthCallback(keras.callbacks.Callback):
     Growing inside one ``fit`` keeps one learning-rate schedule (a split keeps
     the optimizer's iteration count). What was measured on CIFAR-10 (README):
     grow early, e.g. ``every_n_epochs = epochs // 6`` with ``max_stages=3``, so
-    that the network trains at its final width for the second half of the run.
+    that the network trains at its final width for the second half of the run
+    (74 % of the final width's training MAC-epochs); ``epochs // 9`` was 0.5
+    points better on validation, on 83 % of them.
 
     After every epoch the callback adds ``macs``, ``growth_stages`` and
     ``twin_fraction`` (see :func:`keras_split.twin_statistics`) to ``logs``, so

@@ -36,6 +36,13 @@ class GrowthStage:
         n_noise: neurons whose negative eigenvalue was ignored as noise: a step
             as large as the neuron's own weights would change the loss by less
             than ``NOISE_RTOL`` (1e-6) of it (see ``keras_split.growth``).
+        eigen: how the eigenpairs were estimated: ``passes`` over the estimation
+            data (lobpcg stops once converged), the residual ratios
+            ``sum(residual) / sum(|lambda|)`` over the negative eigenvalues on the
+            estimation data (``fit_residual_ratio``, convergence) and on the
+            held-out batches (``residual_ratio``, which also holds the difference
+            between the two samples), and ``unconverged``, per layer, the neurons
+            whose residual exceeds 25 % of ``|lambda|``.
 
     Example:
         >>> stage = model.grow(train, growth_ratio=0.5)
@@ -69,6 +76,7 @@ class GrowthStage:
     children: dict = dataclasses.field(default_factory=dict)
     twins: dict = dataclasses.field(default_factory=dict)
     n_noise: int = 0
+    eigen: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from keras_split import data_utils
+from keras_split.eigenpairs import residual_ratio
 from keras_split.splitting import FastEigenSolver, inactive_eigenpairs, rayleigh_eigenpairs
 
 logger = logging.getLogger(__name__)
@@ -89,30 +90,50 @@ class LobpcgEigenSolver:
         self.seed = seed
         self.vectors = {n: _unit(v) for n, v in self.products.get_vectors().items()}
         self.svs = None
+        self.passes = 0
+        self.residual_ratio = None
+        self.ratios = []
 
     def _apply(self, vectors, data, batch_size):
         """``S_D`` applied to ``{layer: [units, d]}`` (one pass over ``data``)."""
         self.products.set_vectors(vectors)
         return self.products.products(data, batch_size)[0]
 
-    def fit(self, data, epochs=5, batch_size=32, verbose=0):
-        """``epochs`` passes over ``data``: ``S v``, then ``epochs - 1`` LOBPCG iterations.
+    def fit(self, data, epochs=5, batch_size=32, verbose=0, tol=None):
+        """At most ``epochs`` passes over ``data``: ``S v``, then LOBPCG iterations.
+
+        With ``tol``, the iterations stop once the candidates have converged on
+        ``data``: over the neurons with a negative eigenvalue, the residuals
+        ``||S v - lambda v||`` add up to at most ``tol`` times their ``|lambda|``
+        (checked after every iteration, from the second pass on). ``passes`` and
+        ``residual_ratio`` record where it stopped, ``ratios`` the ratio after
+        every pass.
 
         Returns ``self``.
 
         Raises:
-            ValueError: for ``epochs < 1``, empty data or non-finite products.
+            ValueError: for ``epochs < 1``, a bad ``tol``, empty data or non-finite
+                products.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+        if tol is not None and not (isinstance(tol, (int, float)) and not isinstance(tol, bool)
+                                    and 0 <= tol < np.inf):
+            raise ValueError(f"tol must be None or a number >= 0. Received: tol={tol!r}")
         if not self.vectors:
             return self
         dataset = data_utils.as_dataset(data, batch_size)
         progbar = keras.utils.Progbar(int(epochs), verbose=verbose, unit_name="pass")
         svs = self._apply(self.vectors, dataset, batch_size)
+        self._record(1, svs)
         progbar.update(1)
         directions, direction_svs = {}, {}
         for done in range(1, int(epochs)):
+            if done > 1 and tol is not None and self.residual_ratio is not None \
+                    and self.residual_ratio <= tol:
+                logger.debug("LOBPCG stopped after %d passes: residual ratio %.2g <= %g",
+                             done, self.residual_ratio, tol)
+                break
             # An orthonormal basis [v, p, r] per neuron keeps the Rayleigh-Ritz step
             # exact in float64 whatever the precision of the products.
             residuals = {}
@@ -139,10 +160,18 @@ class LobpcgEigenSolver:
                 ok = norm > 1e-12
                 scale = np.where(ok, 1.0 / np.where(ok, norm, 1.0), 0.0)
                 directions[name], direction_svs[name] = p * scale, p_sv * scale
+            self._record(done + 1, svs)
             progbar.update(done + 1)
             logger.debug("LOBPCG splitting eigenpairs: pass %d/%d done", done + 1, epochs)
         self.svs = svs
         return self
+
+    def _record(self, passes, svs):
+        """Records the passes made and the residual ratio of the current vectors."""
+        pairs = (rayleigh_eigenpairs(self.vectors[n], svs[n]) for n in self.vectors)
+        self.passes = passes
+        self.residual_ratio = residual_ratio((e.values, e.residuals) for e in pairs)
+        self.ratios.append(self.residual_ratio)
 
     def eigenpairs(self, eval_data=None, batch_size=32):
         """``{layer: Eigenpairs}``; ``lambda = v^T S v`` and residuals on ``eval_data``
@@ -163,11 +192,15 @@ class LobpcgEigenSolver:
                 result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
                 continue
             result[name] = rayleigh_eigenpairs(self.vectors[name], svs[name])
+            if self.svs is not None:
+                fit = rayleigh_eigenpairs(self.vectors[name], self.svs[name])
+                result[name].fit_residuals = fit.residuals
+                result[name].passes = self.passes
         return result
 
 
 def lobpcg_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32,
-                      eval_data=None, seed=0, verbose=0, strategy=None):
+                      eval_data=None, seed=0, verbose=0, strategy=None, tol=None):
     """Splitting eigenpairs by LOBPCG on full-data auxiliary-activation products.
 
     Args:
@@ -177,25 +210,30 @@ def lobpcg_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32
             deterministically (no random augmentation): every pass must see the
             same examples.
         layers: producer names (default: all splittable layers).
-        epochs: passes over ``data`` (one for ``S v``, one per iteration).
+        epochs: at most this many passes over ``data`` (one for ``S v``, one per
+            iteration).
         batch_size: for array data.
         eval_data: where the final eigenvalues are measured (one more pass);
             default: ``data``, with no extra pass.
         seed: seed of the initial vectors.
         verbose: 0 silent, 1 progress bar.
         strategy: split every batch across this strategy's replicas.
+        tol: stop before ``epochs`` passes once the candidates have converged (see
+            :meth:`LobpcgEigenSolver.fit`); None: always ``epochs`` passes.
 
     Returns:
-        ``{layer_name: Eigenpairs}`` with residuals.
+        ``{layer_name: Eigenpairs}`` with residuals on ``eval_data``, and the
+        residuals on ``data`` and the passes made (``fit_residuals``, ``passes``).
 
     Raises:
-        ValueError: for ``epochs < 1``, empty data or non-finite products.
+        ValueError: for ``epochs < 1``, a bad ``tol``, empty data or non-finite
+            products.
 
     Example:
         >>> eig = lobpcg_eigenpairs(graph, loss_fn, (x, y), epochs=5)
     """
     solver = LobpcgEigenSolver(graph, loss_fn, layers, seed, strategy)
-    solver.fit(data, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    solver.fit(data, epochs=epochs, batch_size=batch_size, verbose=verbose, tol=tol)
     return solver.eigenpairs(eval_data, batch_size)
 
 

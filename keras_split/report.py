@@ -150,6 +150,7 @@ def write_report(run_dir, images=None, labels=None, metric=None):
     baselines = _load_json(os.path.join(run_dir, "baselines.json"), [])
     retrained = _load_json(os.path.join(run_dir, "retrained.json"))
     comparison = _load_json(os.path.join(run_dir, "comparison.json"))
+    seeds = _load_json(os.path.join(run_dir, "seeds.json"))
     metric = metric or next((m for m in ("test_accuracy", "top1") if rows and m in rows[0]), None)
     from keras_split.schedule import load_stage_model
 
@@ -201,6 +202,15 @@ def write_report(run_dir, images=None, labels=None, metric=None):
                   "freshly initialised) are trained from scratch for as many epochs as the "
                   "grown network received in all, with the same optimizer and one cosine "
                   "learning-rate schedule.", ""]
+    if seeds and len(seeds["runs"]) > 1:
+        lines += [f"## Over {len(seeds['runs'])} seeds", "",
+                  "| seed | grown in place | width multiplier | found architecture, retrained |",
+                  "|---:|---:|---:|---:|"]
+        for r in seeds["runs"]:
+            lines.append(f"| {r['seed']} | {r['grown']['accuracy']:.4f} | "
+                         f"{r['width']['accuracy']:.4f} ({r['width']['label']}) | "
+                         f"{r['retrained']['accuracy']:.4f} |")
+        lines += ["", seeds["verdict"], ""]
     for title, png in pngs:
         lines += [f"## {title}", "", f"![{title}]({png})", ""]
     if note:

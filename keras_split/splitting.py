@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_split import data_utils
+from keras_split import compat, data_utils
 from keras_split.eigenpairs import Eigenpairs
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class _Interpreter:
             tensors[id(ref)] = value
         for n in self.graph.nodes:
             layer = n.layer
-            args, kwargs = n.node.arguments.fill_in(tensors)
+            args, kwargs = compat.call_arguments(n.node, tensors)
             kwargs = dict(kwargs)
             if isinstance(layer, keras.layers.Layer):   # op nodes take no training flag
                 kwargs["training"] = False

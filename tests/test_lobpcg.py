@@ -9,7 +9,7 @@ import keras_split as ks
 from keras_split import eigenpairs as ks_eig
 from keras_split import lobpcg, splitting
 from tests import zoo
-from tests.test_splitting import _compiled
+from tests.test_splitting import _compiled, assert_matches_exact, estimate_and_exact
 
 
 def _relative_errors(exact, estimate, matrices=None):
@@ -53,22 +53,13 @@ def test_rayleigh_ritz_ignores_a_dependent_basis_vector():
 
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "separable", "flatten_dense"])
 def test_lobpcg_matches_exact(topology):
-    model = _compiled(topology, surrogate="softplus")
-    x, y = zoo.data_for(model.network, n=48)
-    exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
-    eig = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=30)
-    assert set(eig) == set(exact) == set(model.splittable_layers)
-    top = max(np.abs(e.values).max() for e in exact.values())
-    checked = 0
-    for name, e in exact.items():
-        f = eig[name]
-        np.testing.assert_allclose(np.linalg.norm(f.vectors, axis=1), 1.0, rtol=1e-10)
-        for k in np.flatnonzero(np.abs(e.values) >= 0.01 * top):
-            assert abs(f.values[k] - e.values[k]) <= 1e-3 * abs(e.values[k]), (name, k)
-            assert abs(f.vectors[k] @ e.vectors[k]) >= 0.999, (name, k)
-            assert f.residuals[k] <= 1e-2 * abs(e.values[k]), (name, k)
-            checked += 1
-    assert checked >= 5
+    eig, exact = estimate_and_exact(topology, 48, 16, method="lobpcg", eigen_epochs=30,
+                                    eigen_tol=None)
+    assert {e.passes for e in eig.values() if e.passes} == {30}
+    assert_matches_exact(eig, exact, rtol=1e-3, min_cos=0.999, norm_rtol=1e-10,
+                         residual_rtol=1e-2)
+    for method in (ks.GrowingModel.grow, ks.GrowingModel.splitting_eigenpairs):
+        assert inspect.signature(method).parameters["method"].default == "lobpcg"
 
 
 def test_lobpcg_beats_rmsprop_for_the_same_passes():
@@ -79,7 +70,8 @@ def test_lobpcg_beats_rmsprop_for_the_same_passes():
     graph, loss_fn = model._graph, model._loss_fn()
     matrices = splitting.splitting_matrices(graph, loss_fn, (x, y), batch_size=16)
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
-    lob = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=12)
+    lob = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=12,
+                                     eigen_tol=None)
     fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=16, eigen_epochs=12)
     lob_err = _relative_errors(exact, lob, matrices)
     fast_err = _relative_errors(exact, fast, matrices)
@@ -154,3 +146,63 @@ def test_unconverged_estimates_are_reported_from_their_residuals(caplog):
     assert ks_eig.relative_residual({"a": e, "b": ks.Eigenpairs([-4.0], [[1.0]], [4.0])}) \
         == pytest.approx(5.2 / 7)
     assert ks_eig.relative_residual({"a": ks.Eigenpairs([1.0], [[1.0]], [0.0])}) is None
+
+
+@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish"])
+def test_lobpcg_stops_once_the_candidates_have_converged(topology):
+    """With ``tol`` the passes stop as soon as the residual ratio on the estimation data
+    is within it; the eigenvalues that matter are then within about ``tol`` of eigh."""
+    model = _compiled(topology, surrogate="softplus")
+    x, y = zoo.data_for(model.network, n=48)
+    graph, loss_fn = model._graph, model._loss_fn()
+    exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
+    full = lobpcg.LobpcgEigenSolver(graph, loss_fn, seed=0).fit((x, y), epochs=30,
+                                                                  batch_size=16)
+    assert full.passes == len(full.ratios) == 30 and full.ratios[-1] < 1e-3
+    stopped = lobpcg.LobpcgEigenSolver(graph, loss_fn, seed=0)
+    stopped.fit((x, y), epochs=30, batch_size=16, tol=0.01)
+    # The first pass from the second on whose ratio is within tol, with the same vectors.
+    first = next(k for k in range(2, 31) if full.ratios[k - 1] <= 0.01)
+    assert stopped.passes == first < 30
+    assert stopped.ratios == pytest.approx(full.ratios[:first], rel=1e-9)
+    eig = stopped.eigenpairs()
+    assert ks_eig.relative_residual(eig, fit=True) == pytest.approx(stopped.residual_ratio)
+    errors = _relative_errors(exact, eig)
+    assert np.median(errors) <= 0.01 and errors.max() <= 0.1, errors
+
+
+def test_grow_records_passes_and_residuals_and_names_unconverged_neurons(caplog):
+    model = _compiled("cnn_bn_swish", surrogate="softplus")
+    x, y = zoo.data_for(model.network, n=80)
+    stage = model.grow(x, y, batch_size=16, growth_ratio=0.2, dry_run=True)
+    assert 2 <= stage.eigen["passes"] <= 5
+    assert stage.eigen["passes"] == 5 or stage.eigen["fit_residual_ratio"] <= 0.01
+    assert stage.eigen["residual_ratio"] is not None
+    assert ks.GrowthStage.from_json(stage.to_json()).eigen == stage.eigen
+    once = model.grow(x, y, batch_size=16, growth_ratio=0.2, dry_run=True, eigen_epochs=1)
+    assert once.eigen["passes"] == 1 and once.eigen["fit_residual_ratio"] > 0.25
+    # One pass from random vectors: the warning counts the neurons far off, per layer.
+    with caplog.at_level("WARNING", logger="keras_split.growing_model"):
+        model.splitting_eigenpairs((x, y), batch_size=16, eigen_epochs=1)
+    assert "have not converged in 1 passes" in caplog.text
+    assert sum(once.eigen["unconverged"].values()) > 0
+    for name, count in once.eigen["unconverged"].items():
+        assert f"{name}: {count}" in caplog.text
+    for bad in (-0.1, "0.01", True, float("inf")):
+        with pytest.raises(ValueError, match="Received: eigen_tol="):
+            model.splitting_eigenpairs((x, y), eigen_tol=bad)
+
+
+def test_unconverged_neurons_and_the_warning_use_the_estimation_residuals(caplog):
+    """Held-out residuals also hold the difference between two samples' matrices, which
+    no pass removes: only the residuals on the data iterated say whether it converged."""
+    e = ks.Eigenpairs([-2.0, -1.0, 3.0], np.eye(3), residuals=[1.5, 0.9, 5.0],
+                      fit_residuals=[0.01, 0.5, 5.0], passes=4)
+    assert ks_eig.unconverged_neurons({"a": e}) == {"a": [1]}
+    assert ks_eig.unconverged_neurons({"a": ks.Eigenpairs(e.values, e.vectors, e.residuals)}) \
+        == {"a": [0, 1]}
+    assert ks_eig.relative_residual({"a": e}) == pytest.approx(2.4 / 3)
+    assert ks_eig.relative_residual({"a": e}, fit=True) == pytest.approx(0.51 / 3)
+    assert ks.Eigenpairs.from_dict(e.to_dict()).passes == 4
+    np.testing.assert_array_equal(ks.Eigenpairs.from_dict(e.to_dict()).fit_residuals,
+                                  e.fit_residuals)

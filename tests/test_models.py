@@ -8,20 +8,15 @@ import keras_split as ks
 from keras_split import models
 
 
-@pytest.mark.parametrize("alpha, macs", [(1.0, 569e6), (0.75, 325e6), (0.5, 149e6)])
-def test_mobilenet_v1_macs_and_params(alpha, macs):
-    model = models.mobilenet_v1(alpha)
+@pytest.mark.parametrize("version, alpha, macs", [
+    ("v1", 1.0, 569e6), ("v1", 0.75, 325e6), ("v1", 0.5, 149e6),
+    ("v2", 1.0, 300e6), ("v2", 0.75, 209e6), ("v2", 0.5, 97e6)])
+def test_mobilenet_macs_and_params(version, alpha, macs):
+    """The papers' MACs, and keras.applications' parameter counts."""
+    model = getattr(models, f"mobilenet_{version}")(alpha)
     assert ks.count_flops(model) == pytest.approx(macs, rel=0.02)
-    ref = keras.applications.MobileNet(alpha=alpha, weights=None)
-    assert model.count_params() == ref.count_params()
-
-
-@pytest.mark.parametrize("alpha, macs", [(1.0, 300e6), (0.75, 209e6), (0.5, 97e6)])
-def test_mobilenet_v2_macs_and_params(alpha, macs):
-    model = models.mobilenet_v2(alpha)
-    assert ks.count_flops(model) == pytest.approx(macs, rel=0.02)
-    ref = keras.applications.MobileNetV2(alpha=alpha, weights=None)
-    assert model.count_params() == ref.count_params()
+    reference = {"v1": keras.applications.MobileNet, "v2": keras.applications.MobileNetV2}
+    assert model.count_params() == reference[version](alpha=alpha, weights=None).count_params()
 
 
 def test_v2_has_identity_shortcuts_that_couple_channels():
