@@ -82,13 +82,29 @@ def keras_applications_channelwise_layers():
     Why private: keras.applications defines them inside its model modules and
     does not export them, and a handler is looked up by the layer's exact class.
     """
-    found = []
-    try:
-        from keras.src.applications import convnext
+    return _applications_layers(("convnext", "LayerScale"))
 
-        found.append(convnext.LayerScale)
-    except (ImportError, AttributeError):   # pragma: no cover - another Keras version
-        pass
+
+def keras_applications_merge_layers():
+    """Element-wise merge layers of ``keras.applications`` (InceptionResNetV2's
+    ``CustomScaleLayer``: ``inputs[0] + inputs[1] * scale``).
+
+    Why private: as for :func:`keras_applications_channelwise_layers`.
+    """
+    return _applications_layers(("inception_resnet_v2", "CustomScaleLayer"))
+
+
+def _applications_layers(*names):
+    """The classes ``keras.src.applications.<module>.<name>`` this Keras has."""
+    import importlib
+
+    found = []
+    for module, name in names:
+        try:
+            found.append(getattr(importlib.import_module(f"keras.src.applications.{module}"),
+                                 name))
+        except (ImportError, AttributeError):   # pragma: no cover - another Keras version
+            pass
     return found
 
 

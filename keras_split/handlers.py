@@ -391,4 +391,6 @@ for _cls in (L.Softmax, L.LayerNormalization, L.Permute, L.Rescaling,
     register_handler(_cls, SINK)
 for _cls in compat.keras_applications_channelwise_layers():
     register_handler(_cls, CHANNELWISE)
+for _cls in compat.keras_applications_merge_layers():
+    register_handler(_cls, MERGE)
 del L, _cls

@@ -11,7 +11,7 @@ from tests import zoo
 A = keras.applications
 
 
-def _check_family(build, tmp_path, n=32):
+def _check_family(build, tmp_path, n=32, size=32):
     """Issue 11's acceptance for one family: eps=0 splits keep the outputs, grow does not
     raise the held-out loss, a fit step runs, the .keras round trip gives the same outputs
     and float TFLite matches Keras to 1e-4 relative on data-like inputs."""
@@ -22,15 +22,17 @@ def _check_family(build, tmp_path, n=32):
     zoo.randomize_batchnorm(base, rng)
     model = ks.GrowingModel(base)
     np.testing.assert_array_equal(model.predict(x := rng.uniform(
-        0, 255, size=(n, 32, 32, 3)).astype("float32"), verbose=0), base.predict(x, verbose=0))
-    x = rng.uniform(0, 255, size=(n, 32, 32, 3)).astype("float32")
+        0, 255, size=(n, size, size, 3)).astype("float32"), verbose=0), base.predict(x, verbose=0))
+    x = rng.uniform(0, 255, size=(n, size, size, 3)).astype("float32")
     y = rng.integers(0, 10, n)
     before = model.predict(x, verbose=0)
     layers = model.splittable_layers
     plan = {name: [0, int(model.network.get_layer(name).kernel.shape[-1]) - 1]
             for name in (layers[len(layers) // 3], layers[2 * len(layers) // 3])}
     for rule in ("copy", "fresh"):
-        probe = ks.GrowingModel(build())
+        # A clone keeps the layer names (a second build() of a model with automatic
+        # names, InceptionV3's conv2d_N, would not).
+        probe = ks.GrowingModel(keras.models.clone_model(base))
         probe.set_weights(model.get_weights())
         probe.split(plan, epsilon=0.0, split_rule=rule)
         assert ks.count_flops(probe) > ks.count_flops(model)
@@ -73,6 +75,39 @@ def test_keras_applications_family(family, tmp_path):
     """Issue 11's acceptance per family (see _check_family)."""
     _check_family(lambda: getattr(A, family)(
         input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["InceptionV3", "InceptionResNetV2"])
+def test_inception_families_at_their_smallest_input(family, tmp_path):
+    """75x75, the smallest input they take; InceptionResNetV2's scaled residual sums
+    (CustomScaleLayer) tie their channels like an Add."""
+    model, _ = _check_family(lambda: getattr(A, family)(
+        input_shape=(75, 75, 3), weights=None, classes=10, classifier_activation=None),
+        tmp_path, n=16, size=75)
+    assert model.growth_history[0]["macs_after"] > model.growth_history[0]["macs_before"]
+
+
+def test_custom_scale_layer_is_a_merge():
+    """InceptionResNetV2's ``inputs[0] + inputs[1] * scale``: the two inputs' channels form
+    coupled groups, and an eps=0 split keeps the outputs."""
+    from keras_split import compat
+
+    (scale_layer,) = compat.keras_applications_merge_layers()
+    x = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 1, name="a")(x)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="b")(x)
+    h = scale_layer(0.2, name="scaled_sum")([a, b])
+    h = keras.layers.Activation("swish")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = ks.GrowingModel(keras.Model(x, keras.layers.Dense(3, name="out")(h)))
+    assert sorted(sorted(g) for g in model.coupled_groups()) == [
+        [("a", k), ("b", k)] for k in range(4)]
+    data = np.random.default_rng(0).normal(size=(4, 6, 6, 3)).astype("float32")
+    before = model.predict(data, verbose=0)
+    model.split({"a": [1], "b": [1]}, epsilon=0.0, split_rule="copy")
+    assert model.network.get_layer("b").kernel.shape[-1] == 5
+    np.testing.assert_allclose(model.predict(data, verbose=0), before, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
