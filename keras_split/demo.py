@@ -152,17 +152,21 @@ def retrain(run_dir):
     return retrained
 
 
+def _points(diff):
+    """``"1.2 points ahead of"`` or ``"0.4 points behind"`` for a difference in points."""
+    return f"{abs(diff):.1f} points {'ahead of' if diff >= 0 else 'behind'}"
+
+
 def verdict(grown, width, retrained=None):
     """One plain sentence comparing the grown network with the width multiplier (and retrained)."""
     diff = 100 * (grown["accuracy"] - width["accuracy"])
     text = (f"Grown in place: {grown['accuracy']:.4f} at {grown['macs']:,} MACs; "
             f"{width['label']} from scratch: {width['accuracy']:.4f} at {width['macs']:,} MACs "
-            f"(same epochs and schedule): growth is {abs(diff):.1f} points "
-            f"{'ahead of' if diff >= 0 else 'behind'} the width multiplier.")
+            f"(same epochs and schedule): growth is {_points(diff)} the width multiplier.")
     if retrained is not None:
         diff = 100 * (retrained["accuracy"] - width["accuracy"])
         text += (f" The found architecture retrained from scratch: {retrained['accuracy']:.4f} "
-                 f"({abs(diff):.1f} points {'ahead of' if diff >= 0 else 'behind'} the "
+                 f"({_points(diff)} the "
                  "width multiplier).")
     return text
 
@@ -184,13 +188,13 @@ def verdict_over_seeds(runs):
     text = (f"Over {len(runs)} seeds (test accuracy, mean ± std): grown in place "
             f"{g:.4f} ± {gs:.4f} at {gm:,} MACs; {' / '.join(labels)} from scratch "
             f"{w:.4f} ± {ws:.4f} at {wm:,} MACs (same epochs and schedule): growth is "
-            f"{abs(diff):.1f} points {'ahead of' if diff >= 0 else 'behind'} the width "
+            f"{_points(diff)} the width "
             f"multiplier (at least level on {ahead} of {len(runs)} seeds).")
     if all("retrained" in r for r in runs):
         r_mean, r_std, _ = stats("retrained")
         diff = 100 * (r_mean - w)
         text += (f" The found architecture retrained from scratch: {r_mean:.4f} ± {r_std:.4f} "
-                 f"({abs(diff):.1f} points {'ahead of' if diff >= 0 else 'behind'} the width "
+                 f"({_points(diff)} the width "
                  "multiplier).")
     return text
 

@@ -128,3 +128,8 @@ def unconverged_neurons(eigenpairs, rtol=UNCONVERGED_RESIDUAL):
                 out[name] = [int(u) for u in bad]
     return out
 
+
+
+def eigen_passes(eigenpairs):
+    """The passes an estimator recorded (``Eigenpairs.passes``, lobpcg), or None."""
+    return next((e.passes for e in eigenpairs.values() if e.passes), None)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras_split import compat, data_utils, growth, lobpcg, splitting, surgery
 from keras_split.activations import validate_surrogate
 from keras_split.channel_graph import ChannelGraph
-from keras_split.eigenpairs import (UNCONVERGED_RESIDUAL, relative_residual,
+from keras_split.eigenpairs import (UNCONVERGED_RESIDUAL, eigen_passes, relative_residual,
                                      unconverged_neurons)
 from keras_split.split_rule import SplitRule
 
@@ -576,7 +576,7 @@ def _warn_unconverged(eig, method):
     if ratio is None or ratio <= UNCONVERGED_RESIDUAL:
         return
     bad = unconverged_neurons(eig)
-    passes = next((e.passes for e in eig.values() if e.passes), None)
+    passes = eigen_passes(eig)
     logger.warning(
         "The %s eigenpairs have not converged%s: over the neurons with a negative "
         "eigenvalue, the residuals ||S v - lambda v|| add up to %.0f%% of their |lambda| "

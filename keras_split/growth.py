@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras_split import costs as cost_lib
 from keras_split import data_utils, selection
 from keras_split.channel_map import ChannelMap
-from keras_split.eigenpairs import relative_residual, unconverged_neurons
+from keras_split.eigenpairs import eigen_passes, relative_residual, unconverged_neurons
 from keras_split.flops import count_flops
 from keras_split.growth_stage import GrowthStage
 from keras_split.split_rule import SplitRule
@@ -465,7 +465,7 @@ def run_stage(model, data, growth_ratio=0.5, epsilon=None, method="lobpcg", eige
 
 def _eigen_record(eig):
     """How far the estimate went and how well it converged, for ``GrowthStage.eigen``."""
-    passes = next((e.passes for e in eig.values() if e.passes), None)
+    passes = eigen_passes(eig)
     return {"passes": passes,
             "fit_residual_ratio": relative_residual(eig, fit=True) if passes else None,
             "residual_ratio": relative_residual(eig),
