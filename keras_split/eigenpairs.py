@@ -66,6 +66,25 @@ class Eigenpairs:
                    d.get("passes"))
 
 
+class LayerEigenpairs(dict):
+    """``{layer_name: Eigenpairs}`` and the mean loss of the pass that measured them.
+
+    Args:
+        pairs: the ``{layer_name: Eigenpairs}`` items.
+        loss: the model's mean loss on the data where the eigenvalues were
+            measured (the products' forward pass computes it anyway), or None.
+
+    Example:
+        >>> eig = LayerEigenpairs({"fc": pairs}, loss=0.42)
+        >>> eig.loss
+        0.42
+    """
+
+    def __init__(self, pairs=(), loss=None):
+        super().__init__(pairs)
+        self.loss = loss
+
+
 def relative_residual(eigenpairs, fit=False):
     """``sum(residual) / sum(|lambda|)`` over the neurons with ``lambda < 0``, all layers.
 

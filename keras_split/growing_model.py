@@ -223,7 +223,17 @@ class GrowingModel(keras.Model):
         return loss_fn
 
     def _check_labels(self, dataset):
-        """Raises a clear ValueError when the first batch does not fit the model and loss."""
+        """Raises a clear ValueError when the first batch does not fit the model and loss.
+
+        A growth schedule estimates on the same data at every stage, and widening
+        changes neither the inputs, the outputs nor the loss: a check that passed
+        for the same data spec, output shapes and loss is not run again (it costs
+        an eager forward pass).
+        """
+        key = (repr(dataset.element_spec), tuple(str(t.shape) for t in self.network.outputs),
+               id(getattr(self, "loss", None)))
+        if getattr(self, "_labels_checked", None) == key:
+            return
         for batch in dataset.take(1):
             x, y, sw = data_utils.unpack(batch)
             for got, ref in zip(keras.tree.flatten(x), self.network.inputs):
@@ -244,6 +254,7 @@ class GrowingModel(keras.Model):
                     f"({shapes}): {lines[0] if lines else type(err).__name__}"
                 ) from err
             del loss  # non-finite values are reported per layer by the estimators
+        self._labels_checked = key
 
     def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
                              eigen_epochs=5, learning_rate=0.01, eval_data=None, seed=0,

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from keras_split import data_utils
-from keras_split.eigenpairs import residual_ratio
+from keras_split.eigenpairs import LayerEigenpairs, residual_ratio
 from keras_split.splitting import FastEigenSolver, inactive_eigenpairs, rayleigh_eigenpairs
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,11 @@ class LobpcgEigenSolver:
         """``{layer: Eigenpairs}``; ``lambda = v^T S v`` and residuals on ``eval_data``
         (default: the data of the last :meth:`fit`, with no further pass).
 
+        Returns:
+            A :class:`~keras_split.eigenpairs.LayerEigenpairs`, whose ``loss`` is
+            the model's mean loss on ``eval_data`` (on the fit data by default;
+            None when no layer had a splitting signal and no pass ran).
+
         Raises:
             ValueError: when :meth:`fit` has not run and no ``eval_data`` is given.
         """
@@ -186,7 +191,7 @@ class LobpcgEigenSolver:
             svs = self.svs or {}
         else:
             raise ValueError("call fit() first, or pass eval_data.")
-        result = {}
+        result = LayerEigenpairs(loss=self.products.loss)
         for name in self.layers:
             if name not in self.vectors:
                 result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
@@ -223,7 +228,8 @@ def lobpcg_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32
 
     Returns:
         ``{layer_name: Eigenpairs}`` with residuals on ``eval_data``, and the
-        residuals on ``data`` and the passes made (``fit_residuals``, ``passes``).
+        residuals on ``data`` and the passes made (``fit_residuals``, ``passes``);
+        its ``loss`` is the mean loss on ``eval_data`` (a LayerEigenpairs).
 
     Raises:
         ValueError: for ``epochs < 1``, a bad ``tol``, empty data or non-finite

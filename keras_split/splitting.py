@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split import compat, data_utils
-from keras_split.eigenpairs import Eigenpairs
+from keras_split.eigenpairs import Eigenpairs, LayerEigenpairs
 
 logger = logging.getLogger(__name__)
 
@@ -392,6 +392,7 @@ class FastEigenSolver:
             self.vectors[name] = keras.Variable(v.astype(dtype), name=f"{name}_split_v",
                                                 trainable=True)
         self.optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate)
+        self.loss = None  # the mean loss of the last products pass
         self.strategy = strategy if strategy and strategy.num_replicas_in_sync > 1 else None
         # The graph is static Python (no tensor-dependent control flow): autograph would
         # only add seconds of source conversion to every trace (one per architecture).
@@ -399,21 +400,26 @@ class FastEigenSolver:
         self._step_fn = tf.function(self._step, reduce_retracing=True)
 
     def _sv_sum(self, x, y, sw):
-        """``n * S v`` on one (per-replica) batch of ``n`` examples, and ``n``."""
-        svs = self._sv(x, y, sw)
+        """``n * S v`` and ``n`` times the loss on one (per-replica) batch of ``n`` examples,
+        and ``n``."""
+        svs, loss = self._sv(x, y, sw)
         n = tf.shape(tf.nest.flatten(x)[0])[0]
-        return {k: v * tf.cast(n, v.dtype) for k, v in svs.items()}, n
+        sums = {k: v * tf.cast(n, v.dtype) for k, v in svs.items()}
+        return sums, tf.cast(loss, tf.float64) * tf.cast(n, tf.float64), n
 
     def _sv_global(self, x, y, sw):
-        """``S v`` of every active layer on a (possibly distributed) batch, and its size."""
+        """``S v`` of every active layer and the loss on a (possibly distributed) batch,
+        and its size."""
         if self.strategy is None:
-            sums, n = self._sv_sum(x, y, sw)
+            sums, loss_sum, n = self._sv_sum(x, y, sw)
         else:
-            per_sums, per_n = self.strategy.run(self._sv_sum, args=(x, y, sw))
+            per_sums, per_loss, per_n = self.strategy.run(self._sv_sum, args=(x, y, sw))
             total = tf.distribute.ReduceOp.SUM
             sums = {k: self.strategy.reduce(total, v, axis=None) for k, v in per_sums.items()}
+            loss_sum = self.strategy.reduce(total, per_loss, axis=None)
             n = self.strategy.reduce(total, per_n, axis=None)
-        return {k: v / tf.cast(n, v.dtype) for k, v in sums.items()}, n
+        means = {k: v / tf.cast(n, v.dtype) for k, v in sums.items()}
+        return means, loss_sum / tf.cast(n, tf.float64), n
 
     def _batches(self, dataset):
         """``dataset``'s batches, split across the replicas of a multi-replica strategy."""
@@ -422,7 +428,8 @@ class FastEigenSolver:
         return self.strategy.experimental_distribute_dataset(dataset)
 
     def _sv(self, x, y, sw):
-        """``S V`` of every active layer on one batch (the Y-slot gradients)."""
+        """``S V`` of every active layer on one batch (the Y-slot gradients), and the loss
+        (the slots are zero: the model's own loss)."""
         interp, vectors = self.interp, self.vectors
         slots = {
             name: tf.zeros(vectors[name].shape, dtype=graph_dtype(self.graph, name))
@@ -449,10 +456,11 @@ class FastEigenSolver:
             loss = self.loss_fn(x, y, y_pred, sw)
         names = list(slots)
         grads = tape.gradient(loss, [slots[n] for n in names])
-        return {
+        svs = {
             n: (g if g is not None else tf.zeros_like(slots[n]))
             for n, g in zip(names, grads)
         }
+        return svs, loss
 
     def _learning_rate(self, step, total):
         """Cosine decay from ``learning_rate`` to 1 % of it over the run."""
@@ -474,7 +482,7 @@ class FastEigenSolver:
         return lam, (sv - lam * v) / (norm + tiny)
 
     def _step(self, x, y, sw):
-        svs, _ = self._sv_global(x, y, sw)
+        svs, _, _ = self._sv_global(x, y, sw)
         grads, finite = [], []
         for name in self.active:
             v = self.vectors[name].value
@@ -538,22 +546,26 @@ class FastEigenSolver:
 
         Returns:
             ``({layer: float64[units, d]}, examples)``: row ``i`` is ``S_i v_i``.
+            The mean loss over ``data`` (the same forward pass) is left in
+            :attr:`loss`.
 
         Raises:
             ValueError: for empty data or non-finite products (naming the layer).
         """
         dataset = data_utils.as_dataset(data, batch_size)
         totals = {n: 0.0 for n in self.active}
-        count = 0
+        count, loss_total = 0, 0.0
         for batch in self._batches(dataset):
             x, y, sw = data_utils.unpack(batch)
-            svs, n = self._sv_fn(x, y, sw)
+            svs, loss, n = self._sv_fn(x, y, sw)
             n = int(n)
             for name, sv in svs.items():
                 totals[name] = totals[name] + n * sv.numpy().astype(np.float64)
+            loss_total += n * float(loss)
             count += n
         if count == 0 and self.active:
             raise ValueError(empty)
+        self.loss = loss_total / count if count else None
         out = {}
         for name in self.active:
             units = int(self.vectors[name].shape[-1])
@@ -579,7 +591,7 @@ class FastEigenSolver:
         """Eigenpairs from the current vectors, ``lambda = v^T S v`` measured on ``data``."""
         svs, _ = self.products(data, batch_size, empty="evaluation data is empty.")
         vectors = self.get_vectors()
-        result = {}
+        result = LayerEigenpairs(loss=self.loss)
         for name in self.layers:
             if name not in self.vectors:
                 result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)

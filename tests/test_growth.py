@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_split as ks
+from keras_split import data_utils
 
 L = keras.layers
 
@@ -220,6 +221,30 @@ def test_bad_data():
         model.grow((np.zeros((16, 10, 10, 3), "float32"), y), batch_size=32)
     for a, b in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_label_check_runs_once_per_data_and_loss(monkeypatch):
+    model = compiled()
+    x, y = data(16)
+    calls = []
+    fits = data_utils.fits_input
+
+    def counting(*args):
+        calls.append(1)
+        return fits(*args)
+
+    monkeypatch.setattr(data_utils, "fits_input", counting)  # only the check calls it
+    model.splitting_eigenpairs((x, y), method="exact")
+    assert len(calls) == 1
+    model.splitting_eigenpairs((x, y), method="exact")
+    assert len(calls) == 1  # the same data and loss: no second check
+    with pytest.raises(ValueError, match="The inputs have shape"):  # other data: checked
+        model.splitting_eigenpairs((x[:, :, :, :2], y), method="exact")
+    assert len(calls) == 2
+    # Another loss is checked again: labels of the wrong shape fail clearly.
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    with pytest.raises(ValueError, match="does not match the model and its compiled loss"):
+        model.splitting_eigenpairs((x, y), method="exact")
 
 
 def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):

@@ -7,7 +7,7 @@ import pytest
 
 import keras_split as ks
 from keras_split import eigenpairs as ks_eig
-from keras_split import lobpcg, splitting
+from keras_split import data_utils, growth, lobpcg, splitting
 from tests import zoo
 from tests.test_splitting import _compiled, assert_matches_exact, estimate_and_exact
 
@@ -94,6 +94,23 @@ def test_eval_data_measures_lambda_on_other_batches(float64):
         np.testing.assert_allclose(
             e.residuals, np.linalg.norm(sv - rayleigh[:, None] * e.vectors, axis=1),
             rtol=1e-6, atol=1e-14)
+
+
+def test_the_held_out_pass_measures_the_models_loss(float64):
+    model = _compiled("mlp", surrogate="softplus")
+    x, y = zoo.data_for(model.network, n=32, seed=2)
+    xe, ye = zoo.data_for(model.network, n=24, seed=3)
+    eig = lobpcg.lobpcg_eigenpairs(model._graph, model._loss_fn(), (x, y), epochs=2,
+                                   batch_size=16, eval_data=(xe, ye))
+    # 24 examples in batches of 16 and 8: the mean weighs every example once.
+    expected = growth.mean_loss(model, data_utils.as_dataset((xe, ye), 24))
+    assert isinstance(eig, ks_eig.LayerEigenpairs)
+    np.testing.assert_allclose(eig.loss, expected, rtol=1e-10)
+    fit_only = lobpcg.lobpcg_eigenpairs(model._graph, model._loss_fn(), (x, y), epochs=2,
+                                        batch_size=16)
+    np.testing.assert_allclose(
+        fit_only.loss, growth.mean_loss(model, data_utils.as_dataset((x, y), 32)),
+        rtol=1e-10)
 
 
 def test_lobpcg_is_the_default_and_validates_epochs():
