@@ -27,7 +27,7 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "test": ["pytest>=8"],
     },
-    entry_points={"console_scripts": ["keras-split=keras_split.cli:main"]},
+    entry_points={"console_scripts": ["keras-split=keras_split.apps.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Keras",

@@ -18,12 +18,12 @@ width multiplier it is compared with:
 * ``random``: random groups, random directions, same MACs budget, default rule;
 * ``retrained``: the architecture ``energy`` found with the same seed, freshly
   initialised and trained from scratch;
-* ``width``: the uniform width ``--target-width`` (19), from scratch (with
-  ``--target-width 0``: the uniform width closest to ``energy``'s final MACs);
+* ``width``: the uniform width ``--target-width`` (19), from scratch (``--target-width 0``:
+  the uniform width closest to ``energy``'s final MACs);
 * ``seed``: the width-8 seed, from scratch.
 
-Settings are chosen on a validation split carved from the training images
-(``--eval val`` reports only validation accuracy); ``--eval test`` reports both.
+Settings are chosen on a validation split carved from the training images (``--eval val``
+reports only validation accuracy); ``--eval test`` reports both.
 
     python benchmarks/cifar10_growth.py --data-dir /tmp/cifar --eval test
 
@@ -32,10 +32,8 @@ Prints a table (mean and std over seeds) and writes ``benchmarks/results/<tag>.j
 """
 
 import argparse
-import glob
 import json
 import os
-import platform
 import sys
 import time
 
@@ -46,11 +44,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_split as ks  # noqa: E402
-from keras_split import costs, growth, models  # noqa: E402
-from keras_split.data import preprocessing  # noqa: E402
+from keras_split import models  # noqa: E402
+from keras_split.growing import estimation_data, growth_settings, guard  # noqa: E402
+from keras_split.select import costs  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from cifar10_common import (RESULTS, command_line, evaluate, load, machine,  # noqa: E402
+                            normalised, train, width_macs)
+
 METHODS = ("energy", "energy-copy", "energy-fresh", "energy-antisym", "energy-anti0", "vanilla",
            "random", "retrained", "width", "seed")
 # Growing methods: (cost, split rule); None is grow()'s default rule.
@@ -62,77 +64,6 @@ GROWING = {"energy": ("flops", None), "energy-copy": ("flops", "copy"),
 # The default run: grow()'s default rule against its baselines (the rule ablation is
 # benchmarks/results/cifar10_growth_rules.json, run with --methods energy,energy-copy,...).
 DEFAULT_METHODS = ("energy", "vanilla", "random", "retrained", "width", "seed")
-
-
-def load(data_dir, n_train, n_val, cache="/tmp/cifar10_uint8.npz"):
-    """uint8 arrays: ``n_train`` training and ``n_val`` validation images (disjoint, both
-    from the training folder, fixed by data seed 0) and the 10 000 test images."""
-    if not os.path.exists(cache):
-        def read(split):
-            classes = sorted(os.listdir(os.path.join(data_dir, split)))
-            files = [(f, i) for i, c in enumerate(classes)
-                     for f in sorted(glob.glob(os.path.join(data_dir, split, c, "*.jpg")))]
-            ds = tf.data.Dataset.from_tensor_slices([f for f, _ in files]).map(
-                lambda f: tf.io.decode_jpeg(tf.io.read_file(f), channels=3),
-                num_parallel_calls=tf.data.AUTOTUNE).batch(1000)
-            return (np.concatenate([b.numpy() for b in ds]),
-                    np.array([i for _, i in files], dtype=np.int64))
-        (x, y), (xt, yt) = read("train"), read("test")
-        np.savez(cache, x=x, y=y, xt=xt, yt=yt)
-    d = np.load(cache)
-    order = np.random.default_rng(0).permutation(len(d["x"]))
-    val, train = order[:n_val], order[n_val:n_val + n_train]
-    return (d["x"][train], d["y"][train]), (d["x"][val], d["y"][val]), (d["xt"], d["yt"])
-
-
-def training_data(x, y, batch_size, epochs, seed):
-    """All epochs' batches: a stateless shuffle and augmentation per (seed, epoch)."""
-    n = len(x) // batch_size * batch_size
-    images, labels = tf.constant(x), tf.constant(y)
-
-    def epoch(e):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(x)), seed=tf.stack([tf.cast(seed, tf.int64), e]))[:n]
-        ds = tf.data.Dataset.from_tensor_slices(order)
-        return ds.map(lambda i: (preprocessing.cifar_train(
-            tf.gather(images, i), tf.stack([e * 1_000_003 + tf.cast(seed, tf.int64),
-                                            tf.cast(i, tf.int64)])), tf.gather(labels, i)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    return (tf.data.Dataset.range(epochs).flat_map(epoch).batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)), n // batch_size
-
-
-def width_macs(width):
-    """MACs of the uniform MobileNetV1-CIFAR of ``width``."""
-    return ks.count_flops(models.mobilenet_v1_cifar(blocks=6, width=width, activation="swish"))
-
-
-def normalised(x):
-    return preprocessing.cifar_eval(tf.constant(x)).numpy()
-
-
-def compile_model(model, args, steps):
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
-
-
-class Timer(keras.callbacks.Callback):
-    """Epoch wall times and MACs (MAC-epochs), and the stages' growth seconds."""
-
-    def __init__(self):
-        super().__init__()
-        self.epochs, self.macs = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.perf_counter()
-        self.macs.append(ks.count_flops(self.model))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append(time.perf_counter() - self.t0)
 
 
 class RandomGrowth(ks.GrowthCallback):
@@ -156,26 +87,14 @@ class RandomGrowth(ks.GrowthCallback):
             kernel = model.network.get_layer(name).kernel
             v = rng.normal(size=(kernel.shape[-1], int(np.prod(kernel.shape[:-1]))))
             eig[name] = ks.Eigenpairs(np.zeros(len(v)), v / np.linalg.norm(v, axis=1, keepdims=True))
-        _, held_out = growth.split_holdout(tf.data.Dataset.from_tensor_slices(self.data).batch(128))
-        rule = ks.SplitRule.get(growth.DEFAULT_SPLIT_RULE)
-        _, _, _, action = growth.guarded_split(model, [groups[i] for i in chosen], eig, rule,
-                                               held_out, seed=epoch)
+        _, held_out = estimation_data.split_holdout(
+            tf.data.Dataset.from_tensor_slices(self.data).batch(128))
+        rule = ks.SplitRule.get(growth_settings.DEFAULT_SPLIT_RULE)
+        _, _, _, action = guard.guarded_split(model, [groups[i] for i in chosen], eig, rule,
+                                              held_out, seed=epoch)
         self.stages.append(argparse.Namespace(seconds={"total": time.perf_counter() - t0},
                                               guard={"action": action}, twins={},
                                               epsilon=rule.epsilon))
-
-
-def train(model, args, seed, x, y, callbacks=()):
-    data, steps = training_data(x, y, args.batch_size, args.epochs, seed)
-    compile_model(model, args, steps * args.epochs)
-    timer = Timer()
-    model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=0,
-              callbacks=[timer, *callbacks])
-    return timer
-
-
-def evaluate(model, sets):
-    return {k: float(model.evaluate(x, y, batch_size=500, verbose=0)[1]) for k, (x, y) in sets.items()}
 
 
 def run(method, args, seed, train_xy, sets, found=None, width=None):
@@ -227,7 +146,8 @@ def run(method, args, seed, train_xy, sets, found=None, width=None):
     return out
 
 
-def main(argv=None):
+def build_parser():
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="CIFAR-10 folder layout")
     parser.add_argument("--eval", choices=("val", "test"), default="test",
@@ -255,6 +175,11 @@ def main(argv=None):
                         help="take the width and seed runs (trained from scratch, no growth) "
                              "from this results file instead of training them again; its "
                              "settings must match in everything but the growth ones")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     unknown = set(methods) - set(METHODS)
@@ -263,14 +188,7 @@ def main(argv=None):
         parser.error(f"--methods: unknown {sorted(unknown)}, or retrained/width without energy")
     tag = args.tag or ("cifar10_growth" if args.eval == "test" else "cifar10_growth_validation")
     if args.report:
-        with open(os.path.join(RESULTS, tag + ".json")) as f:
-            old = json.load(f)
-        names = [m for m in METHODS if any(r["method"] == m for r in old["runs"])]
-        keys = {"val": None, **({"test": None} if "test" in old["runs"][0] else {})}
-        rows = table(old["runs"], names, keys)
-        print_table(rows, keys)
-        print(markdown(rows, keys))
-        plot(rows, tag)
+        report(tag)
         return
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
@@ -279,10 +197,48 @@ def main(argv=None):
     if args.eval == "test":
         sets["test"] = (normalised(test[0]), test[1])
     os.makedirs(RESULTS, exist_ok=True)
-    runs = []
     path = os.path.join(RESULTS, tag + ".json")
     fixed = {k: v for k, v in vars(args).items()
              if k not in ("data_dir", "methods", "resume", "report")}
+    runs = previous_runs(parser, args, path, fixed, methods)
+
+    def save(final=False):
+        result = {"command": command_line("cifar10_growth.py", argv),
+                  "settings": {k: v for k, v in vars(args).items() if k != "data_dir"},
+                  "machine": machine(),
+                  "complete": final, "wall_seconds": time.perf_counter() - started,
+                  "baselines_from": args.baselines_from,
+                  "runs": [{k: v for k, v in r.items() if k != "found"} for r in runs]}
+        if final:
+            result["table"] = table(runs, methods, sets)
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+        return result
+
+    run_all(args, methods, runs, train_xy, sets, save)
+    show(save(final=True)["table"], sets, tag)
+    print(f"total wall time {time.perf_counter() - started:.0f} s; wrote {path}")
+
+
+def report(tag):
+    """``--report``: the tables and plot of the existing ``<tag>.json``."""
+    with open(os.path.join(RESULTS, tag + ".json")) as f:
+        old = json.load(f)
+    names = [m for m in METHODS if any(r["method"] == m for r in old["runs"])]
+    keys = {"val": None, **({"test": None} if "test" in old["runs"][0] else {})}
+    show(table(old["runs"], names, keys), keys, tag)
+
+
+def show(rows, sets, tag):
+    """Prints the table of ``rows`` (plain and Markdown) and plots it to ``<tag>.png``."""
+    print_table(rows, sets)
+    print(markdown(rows, sets))
+    plot(rows, tag)
+
+
+def previous_runs(parser, args, path, fixed, methods):
+    """The runs kept from ``path`` (``--resume``) and taken from ``--baselines-from``."""
+    runs = []
     if args.resume and os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
@@ -296,22 +252,21 @@ def main(argv=None):
         runs += [r for r in taken if not any(
             (o["method"], o["seed"]) == (r["method"], r["seed"]) for o in runs)]
         print(f"{len(taken)} width/seed runs taken from {args.baselines_from}", flush=True)
+    return runs
 
-    def save(final=False):
-        result = {"command": "python benchmarks/cifar10_growth.py " + " ".join(
-                      argv if argv is not None else sys.argv[1:]),
-                  "settings": {k: v for k, v in vars(args).items() if k != "data_dir"},
-                  "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                              "tensorflow": tf.__version__, "keras": keras.__version__},
-                  "complete": final, "wall_seconds": time.perf_counter() - started,
-                  "baselines_from": args.baselines_from,
-                  "runs": [{k: v for k, v in r.items() if k != "found"} for r in runs]}
-        if final:
-            result["table"] = table(runs, methods, sets)
-        with open(os.path.join(RESULTS, tag + ".json"), "w") as f:
-            json.dump(result, f, indent=1)
-        return result
 
+def baseline_width(args, runs):
+    """The width of the ``width`` runs: ``--target-width``, or (0) the uniform width whose
+    MACs are nearest the first energy run's."""
+    if args.target_width:
+        return args.target_width
+    target = next(r for r in runs if r["method"] == "energy")["macs"]
+    return min(range(4, 65), key=lambda w: abs(ks.count_flops(
+        models.mobilenet_v1_cifar(blocks=6, width=w)) - target))
+
+
+def run_all(args, methods, runs, train_xy, sets, save):
+    """Runs every (seed, method) that ``runs`` lacks, adding each to ``runs`` and saving."""
     width = None
     for seed in range(args.seeds):
         done = {r["method"]: r for r in runs if r["seed"] == seed}
@@ -321,12 +276,8 @@ def main(argv=None):
             if method == "retrained" and "found" not in done["energy"]:
                 raise SystemExit(f"--resume: seed {seed} has energy but no retrained run; "
                                  "rerun that seed's energy (remove it from the JSON)")
-            if method == "width" and width is None and args.target_width:
-                width = args.target_width
             if method == "width" and width is None:
-                target = next(r for r in runs if r["method"] == "energy")["macs"]
-                width = min(range(4, 65), key=lambda w: abs(ks.count_flops(
-                    models.mobilenet_v1_cifar(blocks=6, width=w)) - target))
+                width = baseline_width(args, runs)
             r = run(method, args, seed, train_xy, sets,
                     found=done.get("energy", {}).get("found"),
                     width=8 if method == "seed" else width)
@@ -337,15 +288,8 @@ def main(argv=None):
                 f"{k} {r[k]:.4f}" for k in sets) + f"  twins {r['twin_fraction']:.3f}"
                 f"  {r['seconds']:.0f} s", flush=True)
             save()
-    result = save(final=True)
-    print_table(result["table"], sets)
-    print(markdown(result["table"], sets))
-    plot(result["table"], tag)
-    print(f"total wall time {time.perf_counter() - started:.0f} s; "
-          f"wrote {os.path.join(RESULTS, tag + '.json')}")
 
 
-# Settings that only change how networks grow: the width and seed runs (trained from
 # scratch, deterministic per seed) do not depend on them.
 GROWTH_SETTINGS = ("grow_every", "stages", "eigen_examples", "methods", "tag",
                    "resume", "report", "baselines_from")
@@ -360,10 +304,9 @@ def baselines_from(path, fixed, methods):
     theirs = {k: v for k, v in old["settings"].items() if k in mine}
     if theirs != mine:
         raise SystemExit(f"--baselines-from: {path} has other settings: {theirs} vs {mine}")
-    taken = [dict(r, taken_from=path) for r in old["runs"]
-             if r["method"] in ("width", "seed") and r["method"] in methods
-             and r["seed"] < fixed["seeds"]]
-    return taken
+    return [dict(r, taken_from=path) for r in old["runs"]
+            if r["method"] in ("width", "seed") and r["method"] in methods
+            and r["seed"] < fixed["seeds"]]
 
 
 def table(runs, methods, sets):

@@ -24,7 +24,6 @@ Prints a table (mean ± std over seeds) and writes
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -39,8 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_split as ks  # noqa: E402
 from keras_split import models  # noqa: E402
 
-from cifar10_growth import (RESULTS, Timer, compile_model, load, normalised,  # noqa: E402
-                            training_data, width_macs)
+from cifar10_common import (RESULTS, Timer, command_line, compile_model, load,  # noqa: E402
+                            machine, normalised, training_data, width_macs)
 
 
 class TimedGrowth(ks.GrowthCallback):
@@ -142,11 +141,9 @@ def main(argv=None):
         print(f"seed {seed}: " + ", ".join(
             f"stage {s['stage']} {s['grow_seconds']:.1f} s" for s in runs[-1]["stages"]),
             flush=True)
-        result = {"command": "python benchmarks/growth_stage_cost.py " + " ".join(
-                      argv if argv is not None else sys.argv[1:]),
+        result = {"command": command_line("growth_stage_cost.py", argv),
                   "settings": {k: v for k, v in vars(args).items() if k != "data_dir"},
-                  "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                              "tensorflow": tf.__version__, "keras": keras.__version__},
+                  "machine": machine(),
                   "wall_seconds": time.perf_counter() - started,
                   "complete": seed == args.seeds - 1, "runs": runs,
                   "table": table(runs, args.train_sizes)}

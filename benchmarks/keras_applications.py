@@ -21,7 +21,6 @@ seconds are of this machine (2 CPU cores); compare them across models of one run
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_split as ks  # noqa: E402
 
-from cifar10_growth import RESULTS, load  # noqa: E402
+from cifar10_common import RESULTS, command_line, load, machine  # noqa: E402
 
 A = keras.applications
 # Model -> the module whose preprocess_input it expects.
@@ -124,10 +123,8 @@ def main(argv=None):
               f"{r['macs_after'] / r['macs']:.2f}x)  save+load {r['save_load_s']:5.1f} s  "
               f"eps=0 change {r['split_change']:.1e}", flush=True)
         with open(os.path.join(RESULTS, "keras_applications.json"), "w") as f:
-            json.dump({"command": "python benchmarks/keras_applications.py " + " ".join(
-                          argv if argv is not None else sys.argv[1:]),
-                       "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                   "tensorflow": tf.__version__, "keras": keras.__version__},
+            json.dump({"command": command_line("keras_applications.py", argv),
+                       "machine": machine(),
                        "images": args.images, "wall_seconds": time.perf_counter() - started,
                        "rows": rows}, f, indent=1)
     print("| model | MACs | splittable layers | wrap s | eigenpairs s | grow s (MACs after) | "

@@ -32,8 +32,9 @@ def real_pairs():
     import keras
 
     import keras_split as ks
-    from keras_split import costs, models
-    from keras_split.demo import load_digits
+    from keras_split import models
+    from keras_split.select import costs
+    from keras_split.apps.demo import load_digits
 
     keras.utils.set_random_seed(0)
     (x, y), _ = load_digits()

@@ -46,8 +46,10 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras_split as ks  # noqa: E402
-from keras_split import lobpcg, splitting  # noqa: E402
-from keras_split.demo import seed_network  # noqa: E402
+from keras_split.estimate import lobpcg  # noqa: E402
+from keras_split.estimate.exact import ExactMatrices  # noqa: E402
+from keras_split.estimate.rmsprop import FastEigenSolver  # noqa: E402
+from keras_split.apps.demo import seed_network  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -116,7 +118,7 @@ def equal_accuracy(growing, x, y, batch_size, tolerance, max_passes):
     need until every neuron that matters is within ``tolerance`` of the exact
     smallest eigenvalue (a fresh solver for every trial length)."""
     graph, loss_fn = growing._graph, growing._loss_fn()
-    exact = splitting.ExactMatrices(graph, loss_fn)
+    exact = ExactMatrices(graph, loss_fn)
     smallest_exact(exact, x[:batch_size], y[:batch_size], batch_size)  # tracing
     t0 = time.perf_counter()
     mats, lam = smallest_exact(exact, x, y, batch_size)
@@ -130,7 +132,7 @@ def equal_accuracy(growing, x, y, batch_size, tolerance, max_passes):
             (x, y), epochs=passes, batch_size=batch_size).vectors
 
     def rmsprop_vectors(passes):
-        solver = splitting.FastEigenSolver(graph, loss_fn, seed=0)
+        solver = FastEigenSolver(graph, loss_fn, seed=0)
         return solver.fit((x, y), epochs=passes, batch_size=batch_size).get_vectors()
 
     for method, solve, trials in (
@@ -175,7 +177,7 @@ def setup(width, x, y, exact_max_width):
 
         return run_steps
 
-    solver = splitting.FastEigenSolver(growing._graph, growing._loss_fn())
+    solver = FastEigenSolver(growing._graph, growing._loss_fn())
 
     def fast_steps(n):
         for _ in range(n):
@@ -183,7 +185,7 @@ def setup(width, x, y, exact_max_width):
 
     runners = {"fit_steps": fit_steps, "train": fit_steps(plain), "fast": fast_steps}
     if width <= exact_max_width:
-        exact = splitting.ExactMatrices(growing._graph, growing._loss_fn())
+        exact = ExactMatrices(growing._graph, growing._loss_fn())
 
         def exact_steps(n):
             for _ in range(n):

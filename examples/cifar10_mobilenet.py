@@ -34,8 +34,9 @@ def main(argv=None):
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     args = parser.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from keras_split import data, models, recipes
-    from keras_split.schedule import growth_epochs
+    from keras_split import data, models
+    from keras_split.apps import recipes
+    from keras_split.growing.schedule import growth_epochs
 
     train_fn = lambda stage: recipes.one_hot(  # noqa: E731
         data.cifar_dataset(args.data_dir, "train", batch_size=args.batch_size,

@@ -59,8 +59,9 @@ def main(argv=None, model="mobilenet_v2", default_width=0.3):
     else:
         strategy = tf.distribute.MirroredStrategy()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from keras_split import data, models, recipes
-    from keras_split.schedule import growth_epochs
+    from keras_split import data, models
+    from keras_split.apps import recipes
+    from keras_split.growing.schedule import growth_epochs
 
     builder = getattr(models, model)
     train_fn = lambda stage: recipes.one_hot(  # noqa: E731

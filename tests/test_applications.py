@@ -15,7 +15,7 @@ def _check_family(build, tmp_path, n=32, size=32):
     """Issue 11's acceptance for one family: eps=0 splits keep the outputs, grow does not
     raise the held-out loss, a fit step runs, the .keras round trip gives the same outputs
     and float TFLite matches Keras to 1e-4 relative on data-like inputs."""
-    from keras_split import export
+    from keras_split.apps import export
 
     rng = np.random.default_rng(0)
     base = build()

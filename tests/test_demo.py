@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_split import cli
+from keras_split.apps import cli
 from tests.conftest import write_tiny_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +49,7 @@ def test_demo_reduced_setting_writes_results_and_report(demo_run, capsys):
 
 
 def test_digits_validation_split_is_carved_from_the_training_images():
-    from keras_split.demo import load_digits
+    from keras_split.apps.demo import load_digits
 
     (x_train, y_train), (x_test, y_test) = load_digits(seed=3)
     (x_fit, y_fit), (x_val, y_val) = load_digits(seed=3, validation=True)
@@ -178,7 +178,7 @@ def full_demo(tmp_path_factory):
     """The README's main job, end to end, as a subprocess."""
     out = tmp_path_factory.mktemp("full") / "demo"
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "keras_split.cli", "demo", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "keras_split", "demo", "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
@@ -226,11 +226,11 @@ def test_cli_starts_fast_and_quiet(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
     assert out.stdout.split() == ["False", "0.1.0"]   # importing the package loads no TensorFlow
-    help_run = subprocess.run([sys.executable, "-m", "keras_split.cli", "--help"], env=env,
+    help_run = subprocess.run([sys.executable, "-m", "keras_split", "--help"], env=env,
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert help_run.returncode == 0 and "export" in help_run.stdout and help_run.stderr == ""
     # A command that loads TensorFlow prints its one error line and nothing of TensorFlow's.
-    error = subprocess.run([sys.executable, "-m", "keras_split.cli", "export", str(tmp_path)],
+    error = subprocess.run([sys.executable, "-m", "keras_split", "export", str(tmp_path)],
                            env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert error.returncode == 2
     assert error.stderr.splitlines() == [

@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 import keras_split as ks
-from keras_split import export, models
-from keras_split.demo import load_digits
+from keras_split import models
+from keras_split.apps import export
+from keras_split.apps.demo import load_digits
 
 
 @pytest.fixture(scope="module")

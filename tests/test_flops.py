@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 import keras_split as ks
-from keras_split import costs
+from keras_split.select import costs
 from tests import zoo
 
 MAC_OPS = ("Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMulV2")

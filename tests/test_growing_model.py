@@ -140,7 +140,7 @@ def test_nested_models_are_flattened(caplog):
     block = keras.Model(y, L.Dense(4, activation="tanh", name="deep")(y), name="block")
     net = keras.Model(x, L.Dense(1, name="out")(block(h)), name="outer")
     data = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
-    with caplog.at_level("INFO", logger="keras_split.growing_model"):
+    with caplog.at_level("INFO", logger="keras_split.graph.functional_model"):
         model = ks.GrowingModel(net)
     assert "Flattened the nested models ['inner', 'block'] of 'outer'" in caplog.text
     assert model.splittable_layers == ["hidden", "deep"]

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_split as ks
-from keras_split import data_utils
+from keras_split.data import data_utils
 
 L = keras.layers
 
@@ -96,15 +96,15 @@ def test_grow_respects_budget_and_records_everything(tmp_path, trained_weights):
 
 
 def test_fast_grow_reports_residuals_on_held_out_batches(trained_weights):
-    from keras_split import growth
+    from keras_split.growing.guard import mean_loss
 
     model = compiled()
     model.set_weights(trained_weights)
     x, y = data()
     # 96 examples in 6 batches of 16: the last batch (20 %) is held out.
-    held = growth.data_utils.as_dataset((x[-16:], y[-16:]), 16)
-    everything = growth.data_utils.as_dataset((x, y), 16)
-    held_loss, all_loss = growth.mean_loss(model, held), growth.mean_loss(model, everything)
+    held = data_utils.as_dataset((x[-16:], y[-16:]), 16)
+    everything = data_utils.as_dataset((x, y), 16)
+    held_loss, all_loss = mean_loss(model, held), mean_loss(model, everything)
     assert abs(held_loss - all_loss) > 1e-3
     stage = model.grow((x, y), growth_ratio=0.5, method="fast", eigen_epochs=2, batch_size=16)
     assert stage.method == "fast"
@@ -132,11 +132,11 @@ def test_energy_aware_beats_vanilla_per_mac(trained_weights):
     model.set_weights(trained_weights)
     x, y = data()
     eig = model.splitting_eigenpairs((x, y), method="exact")
-    from keras_split import growth
+    from keras_split.select.budget import select_groups
     results = {}
     for cost in ("flops", "uniform"):
-        groups, values, chosen, budget, _ = growth.select_groups(model._graph, eig, 0.3, cost=cost)
-        from keras_split import costs
+        groups, values, chosen, budget, _ = select_groups(model._graph, eig, 0.3, cost=cost)
+        from keras_split.select import costs
         added = costs.widened_cost(model._graph, [groups[i] for i in chosen]) - costs.network_cost(
             model._graph)
         assert 0 < added <= budget
@@ -275,28 +275,28 @@ def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
 
 
 def test_estimation_batches_are_fixed_and_bounded(caplog):
-    from keras_split import growth
+    from keras_split.growing.estimation_data import fixed_batches
 
     # a pipeline that reshuffles on every pass
     noisy = tf.data.Dataset.range(6).shuffle(6, seed=1, reshuffle_each_iteration=True).batch(1)
     assert not np.array_equal(np.stack(list(noisy.as_numpy_iterator())),
                               np.stack(list(noisy.as_numpy_iterator())))
-    fixed = growth.fixed_batches(noisy)
+    fixed = fixed_batches(noisy)
     first, second = [b.numpy() for b in fixed], [b.numpy() for b in fixed]
     np.testing.assert_array_equal(np.stack(first), np.stack(second))
     assert len(first) == 6 and int(fixed.cardinality()) == 6
     # too long: the first 5 batches, fixed as well, and a log line says so
-    with caplog.at_level("INFO", logger="keras_split.growth"):
-        long = growth.fixed_batches(noisy, max_batches=5)
+    with caplog.at_level("INFO", logger="keras_split.growing.estimation_data"):
+        long = fixed_batches(noisy, max_batches=5)
     a, b = [x.numpy() for x in long], [x.numpy() for x in long]
     assert len(a) == 5 and int(long.cardinality()) == 5
     np.testing.assert_array_equal(np.stack(a), np.stack(b))
     assert "takes the first 5 batches of the data (6 in all" in caplog.text
     # an endless pipeline of 8-byte batches under a 24-byte bound: 3 batches
     endless = tf.data.Dataset.range(10**9).repeat().batch(1)
-    assert [x.numpy()[0] for x in growth.fixed_batches(endless, max_bytes=24)] == [0, 1, 2]
+    assert [x.numpy()[0] for x in fixed_batches(endless, max_bytes=24)] == [0, 1, 2]
     with pytest.raises(ValueError, match="empty"):
-        growth.fixed_batches(noisy.take(0))
+        fixed_batches(noisy.take(0))
 
 
 def test_grow_takes_arrays_like_fit_and_checks_verbose(trained_weights, capsys):
@@ -322,7 +322,7 @@ def test_grow_takes_arrays_like_fit_and_checks_verbose(trained_weights, capsys):
 @pytest.mark.parametrize("where", ["twin_statistics", "_write_tensorboard"])
 def test_a_failure_after_the_split_leaves_the_model_as_it_was(trained_weights, tmp_path,
                                                                monkeypatch, where):
-    from keras_split import growth
+    from keras_split.growing import growth
 
     x, y = data()
     model = compiled()
@@ -351,7 +351,7 @@ def test_a_failure_after_the_split_leaves_the_model_as_it_was(trained_weights, t
 
 
 def test_noise_level_eigenvalues_are_not_split(trained_weights):
-    from keras_split import growth
+    from keras_split.select.budget import without_noise
 
     x, y = data()
     model = compiled()
@@ -363,13 +363,13 @@ def test_noise_level_eigenvalues_are_not_split(trained_weights):
     norms = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
     values = np.array([-3e-6, -1e-6, -1e-9, 0.5, -1e-2, -1e-7])[:len(norms)] / norms
     probe = {"wide": ks.Eigenpairs(values, eig["wide"].vectors)}
-    kept, count = growth.without_noise(graph, probe, loss=2.0)
+    kept, count = without_noise(graph, probe, loss=2.0)
     # 0.5 * |lambda| * ||theta||^2 = 1.5e-6, 5e-7, 5e-10, -, 5e-3, 5e-8 against 2e-6:
     # only the -1e-2 one is a candidate (the positive one is kept as it is).
     np.testing.assert_array_equal(kept["wide"].values, np.where(
         [False, False, False, True, True, False], values, 0.0))
     assert count == 4
-    kept, count = growth.without_noise(graph, probe, loss=1.0)      # floor 1e-6
+    kept, count = without_noise(graph, probe, loss=1.0)      # floor 1e-6
     assert count == 3 and kept["wide"].values[0] == values[0]
     # A network whose outputs barely depend on its hidden units (an uncalibrated net):
     # every eigenvalue is rounding-level, and grow splits nothing.

@@ -7,7 +7,7 @@ import pytest
 from keras import layers as L
 
 import keras_split as ks
-from keras_split import handlers
+from keras_split.graph import handlers
 
 
 class Gain(keras.layers.Layer):

@@ -1,5 +1,7 @@
-"""The package's layout rules that a test can check: Keras internals only in compat."""
+"""The package's layout rules: Keras internals only in compat, packages that depend one
+way, small modules and functions."""
 
+import ast
 import pathlib
 import re
 
@@ -23,3 +25,63 @@ def test_keras_internals_are_used_only_in_the_compat_module():
     compat = (PACKAGE / "compat.py").read_text()
     for name in ("_nodes_by_depth", "_functional", "_tracker", "_compile_loss", "arguments"):
         assert name in compat
+
+
+# The packages from the bottom up: a module may import from its own package and from
+# packages of a lower rank only (the public façade, keras_split/__init__.py, is lazy).
+RANKS = {"compat": 0, "data": 1, "models": 1, "graph": 2, "estimate": 3, "select": 3,
+         "surgery": 4, "growing": 5, "apps": 6}
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _package_of(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "keras_split" else None
+
+
+def _imports(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "keras_split":
+                yield from (f"keras_split.{a.name}" for a in node.names)
+            else:
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if len(rel.parts) == 1 and rel.name in ("__init__.py", "__main__.py"):
+            continue
+        yield path, rel, ast.parse(path.read_text())
+
+
+def test_packages_depend_one_way():
+    wrong = []
+    for path, rel, tree in _modules():
+        own = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        assert own in RANKS, f"{rel}: a package the layout does not rank"
+        for module in _imports(tree):
+            target = _package_of(module)
+            if target is None or target == own:
+                continue
+            if target not in RANKS or RANKS[target] >= RANKS[own]:
+                wrong.append(f"{rel} ({own}) imports {module} ({target})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_modules_and_functions_are_small():
+    long = []
+    for path, rel, tree in _modules():
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES:
+            long.append(f"{rel}: {lines} lines")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
+    assert not long, "\n".join(long)

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 import keras_split as ks
-from keras_split import eigenpairs as ks_eig
-from keras_split import data_utils, growth, lobpcg, splitting
+from keras_split.estimate import eigenpairs as ks_eig
+from keras_split.data import data_utils
+from keras_split.estimate import lobpcg
+from keras_split.estimate.exact import splitting_matrices
+from keras_split.growing import guard
 from tests import zoo
 from tests.test_splitting import _compiled, assert_matches_exact, estimate_and_exact
 
@@ -58,8 +61,9 @@ def test_lobpcg_matches_exact(topology):
     assert {e.passes for e in eig.values() if e.passes} == {30}
     assert_matches_exact(eig, exact, rtol=1e-3, min_cos=0.999, norm_rtol=1e-10,
                          residual_rtol=1e-2)
-    for method in (ks.GrowingModel.grow, ks.GrowingModel.splitting_eigenpairs):
-        assert inspect.signature(method).parameters["method"].default == "lobpcg"
+    assert ks.GrowthSettings().method == "lobpcg"  # grow's default
+    assert inspect.signature(ks.GrowingModel.splitting_eigenpairs).parameters[
+        "method"].default == "lobpcg"
 
 
 def test_lobpcg_beats_rmsprop_for_the_same_passes():
@@ -68,7 +72,7 @@ def test_lobpcg_beats_rmsprop_for_the_same_passes():
     model = _compiled("cnn_bn_swish", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=64, seed=1)
     graph, loss_fn = model._graph, model._loss_fn()
-    matrices = splitting.splitting_matrices(graph, loss_fn, (x, y), batch_size=16)
+    matrices = splitting_matrices(graph, loss_fn, (x, y), batch_size=16)
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
     lob = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=12,
                                      eigen_tol=None)
@@ -86,7 +90,7 @@ def test_eval_data_measures_lambda_on_other_batches(float64):
     graph, loss_fn = model._graph, model._loss_fn()
     eig = lobpcg.lobpcg_eigenpairs(graph, loss_fn, (x, y), epochs=4, batch_size=16,
                                    eval_data=(xe, ye))
-    held = splitting.splitting_matrices(graph, loss_fn, (xe, ye), batch_size=16)
+    held = splitting_matrices(graph, loss_fn, (xe, ye), batch_size=16)
     for name, e in eig.items():
         rayleigh = np.einsum("kd,kde,ke->k", e.vectors, held[name], e.vectors)
         np.testing.assert_allclose(e.values, rayleigh, rtol=1e-8, atol=1e-14)
@@ -103,13 +107,13 @@ def test_the_held_out_pass_measures_the_models_loss(float64):
     eig = lobpcg.lobpcg_eigenpairs(model._graph, model._loss_fn(), (x, y), epochs=2,
                                    batch_size=16, eval_data=(xe, ye))
     # 24 examples in batches of 16 and 8: the mean weighs every example once.
-    expected = growth.mean_loss(model, data_utils.as_dataset((xe, ye), 24))
+    expected = guard.mean_loss(model, data_utils.as_dataset((xe, ye), 24))
     assert isinstance(eig, ks_eig.LayerEigenpairs)
     np.testing.assert_allclose(eig.loss, expected, rtol=1e-10)
     fit_only = lobpcg.lobpcg_eigenpairs(model._graph, model._loss_fn(), (x, y), epochs=2,
                                         batch_size=16)
     np.testing.assert_allclose(
-        fit_only.loss, growth.mean_loss(model, data_utils.as_dataset((x, y), 32)),
+        fit_only.loss, guard.mean_loss(model, data_utils.as_dataset((x, y), 32)),
         rtol=1e-10)
 
 
@@ -126,8 +130,9 @@ def test_lobpcg_is_the_default_and_validates_epochs():
             model.splitting_eigenpairs((x, y), method="lobpcg", eigen_epochs=bad)
     with pytest.raises(ValueError, match="method must be one of"):
         model.splitting_eigenpairs((x, y), method="lanczos")
-    for method in (ks.GrowingModel.grow, ks.GrowingModel.splitting_eigenpairs):
-        assert inspect.signature(method).parameters["method"].default == "lobpcg"
+    assert ks.GrowthSettings().method == "lobpcg"  # grow's default
+    assert inspect.signature(ks.GrowingModel.splitting_eigenpairs).parameters[
+        "method"].default == "lobpcg"
 
 
 def test_layers_without_signal_get_zero_eigenvalues():
@@ -148,13 +153,13 @@ def test_unconverged_estimates_are_reported_from_their_residuals(caplog):
     passes converge (0.1 % off, residuals a few %) and say nothing."""
     model = _compiled("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=64, seed=1)
-    with caplog.at_level("WARNING", logger="keras_split.growing_model"):
+    with caplog.at_level("WARNING", logger="keras_split.growing.growing_model"):
         fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=16)
     assert "The fast eigenpairs have not converged" in caplog.text
     assert "or method='lobpcg' (the default)" in caplog.text
     assert ks_eig.relative_residual(fast) > 0.5
     caplog.clear()
-    with caplog.at_level("WARNING", logger="keras_split.growing_model"):
+    with caplog.at_level("WARNING", logger="keras_split.growing.growing_model"):
         lob = model.splitting_eigenpairs((x, y), batch_size=16)
     assert "have not converged" not in caplog.text
     assert ks_eig.relative_residual(lob) < 0.1
@@ -184,6 +189,12 @@ def test_lobpcg_stops_once_the_candidates_have_converged(topology):
     assert stopped.ratios == pytest.approx(full.ratios[:first], rel=1e-9)
     eig = stopped.eigenpairs()
     assert ks_eig.relative_residual(eig, fit=True) == pytest.approx(stopped.residual_ratio)
+    # Measured on other batches, the fit ratio still pairs the estimation data's
+    # residuals with the estimation data's eigenvalues.
+    held = stopped.eigenpairs(eval_data=zoo.data_for(model.network, n=16, seed=5))
+    assert any(not np.allclose(h.values, h.fit_values) for h in held.values())
+    assert ks_eig.relative_residual(held, fit=True) == pytest.approx(stopped.residual_ratio,
+                                                                     rel=1e-12)
     errors = _relative_errors(exact, eig)
     assert np.median(errors) <= 0.01 and errors.max() <= 0.1, errors
 
@@ -199,7 +210,7 @@ def test_grow_records_passes_and_residuals_and_names_unconverged_neurons(caplog)
     once = model.grow(x, y, batch_size=16, growth_ratio=0.2, dry_run=True, eigen_epochs=1)
     assert once.eigen["passes"] == 1 and once.eigen["fit_residual_ratio"] > 0.25
     # One pass from random vectors: the warning counts the neurons far off, per layer.
-    with caplog.at_level("WARNING", logger="keras_split.growing_model"):
+    with caplog.at_level("WARNING", logger="keras_split.growing.growing_model"):
         model.splitting_eigenpairs((x, y), batch_size=16, eigen_epochs=1)
     assert "have not converged in 1 passes" in caplog.text
     assert sum(once.eigen["unconverged"].values()) > 0
@@ -221,5 +232,12 @@ def test_unconverged_neurons_and_the_warning_use_the_estimation_residuals(caplog
     assert ks_eig.relative_residual({"a": e}) == pytest.approx(2.4 / 3)
     assert ks_eig.relative_residual({"a": e}, fit=True) == pytest.approx(0.51 / 3)
     assert ks.Eigenpairs.from_dict(e.to_dict()).passes == 4
+    # With the estimation data's own eigenvalues, those are what the residuals compare to.
+    f = ks.Eigenpairs(e.values, e.vectors, e.residuals, e.fit_residuals, 4,
+                      fit_values=[-0.02, -1.0, 3.0])
+    assert ks_eig.unconverged_neurons({"a": f}) == {"a": [0, 1]}  # 0.01 > 0.25 * 0.02
+    assert ks_eig.relative_residual({"a": f}, fit=True) == pytest.approx(0.51 / 1.02)
+    np.testing.assert_array_equal(ks.Eigenpairs.from_dict(f.to_dict()).fit_values,
+                                  f.fit_values)
     np.testing.assert_array_equal(ks.Eigenpairs.from_dict(e.to_dict()).fit_residuals,
                                   e.fit_residuals)

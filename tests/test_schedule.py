@@ -116,7 +116,7 @@ def test_growth_callback_checks_grow_arguments_when_built():
     for kwargs, pattern in (({"cost": "watts"}, "cost must be one of"),
                             ({"growth_ratio": -1}, "growth_ratio"),
                             ({"split_rule": "triple"}, "Received: split_rule='triple'"),
-                            ({"epochs": 3}, r"Unknown grow\(\) arguments \['epochs'\]"),
+                            ({"epochs": 3}, r"Unknown growth settings \['epochs'\]"),
                             ({"max_stages": -1}, "Received: max_stages=-1")):
         with pytest.raises(ValueError, match=pattern):
             ks.GrowthCallback(data, **kwargs)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_split as ks
-from keras_split import growth
+from keras_split.growing import growth, growth_settings
 from tests import zoo
 
 L = keras.layers
@@ -176,7 +176,7 @@ def test_twin_statistics_counts_twins_and_distinct_filters():
 
 def test_grow_records_children_and_twins():
     model, x, y = _trained_cnn()
-    assert ks.GrowingModel.grow.__defaults__ is not None and growth.DEFAULT_SPLIT_RULE == "fresh"
+    assert ks.GrowingModel.grow.__defaults__ is not None and growth_settings.DEFAULT_SPLIT_RULE == "fresh"
     stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16,
                        split_rule="antisymmetric")
     assert stage.split_rule["outgoing"] == "antisymmetric"

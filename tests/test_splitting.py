@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import keras_split as ks
-from keras_split import activations, splitting
+from keras_split.estimate.exact import splitting_matrices
+from keras_split.graph import activations
 from tests import zoo
 
 # point layer (where the neuron's activation output lives) of every producer
@@ -55,7 +56,7 @@ def reference_matrices(model, x, y, layer_name, point_name):
 def test_exact_matrices_match_autodiff_hessian(float64, topology):
     model = _compiled(topology)
     x, y = zoo.data_for(model.network, n=12)
-    mats = splitting.splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=12)
+    mats = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=12)
     assert set(mats) == set(POINTS[topology])
     for layer, point in POINTS[topology].items():
         ref = reference_matrices(model, x, y, layer, point)
@@ -67,8 +68,8 @@ def test_exact_matrices_match_autodiff_hessian(float64, topology):
 def test_exact_matrices_average_over_batches(float64):
     model = _compiled("mlp")
     x, y = zoo.data_for(model.network, n=24)
-    whole = splitting.splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=24)
-    parts = splitting.splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=8)
+    whole = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=24)
+    parts = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=8)
     for name in whole:
         np.testing.assert_allclose(parts[name], whole[name], rtol=1e-10, atol=1e-14)
 

@@ -75,6 +75,31 @@ def load_cifar_arrays(path, num_classes=10, split="train"):
     return images, labels
 
 
+def _folder_source(data_dir, training, num_classes, validate):
+    """``(dataset of (path, label), decode, class names)`` of a CIFAR folder layout.
+
+    With ``validate``, every file is decoded once first and the corrupt ones are
+    dropped (and logged); the listing keeps them in its ``corrupt`` attribute.
+    """
+    train = ImageFolder(os.path.join(data_dir, "train"))
+    listing = train if training else ImageFolder(os.path.join(data_dir, "test"),
+                                                 class_names=train.class_names)
+    if len(listing.class_names) != num_classes:
+        raise ValueError(
+            f"'{data_dir}' has {len(listing.class_names)} classes, not {num_classes}.")
+    if validate:
+        corrupt = listing.find_corrupt()
+        if corrupt:
+            logger.warning("Skipping %d corrupt images in '%s' (e.g. %s).",
+                           len(corrupt), listing.root, corrupt[0])
+            listing.drop(corrupt)
+        listing.corrupt = corrupt
+    ds = tf.data.Dataset.from_tensor_slices((listing.files, listing.labels))
+    decode = lambda path, label: (  # noqa: E731
+        tf.ensure_shape(preprocessing.decode(tf.io.read_file(path)), [32, 32, 3]), label)
+    return ds, decode, listing.class_names
+
+
 def cifar_dataset(data_dir, split="train", batch_size=128, num_classes=10, shuffle_buffer=50_000,
                   cache=True, deterministic=None, seed=None, validate=True, skip_corrupt=True,
                   repeat=False, drop_remainder=None):
@@ -120,28 +145,13 @@ def cifar_dataset(data_dir, split="train", batch_size=128, num_classes=10, shuff
     training = split == "train"
     if deterministic is None:
         deterministic = not training
-    class_names = None
     if os.path.isdir(os.path.join(data_dir, "train")):
-        train = ImageFolder(os.path.join(data_dir, "train"))
-        listing = train if training else ImageFolder(os.path.join(data_dir, "test"),
-                                                     class_names=train.class_names)
-        class_names = listing.class_names
-        if len(class_names) != num_classes:
-            raise ValueError(f"'{data_dir}' has {len(class_names)} classes, not {num_classes}.")
-        if validate:
-            corrupt = listing.find_corrupt()
-            if corrupt:
-                logger.warning("Skipping %d corrupt images in '%s' (e.g. %s).",
-                               len(corrupt), listing.root, corrupt[0])
-                listing.drop(corrupt)
-            listing.corrupt = corrupt
-        ds = tf.data.Dataset.from_tensor_slices((listing.files, listing.labels))
-        decode = lambda path, label: (  # noqa: E731
-            tf.ensure_shape(preprocessing.decode(tf.io.read_file(path)), [32, 32, 3]), label)
+        ds, decode, class_names = _folder_source(data_dir, training, num_classes, validate)
     else:
         images, labels = load_cifar_arrays(data_dir, num_classes, split)
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
         decode = lambda image, label: (image, label)  # noqa: E731
+        class_names = None
     if training:
         augment = lambda image, label, rng: (preprocessing.cifar_train(image, rng), label)  # noqa: E731
     else:

@@ -90,58 +90,11 @@ def imagenet_dataset(data_dir, split="train", batch_size=256, image_size=224, so
     Example:
         >>> train = imagenet_dataset("/data/imagenet", "train", batch_size=128)
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
-    pipeline.check_batch_size(batch_size)
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
-    if not os.path.isdir(data_dir):
-        raise ValueError(f"Data directory '{data_dir}' does not exist.")
+    _check_arguments(data_dir, split, batch_size, image_size, source)
     training = split == "train"
     if deterministic is None:
         deterministic = not training
-    if source == "auto":
-        if _shards(data_dir, split):
-            source = "tfrecord"
-        elif _folder(data_dir, split):
-            source = "folder"
-        else:
-            raise ValueError(
-                f"No ImageNet '{split}' data in '{data_dir}': expected {split}-*-of-* "
-                f"TFRecord shards or a {'train' if training else 'val'}/<wnid>/ folder."
-            )
-    if source == "tfrecord":
-        files = _shards(data_dir, split)
-        if not files:
-            raise ValueError(f"No '{split}-*-of-*' TFRecord shards in '{data_dir}'.")
-        ds = tf.data.Dataset.from_tensor_slices(files)
-        if training:
-            ds = ds.shuffle(len(files), seed=seed)
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(16, len(files)),
-                           num_parallel_calls=pipeline.AUTOTUNE, deterministic=deterministic)
-        ds = ds.map(parse_example, num_parallel_calls=pipeline.AUTOTUNE,
-                    deterministic=deterministic)
-        decode = lambda encoded, label: (preprocessing.decode(encoded), label)  # noqa: E731
-        to_label = zero_based
-    elif source == "folder":
-        root = _folder(data_dir, split)
-        if root is None:
-            raise ValueError(f"No ImageNet '{split}' folder in '{data_dir}'.")
-        classes = None
-        if not training and _folder(data_dir, "train"):
-            classes = ImageFolder(_folder(data_dir, "train")).class_names
-        listing = ImageFolder(root, class_names=classes)
-        ds = tf.data.Dataset.from_tensor_slices((listing.files, listing.labels))
-        if training:
-            ds = ds.shuffle(len(listing), seed=seed)
-        decode = lambda path, label: (  # noqa: E731
-            preprocessing.decode(tf.io.read_file(path)), label)
-        to_label = tf.identity
-    else:
-        ds, decode = _tfds(data_dir, split, manual_dir)
-        to_label = tf.identity
+    ds, decode, to_label = _examples(data_dir, split, source, seed, deterministic, manual_dir)
 
     def augment(image, label, rng):
         if training:
@@ -153,6 +106,78 @@ def imagenet_dataset(data_dir, split="train", batch_size=256, image_size=224, so
     return pipeline.finish(ds, (decode, augment), training, batch_size, shuffle_buffer, cache,
                            deterministic, seed, skip_corrupt, drop_remainder, repeat)
 
+
+def _check_arguments(data_dir, split, batch_size, image_size, source):
+    """Raises ValueError for a bad argument of :func:`imagenet_dataset`, naming it."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
+    pipeline.check_batch_size(batch_size)
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"Data directory '{data_dir}' does not exist.")
+
+
+def _examples(data_dir, split, source, seed, deterministic, manual_dir):
+    """``(undecoded examples, decode, to_label)`` of ``split`` from ``source``."""
+    if source == "auto":
+        source = _detect_source(data_dir, split)
+    if source == "tfrecord":
+        ds = _tfrecord_examples(data_dir, split, seed, deterministic)
+        decode = lambda encoded, label: (preprocessing.decode(encoded), label)  # noqa: E731
+        return ds, decode, zero_based
+    if source == "folder":
+        ds = _folder_examples(data_dir, split, seed)
+        decode = lambda path, label: (  # noqa: E731
+            preprocessing.decode(tf.io.read_file(path)), label)
+        return ds, decode, tf.identity
+    ds, decode = _tfds(data_dir, split, manual_dir)
+    return ds, decode, tf.identity
+
+
+def _detect_source(data_dir, split):
+    """``"tfrecord"`` or ``"folder"``: what ``data_dir`` holds for ``split`` (shards first)."""
+    if _shards(data_dir, split):
+        return "tfrecord"
+    if _folder(data_dir, split):
+        return "folder"
+    raise ValueError(
+        f"No ImageNet '{split}' data in '{data_dir}': expected {split}-*-of-* "
+        f"TFRecord shards or a {'train' if split == 'train' else 'val'}/<wnid>/ folder."
+    )
+
+
+def _tfrecord_examples(data_dir, split, seed, deterministic):
+    """The ``(encoded image, 1-based label)`` examples of the shards, interleaved
+    (the shards shuffled for training)."""
+    files = _shards(data_dir, split)
+    if not files:
+        raise ValueError(f"No '{split}-*-of-*' TFRecord shards in '{data_dir}'.")
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if split == "train":
+        ds = ds.shuffle(len(files), seed=seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(16, len(files)),
+                       num_parallel_calls=pipeline.AUTOTUNE, deterministic=deterministic)
+    return ds.map(parse_example, num_parallel_calls=pipeline.AUTOTUNE,
+                  deterministic=deterministic)
+
+
+def _folder_examples(data_dir, split, seed):
+    """The ``(path, label)`` examples of a folder split (shuffled for training); the
+    validation labels follow the training split's class folders."""
+    root = _folder(data_dir, split)
+    if root is None:
+        raise ValueError(f"No ImageNet '{split}' folder in '{data_dir}'.")
+    classes = None
+    if split != "train" and _folder(data_dir, "train"):
+        classes = ImageFolder(_folder(data_dir, "train")).class_names
+    listing = ImageFolder(root, class_names=classes)
+    ds = tf.data.Dataset.from_tensor_slices((listing.files, listing.labels))
+    if split == "train":
+        ds = ds.shuffle(len(listing), seed=seed)
+    return ds
 
 def _tfds(data_dir, split, manual_dir):
     """tensorflow_datasets' ``imagenet2012`` (prepared from the tar files in ``manual_dir``)."""

@@ -1,4 +1,15 @@
-"""Pieces shared by the MobileNet builders."""
+"""Pieces shared by the MobileNet builders.
+
+Every builder takes these arguments, checked by :func:`check_common`:
+
+    input_shape: ``(height, width, channels)``.
+    num_classes: size of the classifier.
+    activation: one of ``ACTIVATIONS``: ``"relu6"`` (the papers), ``"relu"``,
+        ``"swish"``, ...
+    dropout: dropout rate before the classifier, in [0, 1).
+    classifier_activation: None (logits) or e.g. ``"softmax"``.
+    name: model name (default: the builder's name).
+"""
 
 import keras
 

@@ -26,12 +26,8 @@ def mobilenet_v1(width_multiplier=1.0, channels=None, input_shape=(224, 224, 3),
         width_multiplier: alpha; every width is ``int(width * alpha)`` as in the paper.
         channels: 14 explicit widths (stem, then the 13 pointwise convolutions),
             e.g. ``channels_of(grown_model)``; overrides ``width_multiplier``.
-        input_shape: ``(height, width, 3)``.
-        num_classes: size of the classifier.
-        activation: ``"relu6"`` (the paper), ``"relu"``, ``"swish"``, ...
-        dropout: dropout rate before the classifier.
-        classifier_activation: None (logits) or e.g. ``"softmax"``.
-        name: model name.
+        input_shape, num_classes, activation, dropout, classifier_activation, name:
+            the builders' common arguments (:mod:`keras_split.models.common`).
 
     Returns:
         A ``keras.Model`` with layers ``conv1``, ``conv_dw_i``, ``conv_pw_i``,
@@ -69,10 +65,10 @@ def mobilenet_v1_cifar(blocks=12, width=8, channels=None, input_shape=(32, 32, 3
         width: the width of every layer when ``channels`` is None.
         channels: ``blocks + 2`` explicit widths (stem, blocks, extra block).
         input_shape, num_classes, activation, dropout, classifier_activation, name:
-            as in :func:`mobilenet_v1`.
+            the builders' common arguments (:mod:`keras_split.models.common`).
 
     Returns:
-        A ``keras.Model``.
+        A ``keras.Model`` with the layers of :func:`mobilenet_v1`'s.
 
     Raises:
         ValueError: for a bad argument.

@@ -83,7 +83,7 @@ def mobilenet_v2(width_multiplier=1.0, channels=None, input_shape=(224, 224, 3),
             (``channels_of(grown_model)``). Blocks with an identity shortcut
             must keep their input width.
         input_shape, num_classes, activation, dropout, classifier_activation, name:
-            as in :func:`keras_split.models.mobilenet_v1`.
+            the builders' common arguments (:mod:`keras_split.models.common`).
 
     Returns:
         A ``keras.Model``; parameter counts equal ``keras.applications.MobileNetV2``.
@@ -117,13 +117,13 @@ def mobilenet_v2_cifar(stages=((1, 1, 1), (6, 2, 2), (6, 2, 2), (6, 2, 2), (6, 1
             (expansions are ``t * width``) when ``channels`` is None.
         channels: explicit widths, in the order of :func:`mobilenet_v2`'s.
         input_shape, num_classes, activation, dropout, classifier_activation, name:
-            as in :func:`mobilenet_v2`.
+            the builders' common arguments (:mod:`keras_split.models.common`).
 
     Returns:
-        A ``keras.Model``.
+        A ``keras.Model`` with the layers of :func:`mobilenet_v2`'s.
 
     Raises:
-        ValueError: for a bad argument.
+        ValueError: for a bad argument or shortcut widths that differ.
 
     Example:
         >>> seed = mobilenet_v2_cifar(width=8)

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_split.growing_model import GrowingModel
+from keras_split.growing.growing_model import GrowingModel
 
 logger = logging.getLogger(__name__)
 
@@ -114,26 +114,24 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
 
     Args:
         build_model: ``() -> GrowingModel``, compiled; called only for a new run.
-        train_data: a dataset, or ``stage -> dataset`` (rebuilt every stage,
-            e.g. with a seeded shuffle, so that resumed stages see the same data).
+        train_data: a dataset, or ``stage -> dataset`` (rebuilt every stage, e.g.
+            with a seeded shuffle, so that resumed stages see the same data).
         out_dir: the run directory (created if missing).
         stages: number of growth stages after the seed's training.
-        epochs_per_stage: training epochs of every stage, or a list of
-            ``stages + 1`` of them (e.g. ``[4, 4, 4, 12]``: grow early, then
-            train the final width longest, which is what measured best).
-        growth_ratio: passed to ``grow``.
-        seed: base seed; stage K uses ``seed + K``.
-        grow_kwargs: more arguments of ``GrowingModel.grow`` (JSON-serialisable).
-        fit_kwargs: more arguments of ``fit`` (not ``epochs``).
-        config: extra JSON-serialisable settings that identify the run (data
-            path, model name...); a restart with other settings is refused.
+        epochs_per_stage: training epochs of every stage, or a list of ``stages
+            + 1`` of them (``[4, 4, 4, 12]``: grow early, train the final width
+            longest, which measured best).
+        growth_ratio, seed: passed to ``grow``; stage K uses ``seed + K``.
+        grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable)
+            and of ``fit`` (not ``epochs``).
+        config: JSON-serialisable settings that identify the run (data path,
+            model name...); a restart with other settings is refused.
         deterministic: turn on TensorFlow op determinism.
         verbose: passed to ``fit`` and ``grow``.
         grow_data: the batches for eigen estimation (a dataset or ``stage ->
             dataset``); default: the training data of the stage.
-        strategy: a ``tf.distribute.Strategy``: ``build_model`` is called and
-            checkpoints are loaded in its scope, so that training and splitting
-            run under it.
+        strategy: a ``tf.distribute.Strategy`` in whose scope models are built
+            and loaded, so that training and splitting run under it.
 
     Returns:
         ``(model, history)``: the final GrowingModel and the history dict.
@@ -146,6 +144,55 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
     Example:
         >>> model, history = grow_schedule(make_seed, train_ds, "runs/a", stages=3)
     """
+    epochs = _stage_epochs(stages, epochs_per_stage)
+    grow_kwargs, fit_kwargs = dict(grow_kwargs or {}), dict(fit_kwargs or {})
+    run_config = _run_config(stages, epochs_per_stage, growth_ratio, seed, grow_kwargs, config)
+    run = read_run(out_dir)
+    resumes = _resumes(out_dir, run, run_config)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    scope = (strategy or tf.distribute.get_strategy()).scope
+    os.makedirs(out_dir, exist_ok=True)
+    completed, model, history = -1, None, {"stages": [], "fit": []}
+    if run is not None and run["completed"] >= 0:
+        completed = run["completed"]
+        model, history = _load_checkpoint(out_dir, completed, scope)
+    for stage in range(completed + 1, stages + 1):
+        keras.utils.set_random_seed(seed + stage)
+        if model is None:
+            model = _built(build_model, scope)
+        _grow_and_fit(model, stage, history, (train_data, grow_data),
+                      dict(growth_ratio=growth_ratio, seed=seed + stage, verbose=verbose,
+                           **grow_kwargs),
+                      dict(epochs=epochs[stage], verbose=verbose, **fit_kwargs))
+        _checkpoint(out_dir, stage, model, history, run_config, resumes)
+    return (model if model is not None else _built(build_model, scope)), history
+
+
+def _checkpoint(out_dir, stage, model, history, run_config, resumes):
+    """Saves stage ``stage`` and then run.json, which names it the last completed one."""
+    _save_stage(out_dir, stage, model, history)
+    _write_json_atomic(os.path.join(out_dir, "run.json"),
+                       {"format": FORMAT, "config": run_config, "completed": stage,
+                        **({"resumes": resumes} if resumes else {})})
+    logger.info("Stage %d of '%s' saved", stage, out_dir)
+
+
+def _grow_and_fit(model, stage, history, data, grow_kwargs, fit_kwargs):
+    """Stage ``stage``: grow (after the seed's stage 0), then fit; both are recorded in
+    ``history``. ``data`` is ``(train_data, grow_data)`` as :func:`grow_schedule` got them."""
+    train_data, grow_data = data
+    train = train_data(stage) if callable(train_data) else train_data
+    if stage > 0:
+        eigen = train if grow_data is None else (
+            grow_data(stage) if callable(grow_data) else grow_data)
+        history["stages"].append(model.grow(eigen, **grow_kwargs).to_dict())
+    fit = model.fit(train, **fit_kwargs)
+    history["fit"].append({k: [float(v) for v in vals] for k, vals in fit.history.items()})
+
+
+def _stage_epochs(stages, epochs_per_stage):
+    """The training epochs of every stage, ``stages + 1`` of them (validated)."""
     if not isinstance(stages, int) or stages < 0:
         raise ValueError(f"stages must be a non-negative integer, got {stages!r}.")
     epochs = epochs_per_stage if isinstance(epochs_per_stage, (list, tuple)) else (
@@ -155,77 +202,67 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         raise ValueError("epochs_per_stage must be a non-negative integer or a list of "
                          f"stages + 1 = {stages + 1} of them. "
                          f"Received: epochs_per_stage={epochs_per_stage!r}")
-    grow_kwargs = dict(grow_kwargs or {})
-    fit_kwargs = dict(fit_kwargs or {})
+    return epochs
+
+
+def _run_config(stages, epochs_per_stage, growth_ratio, seed, grow_kwargs, config):
+    """The settings that identify a run, as they read back from run.json."""
     run_config = {
         "stages": stages, "epochs_per_stage": epochs_per_stage,
         "growth_ratio": growth_ratio, "seed": seed, "grow_kwargs": grow_kwargs,
         "user": config or {},
     }
     try:
-        run_config = json.loads(json.dumps(run_config, sort_keys=True))
+        return json.loads(json.dumps(run_config, sort_keys=True))
     except TypeError as err:
         raise ValueError(f"grow_kwargs and config must be JSON-serialisable: {err}") from err
-    run = read_run(out_dir)
-    if run is not None:
-        old = {k: v for k, v in run["config"].items() if k != "stages"}
-        new = {k: v for k, v in run_config.items() if k != "stages"}
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ValueError(
-                f"'{out_dir}' holds a run with a different configuration "
-                f"(differs in {diff}); use another directory. Nothing was overwritten."
-            )
-    resumes = [] if run is None else list(run.get("resumes", []))
-    if run is not None and run["config"]["stages"] != stages:
+
+
+def _resumes(out_dir, run, run_config):
+    """The run's record of resumptions with another number of stages, this one included;
+    refuses a run directory started with other settings."""
+    if run is None:
+        return []
+    old = {k: v for k, v in run["config"].items() if k != "stages"}
+    new = {k: v for k, v in run_config.items() if k != "stages"}
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(
+            f"'{out_dir}' holds a run with a different configuration "
+            f"(differs in {diff}); use another directory. Nothing was overwritten."
+        )
+    resumes = list(run.get("resumes", []))
+    stages = run_config["stages"]
+    if run["config"]["stages"] != stages:
         logger.warning("Resuming '%s' with stages=%d (it was started with stages=%d).",
                        out_dir, stages, run["config"]["stages"])
         # Recorded in run.json, so that the run says it was extended (or cut short).
         resumes.append({"after_stage": run["completed"], "stages_before": run["config"]["stages"],
                         "stages_after": stages})
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    scope = (strategy or tf.distribute.get_strategy()).scope
-    os.makedirs(out_dir, exist_ok=True)
-    if run is None or run["completed"] < 0:
-        completed, history = -1, {"stages": [], "fit": []}
-        model = None
-    else:
-        completed = run["completed"]
-        stage_dir = os.path.join(out_dir, f"stage_{completed}")
-        try:
-            with scope():
-                model = load_stage_model(os.path.join(stage_dir, "model.keras"))
-            with open(os.path.join(stage_dir, "history.json")) as f:
-                history = json.load(f)
-        except Exception as err:  # noqa: BLE001 - any failure means a bad checkpoint
-            raise ValueError(f"Cannot load the checkpoint in '{stage_dir}': {err}") from err
-        logger.info("Resuming '%s' after stage %d", out_dir, completed)
-    for stage in range(completed + 1, stages + 1):
-        keras.utils.set_random_seed(seed + stage)
-        if model is None:
-            with scope():
-                model = build_model()
-            if not isinstance(model, GrowingModel):
-                raise ValueError("build_model must return a compiled GrowingModel.")
-        data = train_data(stage) if callable(train_data) else train_data
-        if stage > 0:
-            eigen_data = data if grow_data is None else (
-                grow_data(stage) if callable(grow_data) else grow_data)
-            record = model.grow(eigen_data, growth_ratio=growth_ratio, seed=seed + stage,
-                                verbose=verbose, **grow_kwargs)
-            history["stages"].append(record.to_dict())
-        fit = model.fit(data, epochs=epochs[stage], verbose=verbose, **fit_kwargs)
-        history["fit"].append({k: [float(v) for v in vals] for k, vals in fit.history.items()})
-        _save_stage(out_dir, stage, model, history)
-        _write_json_atomic(os.path.join(out_dir, "run.json"),
-                           {"format": FORMAT, "config": run_config, "completed": stage,
-                            **({"resumes": resumes} if resumes else {})})
-        logger.info("Stage %d of '%s' saved", stage, out_dir)
-    if model is None:
+    return resumes
+
+
+def _load_checkpoint(out_dir, completed, scope):
+    """``(model, history)`` of stage ``completed``, loaded in ``scope``."""
+    stage_dir = os.path.join(out_dir, f"stage_{completed}")
+    try:
         with scope():
-            model = build_model()
+            model = load_stage_model(os.path.join(stage_dir, "model.keras"))
+        with open(os.path.join(stage_dir, "history.json")) as f:
+            history = json.load(f)
+    except Exception as err:  # noqa: BLE001 - any failure means a bad checkpoint
+        raise ValueError(f"Cannot load the checkpoint in '{stage_dir}': {err}") from err
+    logger.info("Resuming '%s' after stage %d", out_dir, completed)
     return model, history
+
+
+def _built(build_model, scope):
+    """``build_model()`` in ``scope``; it must return a GrowingModel."""
+    with scope():
+        model = build_model()
+    if not isinstance(model, GrowingModel):
+        raise ValueError("build_model must return a compiled GrowingModel.")
+    return model
 
 
 # Calibration and parity inputs a run keeps for `keras-split export` (at most this many bytes).

@@ -16,9 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_split.flops import count_flops
-from keras_split.growing_model import GrowingModel
-from keras_split.schedule import grow_schedule, load_stage_model
+from keras_split.apps.results import evaluate_stages, write_json
+from keras_split.growing.growing_model import GrowingModel
+from keras_split.growing.schedule import (grow_schedule, growth_epochs, load_stage_model,
+                                          read_run, save_calibration)
+from keras_split.select.flops import count_flops
 
 logger = logging.getLogger(__name__)
 L = keras.layers
@@ -97,11 +99,6 @@ def _train_from_scratch(network, label, epochs, data, learning_rate, batch_size,
             "epochs": epochs, "accuracy": float(acc)}
 
 
-def _write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-
-
 def retrain(run_dir):
     """Trains the demo run's found architecture from scratch with the run's recipe.
 
@@ -119,8 +116,6 @@ def retrain(run_dir):
     Raises:
         ValueError: for a directory that is not a complete demo run.
     """
-    from keras_split.schedule import read_run
-
     run = read_run(run_dir)
     if run is None or "demo" not in run["config"]["user"]:
         raise ValueError(f"'{run_dir}' is not a keras-split demo run directory.")
@@ -136,7 +131,7 @@ def retrain(run_dir):
     retrained = _train_from_scratch(model.found_architecture(seed=seed),
                                     "found architecture, retrained", epochs, data,
                                     user["learning_rate"], user["batch_size"], seed)
-    _write_json(os.path.join(run_dir, "retrained.json"), retrained)
+    write_json(os.path.join(run_dir, "retrained.json"), retrained)
     results = os.path.join(run_dir, "results.json")
     baselines = os.path.join(run_dir, "baselines.json")
     if os.path.exists(results) and os.path.exists(baselines):
@@ -146,7 +141,7 @@ def retrain(run_dir):
             base = json.load(f)[-1]
         grown = {"label": "grown in place", "macs": final["macs"], "params": final["params"],
                  "epochs": epochs, "accuracy": final["test_accuracy"]}
-        _write_json(os.path.join(run_dir, "comparison.json"),
+        write_json(os.path.join(run_dir, "comparison.json"),
                     {"grown": grown, "width": base, "retrained": retrained,
                      "verdict": verdict(grown, base, retrained)})
     return retrained
@@ -251,11 +246,11 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
             with open(comparison) as f:
                 comparisons.append(dict(json.load(f), seed=s))
     if comparisons:
-        _write_json(os.path.join(out_dir, "seeds.json"),
+        write_json(os.path.join(out_dir, "seeds.json"),
                     {"seeds": [c["seed"] for c in comparisons], "runs": comparisons,
                      "verdict": verdict_over_seeds(comparisons)})
     if report:
-        from keras_split.report import write_report
+        from keras_split.apps.report import write_report
 
         _, (x_test, y_test) = load_digits(seed=seed)
         pick = np.concatenate([np.flatnonzero(y_test == c)[:1] for c in range(10)])
@@ -270,7 +265,7 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
 
     The protocol is the one measured best on CIFAR-10 (README): one cosine
     learning-rate schedule over the whole run, growth early (``stages`` short
-    stages, see :func:`keras_split.schedule.growth_epochs`), then the final width
+    stages, see :func:`keras_split.growing.schedule.growth_epochs`), then the final width
     trains for at least half of the run.
 
     Args:
@@ -297,15 +292,7 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     Returns:
         A list of dicts ``{stage, macs, params, test_accuracy, widths, twin_fraction}``.
     """
-    from keras_split.schedule import growth_epochs, save_calibration
-    from keras_split.twins import twin_statistics
-
-    if epochs_per_stage is None:
-        schedule = growth_epochs(epochs, stages)
-    elif isinstance(epochs_per_stage, (list, tuple)):
-        schedule = [int(e) for e in epochs_per_stage]
-    else:
-        schedule = [int(epochs_per_stage)] * (stages + 1)
+    schedule = _epoch_schedule(epochs, stages, epochs_per_stage)
     (x_train, y_train), (x_test, y_test) = load_digits(seed=seed, validation=validation)
     grow_kwargs = {"eigen_epochs": 4, "cost": "flops",
                    **({"split_rule": split_rule} if split_rule else {})}
@@ -323,30 +310,49 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
                 **({"validation": True} if validation else {})},
         verbose=verbose,
     )
-    rows = []
-    for stage in range(stages + 1):
-        model = load_stage_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
-        _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
-        rows.append({
-            "stage": stage,
-            "epochs": sum(schedule[:stage + 1]),
-            "macs": count_flops(model),
-            "params": int(model.count_params()),
-            "test_accuracy": float(acc),
-            "twin_fraction": twin_statistics(model)["twin_fraction"],
-            "widths": {n: int(model.network.get_layer(n).kernel.shape[-1])
-                       for n in model.splittable_layers},
-        })
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    rows = evaluate_stages(out_dir, stages, lambda stage, model: _stage_row(
+        stage, model, sum(schedule[:stage + 1]), x_test, y_test))
     save_calibration(out_dir, x_test)
     if baselines:
-        data = ((x_train, y_train), (x_test, y_test))
-        macs_of = {w: count_flops(seed_network(width=w)) for w in range(8, 65)}
-        width = min(macs_of, key=lambda w: abs(macs_of[w] - rows[-1]["macs"]))
-        logger.info("Training the width-%d baseline from scratch", width)
-        base = _train_from_scratch(seed_network(width=width), f"width {width}", sum(schedule),
-                                   data, learning_rate, batch_size, seed)
-        _write_json(os.path.join(out_dir, "baselines.json"), [base])
-        retrain(out_dir)
+        _train_baselines(out_dir, rows[-1]["macs"], sum(schedule),
+                         ((x_train, y_train), (x_test, y_test)), learning_rate, batch_size, seed)
     return rows
+
+
+def _epoch_schedule(epochs, stages, epochs_per_stage):
+    """The epochs of every stage: ``growth_epochs(epochs, stages)``, or ``epochs_per_stage``
+    (a list, or the same number for every stage)."""
+    if epochs_per_stage is None:
+        return growth_epochs(epochs, stages)
+    if isinstance(epochs_per_stage, (list, tuple)):
+        return [int(e) for e in epochs_per_stage]
+    return [int(epochs_per_stage)] * (stages + 1)
+
+
+def _stage_row(stage, model, epochs, x_test, y_test):
+    """The ``results.json`` row of one stage's model, trained ``epochs`` epochs in all."""
+    from keras_split.growing.twins import twin_statistics
+
+    _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+    return {
+        "stage": stage,
+        "epochs": epochs,
+        "macs": count_flops(model),
+        "params": int(model.count_params()),
+        "test_accuracy": float(acc),
+        "twin_fraction": twin_statistics(model)["twin_fraction"],
+        "widths": {n: int(model.network.get_layer(n).kernel.shape[-1])
+                   for n in model.splittable_layers},
+    }
+
+
+def _train_baselines(out_dir, macs, epochs, data, learning_rate, batch_size, seed):
+    """Trains the uniform width whose MACs are nearest ``macs`` from scratch
+    (``baselines.json``), then the found architecture (:func:`retrain`)."""
+    macs_of = {w: count_flops(seed_network(width=w)) for w in range(8, 65)}
+    width = min(macs_of, key=lambda w: abs(macs_of[w] - macs))
+    logger.info("Training the width-%d baseline from scratch", width)
+    base = _train_from_scratch(seed_network(width=width), f"width {width}", epochs,
+                               data, learning_rate, batch_size, seed)
+    write_json(os.path.join(out_dir, "baselines.json"), [base])
+    retrain(out_dir)

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_split import compat, data_utils
+from keras_split import compat
+from keras_split.data import data_utils
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +278,22 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
     if quantization == "int8":
         calib, _ = sample_inputs(plain, representative_data, n=num_calibration_examples)
     content = _convert(plain, quantization, calib)
+    dtypes, quantized = _weight_types(content, quantization)
+    reference = np.asarray(plain.predict(x, verbose=0))
+    diff, rel, agree = _parity(reference, run_tflite(content, x))
+    _write_aside(content, path, parent)
+    return ExportResult(path, "tflite", quantization, len(content), diff, rel, agree, len(x),
+                        parity_inputs=source, weight_dtypes=dtypes,
+                        quantized_fraction=quantized)
+
+
+def _weight_types(content, quantization):
+    """``(elements per type of the constant tensors, quantized fraction)`` of a flatbuffer.
+
+    Raises:
+        ValueError: when ``quantization`` stored no weight in a smaller type (a
+            share below one half is logged as a warning).
+    """
     dtypes = compat.tflite_constant_elements(content)
     small = sum(dtypes.get(t, 0) for t in _SMALL_TYPES)
     quantized = small / max(small + dtypes.get("FLOAT32", 0), 1)
@@ -289,8 +306,12 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
     if quantization is not None and quantized < 0.5:
         logger.warning("quantization=%r stored only %.0f%% of the weights in a smaller type "
                        "(%s).", quantization, 100 * quantized, dtypes)
-    reference = np.asarray(plain.predict(x, verbose=0))
-    diff, rel, agree = _parity(reference, run_tflite(content, x))
+    return dtypes, quantized
+
+
+def _write_aside(content, path, parent):
+    """Writes ``content`` to a temporary file in ``parent``, then moves it to ``path``
+    (which must still not exist): ``path`` never holds a partial file."""
     fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tflite", dir=parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -300,9 +321,6 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return ExportResult(path, "tflite", quantization, len(content), diff, rel, agree, len(x),
-                        parity_inputs=source, weight_dtypes=dtypes,
-                        quantized_fraction=quantized)
 
 
 def _convert(plain, quantization, calib):

@@ -2,7 +2,7 @@
 
 Given the coupled groups to split, :func:`widen_model` computes the channel map
 of every tensor, asks each layer's handler for its new config and weight edits,
-makes the children of every split unit by a :class:`~keras_split.split_rule.SplitRule`
+makes the children of every split unit by a :class:`~keras_split.surgery.split_rule.SplitRule`
 (a step ``+/- eps_i v`` along that producer's eigenvector, fresh weights, how the
 consumers share the outgoing weights), clones the model with the new widths and
 writes the new weights. At ``epsilon = 0`` the widened model computes the same
@@ -14,8 +14,8 @@ import logging
 import keras
 import numpy as np
 
-from keras_split.channel_graph import FIXED
-from keras_split.split_rule import SplitRule
+from keras_split.graph.channel_graph import FIXED
+from keras_split.surgery.split_rule import SplitRule
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def resolve_plan(graph, plan):
     members of one group is one split); naming the same unit twice is an error.
 
     Args:
-        graph: a :class:`keras_split.channel_graph.ChannelGraph`.
+        graph: a :class:`keras_split.graph.channel_graph.ChannelGraph`.
         plan: dict from producer layer name to an iterable of unit indices.
 
     Returns:
@@ -41,17 +41,7 @@ def resolve_plan(graph, plan):
         raise ValueError(f"The split plan must be a dict {{layer_name: [units]}}, got {type(plan).__name__}.")
     groups = set()
     for name, units in plan.items():
-        if name not in graph.producers:
-            known = [n.layer.name for n in graph.nodes]
-            if name in known:
-                raise ValueError(
-                    f"Layer '{name}' ({type(graph.model.get_layer(name)).__name__}) "
-                    "is not a splittable layer. Splittable layers: "
-                    f"{graph.splittable_layers}."
-                )
-            raise ValueError(
-                f"Unknown layer name '{name}'. Splittable layers: {graph.splittable_layers}."
-            )
+        _check_producer(graph, name)
         n_units = graph.units(name)
         if isinstance(units, (int, np.integer)):
             units = [units]
@@ -81,6 +71,22 @@ def resolve_plan(graph, plan):
                 )
             groups.add(group)
     return sorted(groups)
+
+
+def _check_producer(graph, name):
+    """Raises ValueError unless ``name`` is a producer (Dense, Conv2D) of ``graph``."""
+    if name in graph.producers:
+        return
+    known = [n.layer.name for n in graph.nodes]
+    if name in known:
+        raise ValueError(
+            f"Layer '{name}' ({type(graph.model.get_layer(name)).__name__}) "
+            "is not a splittable layer. Splittable layers: "
+            f"{graph.splittable_layers}."
+        )
+    raise ValueError(
+        f"Unknown layer name '{name}'. Splittable layers: {graph.splittable_layers}."
+    )
 
 
 def _eigenvector(eigenpairs, layer, unit):
@@ -159,7 +165,7 @@ def plan_edits(graph, groups, eigenpairs=None, rule=None, seed=0):
         groups: coupled-group ids (see :func:`resolve_plan`).
         eigenpairs: ``{layer_name: Eigenpairs}``; needed when the rule steps
             along eigenvectors (``rule.epsilon != 0``).
-        rule: a :class:`keras_split.split_rule.SplitRule` (default: the papers'
+        rule: a :class:`keras_split.surgery.split_rule.SplitRule` (default: the papers'
             ``theta +/- 0.01 v`` with halved outgoing weights).
         seed: seed of the rule's random draws (fresh weights, antisymmetric shares).
 

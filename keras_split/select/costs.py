@@ -13,7 +13,7 @@ Costs are measured on the current network, so they change from stage to stage.
 import keras
 import numpy as np
 
-from keras_split.flops import layer_macs, spatial_positions
+from keras_split.select.flops import layer_macs, spatial_positions
 
 COST_MODES = ("flops", "params", "uniform")
 
@@ -66,7 +66,7 @@ def group_costs(graph, groups, mode="flops"):
     """Cost of splitting each group alone, on the current network.
 
     Args:
-        graph: a :class:`~keras_split.channel_graph.ChannelGraph`.
+        graph: a :class:`~keras_split.graph.channel_graph.ChannelGraph`.
         groups: list of group ids.
         mode: ``"flops"`` (MACs), ``"params"`` (weights, BatchNorm statistics
             included) or ``"uniform"`` (1 per group).

@@ -5,6 +5,7 @@ data directory, a run directory from another configuration, an unwritable output
 """
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -14,15 +15,14 @@ MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v1_cifar", "mobilenet_v2_ci
 
 
 def _print_rows(rows):
-    keys = [k for k in ("test_accuracy", "top1", "top5") if k in rows[0]]
-    print(f"{'stage':>5} {'MACs':>12} {'params':>10} " + " ".join(f"{k:>13}" for k in keys))
-    for r in rows:
-        print(f"{r['stage']:>5} {r['macs']:>12,} {r['params']:>10,} "
-              + " ".join(f"{r[k]:>13.4f}" for k in keys))
+    """Prints the per-stage table of a run's rows."""
+    from keras_split.apps.results import format_table, metric_columns
+
+    print(format_table(rows, metric_columns(rows)))
 
 
 def _demo(args):
-    from keras_split.demo import run_demo
+    from keras_split.apps.demo import run_demo
 
     print(f"Growing the digits network ({args.stages} stages, "
           f"{args.epochs_per_stage or args.epochs} epochs"
@@ -61,92 +61,20 @@ def _demo(args):
     return 0
 
 
-def _detect_dataset(data_dir):
-    from keras_split.data import imagenet
-
-    if imagenet._shards(data_dir, "train") or os.path.isdir(os.path.join(data_dir, "val")):
-        return "imagenet"
-    if os.path.isdir(os.path.join(data_dir, "train")) and os.path.isdir(os.path.join(data_dir, "test")):
-        return "cifar10"
-    if os.path.isdir(os.path.join(data_dir, "cifar-10-batches-py")) or data_dir.endswith(
-            ("cifar-10-batches-py", "cifar-10-batches-bin", ".tar.gz")):
-        return "cifar10"
-    raise ValueError(
-        f"Cannot tell the dataset of '{data_dir}': expected ImageNet shards or train/ and "
-        "val/ folders, or a CIFAR train/ and test/ folder layout (or pass --dataset).")
-
-
-def _datasets(args, dataset):
-    """``(train_fn, test, n_train, size, classes)`` for ``grow`` and ``retrain``."""
-    from keras_split import data, recipes
-
-    if dataset == "imagenet":
-        size, classes = args.image_size or 224, 1000
-        train_fn = lambda stage: recipes.one_hot(data.imagenet_dataset(  # noqa: E731
-            args.data, "train", batch_size=args.batch_size, image_size=size,
-            seed=args.seed + stage), classes)
-        test = recipes.one_hot(data.imagenet_dataset(
-            args.data, "validation", batch_size=args.batch_size, image_size=size), classes)
-        n_train = 1_281_167
-    else:
-        size, classes = 32, 10
-        train_fn = lambda stage: recipes.one_hot(data.cifar_dataset(  # noqa: E731
-            args.data, "train", batch_size=args.batch_size, seed=args.seed + stage,
-            validate=False), classes)
-        test = recipes.one_hot(data.cifar_dataset(args.data, "test", batch_size=500,
-                                                  validate=False), classes)
-        n_train = 50_000
-    folder = os.path.join(args.data, "train")
-    if os.path.isdir(folder):   # the schedule follows the real size of a folder's train split
-        from keras_split.data.image_folder import ImageFolder
-
-        n_train = len(ImageFolder(folder))
-    return train_fn, test, n_train, size, classes
-
-
-def _export_inputs(args, model):
-    """``(inputs or None, where from)`` for the parity check and int8 calibration."""
-    import numpy as np
-
-    path = args.data
-    if path is None:
-        default = os.path.join(os.path.dirname(os.path.abspath(args.stage_dir)),
-                               "calibration.npz")
-        if not os.path.exists(default):
-            return None, None
-        path = default
-    if path.endswith(".npz"):
-        if not os.path.isfile(path):
-            raise ValueError(f"'{path}' does not exist.")
-        with np.load(path) as arrays:
-            if not arrays.files:
-                raise ValueError(f"'{path}' holds no array.")
-            return arrays["x" if "x" in arrays.files else arrays.files[0]], path
-    if not os.path.isdir(path):
-        raise ValueError(f"--data '{path}' is neither a data folder nor an .npz file.")
-    from keras_split import data
-
-    dataset = _detect_dataset(path)
-    if dataset == "imagenet":
-        size = int(model.inputs[0].shape[1])
-        return data.imagenet_dataset(path, "validation", batch_size=50,
-                                     image_size=size).take(10), path
-    return data.cifar_dataset(path, "test", batch_size=100, validate=False).take(5), path
-
-
 def _grow(args):
     if not os.path.exists(args.data):
         raise ValueError(f"Data directory '{args.data}' does not exist.")
-    from keras_split import models, recipes
-    from keras_split.schedule import growth_epochs
+    from keras_split import data, models
+    from keras_split.apps import cli_inputs, recipes
+    from keras_split.growing.schedule import growth_epochs
 
     if args.width is None:
         args.width = 8 if args.model.endswith("_cifar") else 0.3
     if args.model.endswith("_cifar") and (args.width < 1 or args.width != int(args.width)):
         raise ValueError(f"--width of {args.model} is its channel count, a positive integer. "
                          f"Received: --width {args.width}")
-    dataset = args.dataset if args.dataset != "auto" else _detect_dataset(args.data)
-    train_fn, test, n_train, size, classes = _datasets(args, dataset)
+    dataset = args.dataset if args.dataset != "auto" else data.detect_dataset(args.data)
+    train_fn, test, n_train, size, classes = cli_inputs.run_datasets(args, dataset)
     epochs = ([args.epochs_per_stage] * (args.stages + 1) if args.epochs_per_stage
               else growth_epochs(args.epochs, args.stages))
     builder = getattr(models, args.model)
@@ -167,16 +95,7 @@ def _grow(args):
                 "data": os.path.abspath(args.data), "batch_size": args.batch_size,
                 "image_size": args.image_size},
     )
-    import numpy as np
-
-    from keras_split.schedule import save_calibration
-
-    inputs = []
-    for x, _ in test:
-        inputs.append(x.numpy())
-        if sum(len(a) for a in inputs) >= 256:
-            break
-    save_calibration(args.out, np.concatenate(inputs)[:256])
+    cli_inputs.save_test_calibration(args.out, test)
     _print_rows(rows)
     print(f"Results: {os.path.join(args.out, 'results.json')}")
     return 0
@@ -185,15 +104,15 @@ def _grow(args):
 def _retrain(args):
     import json
 
-    from keras_split import recipes
-    from keras_split.schedule import load_stage_model, read_run
+    from keras_split.apps import cli_inputs, recipes
+    from keras_split.growing.schedule import load_stage_model, read_run
 
     run = read_run(args.run_dir)
     if run is None:
         raise ValueError(f"'{args.run_dir}' is not a keras-split run directory.")
     user = run["config"]["user"]
     if "demo" in user:
-        from keras_split.demo import retrain
+        from keras_split.apps.demo import retrain
 
         record = retrain(args.run_dir)
         print(f"found architecture, retrained: {record['macs']:,} MACs, {record['epochs']} "
@@ -209,7 +128,7 @@ def _retrain(args):
         raise ValueError(f"The run's data directory '{user['data']}' does not exist.")
     config = argparse.Namespace(data=user["data"], batch_size=user["batch_size"],
                                 seed=run["config"]["seed"], image_size=user.get("image_size"))
-    train_fn, test, n_train, _, _ = _datasets(config, user["dataset"])
+    train_fn, test, n_train, _, _ = cli_inputs.run_datasets(config, user["dataset"])
     epochs = run["config"]["epochs_per_stage"]
     epochs = sum(epochs) if isinstance(epochs, list) else epochs * (run["config"]["stages"] + 1)
     model = load_stage_model(os.path.join(args.run_dir, f"stage_{run['completed']}",
@@ -230,8 +149,8 @@ def _retrain(args):
 
 
 def _export(args):
-    from keras_split import export
-    from keras_split.schedule import load_stage_model
+    from keras_split.apps import cli_inputs, export
+    from keras_split.growing.schedule import load_stage_model
 
     model_path = os.path.join(args.stage_dir, "model.keras")
     if not os.path.exists(model_path):
@@ -244,7 +163,7 @@ def _export(args):
     os.makedirs(parent, exist_ok=True)
     if not os.access(parent, os.W_OK):
         raise ValueError(f"Cannot write to '{parent}'.")
-    sample, source = _export_inputs(args, model)
+    sample, source = cli_inputs.export_inputs(args, model)
     if args.format == "savedmodel":
         result = export.saved_model(model, out, sample_data=sample)
     else:
@@ -266,7 +185,7 @@ def _export(args):
 
 
 def _report(args):
-    from keras_split.report import write_report
+    from keras_split.apps.report import write_report
 
     images = labels = None
     if args.data:
@@ -294,19 +213,14 @@ def _schedule_arguments(parser, epochs):
                         help="MACs budget of each stage as a fraction (default: 0.5)")
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="keras-split",
-        description="Grow Keras models by energy-aware splitting steepest descent. "
-                    "Exit codes: 0 success, 1 failure, 2 bad usage or input.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _verbosity(parser, default, help_text):
+    """The ``--verbose`` option (Keras verbosity) of ``demo``, ``grow`` and ``retrain``."""
+    parser.add_argument("--verbose", type=int, default=default, choices=(0, 1, 2),
+                        help=help_text)
 
-    demo = sub.add_parser(
-        "demo", help="grow a small MobileNet on scikit-learn's bundled digits (offline)",
-        description="Grows a MobileNet-style network (8 channels everywhere) on the real UCI "
-                    "digits bundled with scikit-learn (no download), trains width-multiplier "
-                    "baselines, and writes a report. Rerunning resumes an interrupted run.")
+
+def _demo_options(demo):
+    """Adds the options of ``demo``."""
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     _schedule_arguments(demo, epochs=60)
     demo.add_argument("--seed", type=int, default=0, help="first random seed (default: 0)")
@@ -315,14 +229,11 @@ def build_parser():
                            "(default: 3)")
     demo.add_argument("--no-baselines", action="store_true",
                       help="skip the width-multiplier baselines")
-    demo.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
-                      help="Keras verbosity of fit and grow (default: 0)")
-    demo.set_defaults(func=_demo)
+    _verbosity(demo, 0, "Keras verbosity of fit and grow (default: 0)")
 
-    grow = sub.add_parser(
-        "grow", help="the resumable stage driver on ImageNet or CIFAR data",
-        description="Runs train -> grow -> train ... and checkpoints RUN_DIR/stage_K after "
-                    "every stage; rerunning the same command resumes.")
+
+def _grow_options(grow):
+    """Adds the options of ``grow``."""
     grow.add_argument("--model", choices=MODELS, default="mobilenet_v1",
                       help="seed architecture (default: mobilenet_v1)")
     grow.add_argument("--width", type=float, default=None,
@@ -344,22 +255,17 @@ def build_parser():
                       help="training batches for eigen estimation per stage (default: 50)")
     grow.add_argument("--image-size", type=int, default=None,
                       help="ImageNet input size (default: 224)")
-    grow.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                      help="Keras verbosity (default: 1, progress bars)")
-    grow.set_defaults(func=_grow)
+    _verbosity(grow, 1, "Keras verbosity (default: 1, progress bars)")
 
-    ret = sub.add_parser(
-        "retrain", help="train the architecture a run found, freshly initialised",
-        description="Trains the final stage's widths from scratch with the run's recipe and "
-                    "epochs; writes RUN_DIR/retrained.json (and comparison.json for the demo).")
+
+def _retrain_options(ret):
+    """Adds the options of ``retrain``."""
     ret.add_argument("run_dir", help="a run directory of `grow` or `demo`")
-    ret.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                     help="Keras verbosity (default: 1)")
-    ret.set_defaults(func=_retrain)
+    _verbosity(ret, 1, "Keras verbosity (default: 1)")
 
-    exp = sub.add_parser("export", help="export a stage to SavedModel or TFLite",
-                         description="Exports RUN_DIR/stage_K/model.keras and reports its "
-                                     "parity with Keras.")
+
+def _export_options(exp):
+    """Adds the options of ``export``."""
     exp.add_argument("stage_dir", help="a stage directory, e.g. runs/demo/stage_3")
     exp.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel",
                      help="export format (default: savedmodel)")
@@ -371,14 +277,53 @@ def build_parser():
                           "default: RUN_DIR/calibration.npz when the run wrote one")
     exp.add_argument("--out", default=None,
                      help="output path (default: STAGE_DIR/export/...)")
-    exp.set_defaults(func=_export)
 
-    rep = sub.add_parser("report", help="Markdown/HTML report with plots of a run",
-                         description="Writes RUN_DIR/report/report.md and report.html.")
+
+def _report_options(rep):
+    """Adds the options of ``report``."""
     rep.add_argument("run_dir", help="a run directory")
     rep.add_argument("--data", default=None,
                      help="CIFAR-style data for the GradCAM/saliency maps")
-    rep.set_defaults(func=_report)
+
+
+# The sub-commands, in order: (run, add its options, help, description).
+COMMANDS = {
+    "demo": (_demo, _demo_options,
+             "grow a small MobileNet on scikit-learn's bundled digits (offline)",
+             "Grows a MobileNet-style network (8 channels everywhere) on the real UCI "
+             "digits bundled with scikit-learn (no download), trains width-multiplier "
+             "baselines, and writes a report. Rerunning resumes an interrupted run."),
+    "grow": (_grow, _grow_options, "the resumable stage driver on ImageNet or CIFAR data",
+             "Runs train -> grow -> train ... and checkpoints RUN_DIR/stage_K after "
+             "every stage; rerunning the same command resumes."),
+    "retrain": (_retrain, _retrain_options,
+                "train the architecture a run found, freshly initialised",
+                "Trains the final stage's widths from scratch with the run's recipe and "
+                "epochs; writes RUN_DIR/retrained.json (and comparison.json for the demo)."),
+    "export": (_export, _export_options, "export a stage to SavedModel or TFLite",
+               "Exports RUN_DIR/stage_K/model.keras and reports its parity with Keras."),
+    "report": (_report, _report_options, "Markdown/HTML report with plots of a run",
+               "Writes RUN_DIR/report/report.md and report.html."),
+}
+
+
+def build_parser():
+    """The ``keras-split`` argument parser, with its sub-commands.
+
+    Returns:
+        An ``argparse.ArgumentParser``; the parsed arguments' ``func`` runs the
+        command and returns the exit code.
+    """
+    parser = argparse.ArgumentParser(
+        prog="keras-split",
+        description="Grow Keras models by energy-aware splitting steepest descent. "
+                    "Exit codes: 0 success, 1 failure, 2 bad usage or input.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (run, add_options, help_text, description) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=description)
+        add_options(command)
+        command.set_defaults(func=run)
     return parser
 
 
@@ -392,7 +337,7 @@ def main(argv=None):
     from keras_split.compat import native_output_held
 
     with native_output_held(2):   # TensorFlow's native import logs
-        import keras  # noqa: F401
+        importlib.import_module("keras")
         import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")

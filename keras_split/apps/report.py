@@ -139,8 +139,7 @@ def write_report(run_dir, images=None, labels=None, metric=None):
     Example:
         >>> write_report("runs/demo", x_test[:6], y_test[:6])
     """
-    from keras_split.flops import count_flops
-    from keras_split.twins import twin_statistics
+    from keras_split.growing.schedule import load_stage_model
 
     _, stage_dirs = _stage_dirs(run_dir)
     out = os.path.join(run_dir, "report")
@@ -152,33 +151,52 @@ def write_report(run_dir, images=None, labels=None, metric=None):
     comparison = _load_json(os.path.join(run_dir, "comparison.json"))
     seeds = _load_json(os.path.join(run_dir, "seeds.json"))
     metric = metric or next((m for m in ("test_accuracy", "top1") if rows and m in rows[0]), None)
-    from keras_split.schedule import load_stage_model
-
     models_by_stage = [load_stage_model(os.path.join(d, "model.keras")) for d in stage_dirs]
-    widths = [{n: int(m.network.get_layer(n).kernel.shape[-1]) for n in m.splittable_layers}
-              for m in models_by_stage]
     pngs = []
     if rows and metric:
         _plot_accuracy(rows, baselines, os.path.join(out, "accuracy_vs_macs.png"), metric,
                        retrained)
         pngs.append(("Accuracy against MACs", "accuracy_vs_macs.png"))
+    pngs += _model_plots(out, models_by_stage, history, images, labels)
+    note = ("" if images is not None and len(images) else
+            "No test images were given, so the report has no GradCAM/saliency maps.")
+    lines = [f"# Growth report: {os.path.basename(os.path.abspath(run_dir))}", ""]
+    lines += _stage_table(models_by_stage, rows, history, metric)
+    lines += _comparison_section(comparison) + _seeds_section(seeds)
+    for title, png in pngs:
+        lines += [f"## {title}", "", f"![{title}]({png})", ""]
+    if note:
+        lines += [note, ""]
+    return _write_documents(out, lines, pngs, note)
+
+
+def _model_plots(out, models_by_stage, history, images, labels):
+    """Plots the widths, the spectra and (given ``images``) the attention maps of a
+    run's models into ``out``; returns their ``(title, png)``."""
+    widths = [{n: int(m.network.get_layer(n).kernel.shape[-1]) for n in m.splittable_layers}
+              for m in models_by_stage]
     _plot_widths(widths, os.path.join(out, "widths.png"))
-    pngs.append(("Layer widths across stages", "widths.png"))
+    pngs = [("Layer widths across stages", "widths.png")]
     if history["stages"]:
         _plot_spectra(history["stages"], os.path.join(out, "spectra.png"))
         pngs.append(("Splitting spectra", "spectra.png"))
-    note = ""
     if images is not None and len(images):
         _plot_attention({"seed": models_by_stage[0].strip(), "final": models_by_stage[-1].strip()},
                         np.asarray(images, dtype="float32"), np.asarray(labels),
                         os.path.join(out, "attention.png"))
         pngs.append(("GradCAM and saliency (tf-keras-vis), seed and final model", "attention.png"))
-    else:
-        note = "No test images were given, so the report has no GradCAM/saliency maps."
-    lines = [f"# Growth report: {os.path.basename(os.path.abspath(run_dir))}", ""]
-    lines += ["| stage | MACs | params | " + (f"{metric} |" if metric else "")
-              + " groups split | twins |",
-              "|---:|---:|---:|" + ("---:|" if metric else "") + "---:|---:|"]
+    return pngs
+
+
+def _stage_table(models_by_stage, rows, history, metric):
+    """The Markdown lines of the per-stage table (MACs, params, accuracy, groups split,
+    twins) and its note."""
+    from keras_split.growing.twins import twin_statistics
+    from keras_split.select.flops import count_flops
+
+    lines = ["| stage | MACs | params | " + (f"{metric} |" if metric else "")
+             + " groups split | twins |",
+             "|---:|---:|---:|" + ("---:|" if metric else "") + "---:|---:|"]
     for k, model in enumerate(models_by_stage):
         row = rows[k] if k < len(rows) else {}
         split = history["stages"][k - 1]["n_selected"] if 0 < k <= len(history["stages"]) else "-"
@@ -186,35 +204,47 @@ def write_report(run_dir, images=None, labels=None, metric=None):
         twins = twin_statistics(model)["twin_fraction"]
         lines.append(f"| {k} | {count_flops(model):,} | {model.count_params():,} |{acc} {split} "
                      f"| {twins:.1%} |")
-    lines += ["", "twins: the share of Dense/Conv2D units whose incoming kernel has a cosine "
-              "above 0.99 with another unit of its layer (split children that stayed copies).",
-              ""]
-    if comparison:
-        lines += ["## In place vs found architecture vs width multiplier", "",
-                  "| network | MACs | params | epochs | accuracy |", "|---|---:|---:|---:|---:|"]
-        for key in ("grown", "retrained", "width"):
-            r = comparison[key]
-            lines.append(f"| {r['label']} | {r['macs']:,} | {r['params']:,} | {r['epochs']} "
-                         f"| {r['accuracy']:.4f} |")
-        lines += ["", comparison["verdict"], "",
-                  "Protocol: the width multiplier is the uniform width whose MACs are nearest "
-                  "the grown network's; it and the found architecture (the grown widths, "
-                  "freshly initialised) are trained from scratch for as many epochs as the "
-                  "grown network received in all, with the same optimizer and one cosine "
-                  "learning-rate schedule.", ""]
-    if seeds and len(seeds["runs"]) > 1:
-        lines += [f"## Over {len(seeds['runs'])} seeds", "",
-                  "| seed | grown in place | width multiplier | found architecture, retrained |",
-                  "|---:|---:|---:|---:|"]
-        for r in seeds["runs"]:
-            lines.append(f"| {r['seed']} | {r['grown']['accuracy']:.4f} | "
-                         f"{r['width']['accuracy']:.4f} ({r['width']['label']}) | "
-                         f"{r['retrained']['accuracy']:.4f} |")
-        lines += ["", seeds["verdict"], ""]
-    for title, png in pngs:
-        lines += [f"## {title}", "", f"![{title}]({png})", ""]
-    if note:
-        lines += [note, ""]
+    return lines + ["", "twins: the share of Dense/Conv2D units whose incoming kernel has a "
+                    "cosine above 0.99 with another unit of its layer (split children that "
+                    "stayed copies).", ""]
+
+
+def _comparison_section(comparison):
+    """The Markdown lines comparing grown, retrained and width multiplier (none without
+    ``comparison.json``)."""
+    if not comparison:
+        return []
+    lines = ["## In place vs found architecture vs width multiplier", "",
+             "| network | MACs | params | epochs | accuracy |", "|---|---:|---:|---:|---:|"]
+    for key in ("grown", "retrained", "width"):
+        r = comparison[key]
+        lines.append(f"| {r['label']} | {r['macs']:,} | {r['params']:,} | {r['epochs']} "
+                     f"| {r['accuracy']:.4f} |")
+    return lines + ["", comparison["verdict"], "",
+                    "Protocol: the width multiplier is the uniform width whose MACs are nearest "
+                    "the grown network's; it and the found architecture (the grown widths, "
+                    "freshly initialised) are trained from scratch for as many epochs as the "
+                    "grown network received in all, with the same optimizer and one cosine "
+                    "learning-rate schedule.", ""]
+
+
+def _seeds_section(seeds):
+    """The Markdown lines of the table over seeds (none for a single seed)."""
+    if not seeds or len(seeds["runs"]) <= 1:
+        return []
+    lines = [f"## Over {len(seeds['runs'])} seeds", "",
+             "| seed | grown in place | width multiplier | found architecture, retrained |",
+             "|---:|---:|---:|---:|"]
+    for r in seeds["runs"]:
+        lines.append(f"| {r['seed']} | {r['grown']['accuracy']:.4f} | "
+                     f"{r['width']['accuracy']:.4f} ({r['width']['label']}) | "
+                     f"{r['retrained']['accuracy']:.4f} |")
+    return lines + ["", seeds["verdict"], ""]
+
+
+def _write_documents(out, lines, pngs, note):
+    """Writes ``report.md`` (``lines``) and ``report.html`` into ``out``; returns the
+    path of ``report.md``."""
     md = os.path.join(out, "report.md")
     with open(md, "w") as f:
         f.write("\n".join(lines))

@@ -18,14 +18,13 @@ import collections
 import keras
 import numpy as np
 
-from keras_split import activations as act_lib
+from keras_split.graph import activations as act_lib
 from keras_split import compat
-from keras_split.channel_map import ChannelMap
-from keras_split.handlers import SINK, get_handler
+from keras_split.graph.channel_map import ChannelMap
+from keras_split.graph.handlers import SINK, get_handler
+from keras_split.graph.walk import functional_nodes
 
 FIXED = 0
-
-Node = collections.namedtuple("Node", ["layer", "node", "inputs", "outputs"])
 
 
 class NeuronChain:
@@ -37,7 +36,7 @@ class NeuronChain:
         point: the layer at whose output the auxiliary activation is added
             (the activation layer, the BatchNormalization, or the producer).
         fused: True when the activation is the producer's own ``activation``.
-        activation: a :class:`keras_split.activations.NeuronActivation`.
+        activation: a :class:`keras_split.graph.activations.NeuronActivation`.
     """
 
     def __init__(self, producer, batch_norm, point, fused, activation):
@@ -142,15 +141,14 @@ class ChannelGraph:
         seen = set()
         nodes = []
         self._problems = []
-        for node in compat.graph_nodes(model):
-            layer = node.operation
-            if layer.name in seen:
+        for n in functional_nodes(model):
+            if n.layer.name in seen:
                 self._problems.append(
-                    f"Layer '{layer.name}' ({type(layer).__name__}) is shared: "
+                    f"Layer '{n.layer.name}' ({type(n.layer).__name__}) is shared: "
                     "it is called at more than one place in the model, so "
                     "its channels cannot be split consistently.")
-            seen.add(layer.name)
-            nodes.append(Node(layer, node, list(node.input_tensors), list(node.outputs)))
+            seen.add(n.layer.name)
+            nodes.append(n)
         return nodes
 
     def new_classes(self, layer_name, n):

@@ -7,18 +7,19 @@ top-1 and top-5 accuracy per stage. Training and splitting run under a
 ``tf.distribute`` strategy.
 """
 
-import json
 import logging
-import os
 
 import keras
 import tensorflow as tf
 
-from keras_split.flops import count_flops
-from keras_split.growing_model import GrowingModel
-from keras_split.schedule import grow_schedule, load_stage_model
+from keras_split.apps.results import evaluate_stages, format_table
+from keras_split.growing.growing_model import GrowingModel
+from keras_split.growing.schedule import grow_schedule
+from keras_split.select.flops import count_flops
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["compiled_model", "format_table", "one_hot", "retrain_found", "run_growth"]
 
 
 def one_hot(dataset, num_classes):
@@ -82,18 +83,14 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
                     label_smoothing=label_smoothing, eigen_batches=eigen_batches),
         verbose=verbose,
     )
-    rows = []
-    scope = (strategy or tf.distribute.get_strategy()).scope
-    for stage in range(stages + 1):
-        with scope():
-            model = load_stage_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
+
+    def measure(stage, model):
         metrics = model.evaluate(eval_data, verbose=0, return_dict=True)
-        rows.append({"stage": stage, "macs": count_flops(model),
-                     "params": int(model.count_params()),
-                     "top1": float(metrics["top1"]), "top5": float(metrics["top5"])})
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    return rows
+        return {"stage": stage, "macs": count_flops(model), "params": int(model.count_params()),
+                "top1": float(metrics["top1"]), "top5": float(metrics["top5"])}
+
+    return evaluate_stages(out_dir, stages, measure,
+                           scope=(strategy or tf.distribute.get_strategy()).scope)
 
 
 def retrain_found(model, train_data, eval_data, epochs, steps_per_epoch, learning_rate,
@@ -124,10 +121,3 @@ def retrain_found(model, train_data, eval_data, epochs, steps_per_epoch, learnin
                    "params": int(fresh.count_params()), "epochs": int(epochs),
                    "top1": float(metrics["top1"]), "top5": float(metrics["top5"])}
 
-
-def format_table(rows):
-    """The per-stage table as text."""
-    lines = [f"{'stage':>5} {'MACs':>14} {'params':>11} {'top-1':>7} {'top-5':>7}"]
-    lines += [f"{r['stage']:>5} {r['macs']:>14,} {r['params']:>11,} {r['top1']:>7.4f} "
-              f"{r['top5']:>7.4f}" for r in rows]
-    return "\n".join(lines)

@@ -35,7 +35,7 @@ class GrowthStage:
         twins: :func:`keras_split.twin_statistics` totals right after the stage.
         n_noise: neurons whose negative eigenvalue was ignored as noise: a step
             as large as the neuron's own weights would change the loss by less
-            than ``NOISE_RTOL`` (1e-6) of it (see ``keras_split.growth``).
+            than ``NOISE_RTOL`` (1e-6) of it (see ``keras_split.growing.growth``).
         eigen: how the eigenpairs were estimated: ``passes`` over the estimation
             data (lobpcg stops once converged), the residual ratios
             ``sum(residual) / sum(|lambda|)`` over the negative eigenvalues on the

@@ -25,6 +25,8 @@ class Eigenpairs:
             samples' matrices, which no number of passes removes).
         passes: the lobpcg method's passes over the estimation data (it stops
             early once the candidates have converged), or None.
+        fit_values: ``float64[units]`` or None: the lobpcg eigenvalues on the
+            estimation data, those ``fit_residuals`` belong to.
 
     Example:
         >>> eig = model.splitting_eigenpairs(data)["conv1"]
@@ -36,11 +38,12 @@ class Eigenpairs:
     residuals: np.ndarray = None
     fit_residuals: np.ndarray = None
     passes: int = None
+    fit_values: np.ndarray = None
 
     def __post_init__(self):
         self.values = np.asarray(self.values, dtype=np.float64)
         self.vectors = np.asarray(self.vectors, dtype=np.float64)
-        for name in ("residuals", "fit_residuals"):
+        for name in ("residuals", "fit_residuals", "fit_values"):
             if getattr(self, name) is not None:
                 setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
         if self.vectors.ndim != 2 or self.vectors.shape[0] != self.values.shape[0]:
@@ -58,12 +61,13 @@ class Eigenpairs:
             "fit_residuals": (None if self.fit_residuals is None
                               else self.fit_residuals.tolist()),
             "passes": self.passes,
+            "fit_values": None if self.fit_values is None else self.fit_values.tolist(),
         }
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["values"], d["vectors"], d.get("residuals"), d.get("fit_residuals"),
-                   d.get("passes"))
+                   d.get("passes"), d.get("fit_values"))
 
 
 class LayerEigenpairs(dict):
@@ -107,9 +111,15 @@ def relative_residual(eigenpairs, fit=False):
     Example:
         >>> relative_residual(model.splitting_eigenpairs(data, method="fast"))
     """
-    return residual_ratio(
-        [(e.values, e.fit_residuals if fit and e.fit_residuals is not None else e.residuals)
-         for e in eigenpairs.values()])
+    return residual_ratio([_measured(e, fit) for e in eigenpairs.values()])
+
+
+def _measured(e, fit=True):
+    """``(values, residuals)`` of one measurement: on the estimation data when ``fit``
+    and the estimator has it (lobpcg), else on the evaluation batches."""
+    if fit and e.fit_residuals is not None:
+        return (e.values if e.fit_values is None else e.fit_values), e.fit_residuals
+    return e.values, e.residuals
 
 
 def residual_ratio(pairs):
@@ -140,15 +150,55 @@ def unconverged_neurons(eigenpairs, rtol=UNCONVERGED_RESIDUAL):
     """
     out = {}
     for name, e in eigenpairs.items():
-        res = e.fit_residuals if e.fit_residuals is not None else e.residuals
+        values, res = _measured(e)
         if res is not None:
-            bad = np.flatnonzero((e.values < 0) & (res > rtol * np.abs(e.values)))
+            bad = np.flatnonzero((values < 0) & (res > rtol * np.abs(values)))
             if len(bad):
                 out[name] = [int(u) for u in bad]
     return out
 
 
-
 def eigen_passes(eigenpairs):
     """The passes an estimator recorded (``Eigenpairs.passes``, lobpcg), or None."""
     return next((e.passes for e in eigenpairs.values() if e.passes), None)
+
+
+def inactive_eigenpairs(layer, seed):
+    """Eigenpairs of a layer without a splitting signal (``sigma'' = 0``): zero
+    eigenvalues and seeded random unit vectors.
+
+    Args:
+        layer: the producer (its kernel gives ``units`` and ``fan_in``).
+        seed: seed of the random vectors.
+
+    Returns:
+        An :class:`Eigenpairs` with zero values and residuals.
+    """
+    units, fan_in = int(layer.kernel.shape[-1]), int(np.prod(layer.kernel.shape[:-1]))
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((units, fan_in))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return Eigenpairs(np.zeros(units), v, np.zeros(units))
+
+
+def rayleigh_eigenpairs(v, sv):
+    """Eigenpairs from vectors ``v`` and their products ``S v`` (both ``[units, d]``).
+
+    ``v`` is normalised; ``lambda = v^T S v`` and the residual ``||S v - lambda v||``.
+
+    Example:
+        >>> rayleigh_eigenpairs(np.array([[2.0, 0.0]]), np.array([[-3.0, 0.0]])).values
+        array([-3.])
+    """
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    lam = np.sum(v * sv, axis=1)
+    return Eigenpairs(lam, v, np.linalg.norm(sv - lam[:, None] * v, axis=1))
+
+
+def check_finite(name, tensor, what):
+    """Raises ValueError when ``tensor`` (the ``what`` of layer ``name``) is not finite."""
+    if not np.all(np.isfinite(tensor)):
+        raise ValueError(
+            f"Non-finite values in the {what} of layer '{name}' during eigen "
+            "estimation; check the data, the loss and the learning rate."
+        )

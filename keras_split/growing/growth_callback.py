@@ -1,13 +1,12 @@
 """`GrowthCallback`: grow inside `model.fit` on a schedule."""
 
-import inspect
 import logging
 
 import keras
 
-from keras_split.flops import count_flops
-from keras_split.split_rule import SplitRule
-from keras_split.twins import twin_statistics
+from keras_split.growing.growth_settings import GrowthSettings
+from keras_split.growing.twins import twin_statistics
+from keras_split.select.flops import count_flops
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +32,9 @@ class GrowthCallback(keras.callbacks.Callback):
         max_macs: stop growing once the model has this many MACs; the last
             stage's ratio is reduced so as not to pass it. None: no limit.
         max_stages: at most this many stages. None: no limit.
-        **grow_kwargs: passed to ``GrowingModel.grow`` (``growth_ratio``,
-            ``cost``, ``method``, ``split_rule``...); checked here, not at epoch N.
+        **grow_kwargs: passed to ``GrowingModel.grow``: ``settings`` (a
+            GrowthSettings) and settings by name (``growth_ratio``, ``cost``,
+            ``method``, ``split_rule``...); checked here, not at epoch N.
 
     Raises:
         ValueError: for a bad schedule argument or a bad ``grow`` argument.
@@ -46,9 +46,6 @@ class GrowthCallback(keras.callbacks.Callback):
 
     def __init__(self, data, every_n_epochs=5, max_macs=None, max_stages=None, **grow_kwargs):
         super().__init__()
-        from keras_split import growth
-        from keras_split.growing_model import GrowingModel
-
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError("every_n_epochs must be a positive integer. "
                              f"Received: every_n_epochs={every_n_epochs!r}")
@@ -58,16 +55,11 @@ class GrowthCallback(keras.callbacks.Callback):
                                        or not isinstance(max_stages, int) or max_stages < 0):
             raise ValueError("max_stages must be a non-negative integer. "
                              f"Received: max_stages={max_stages!r}")
-        allowed = set(inspect.signature(GrowingModel.grow).parameters) - {"self", "x", "y"}
-        unknown = sorted(set(grow_kwargs) - allowed)
-        if unknown:
-            raise ValueError(f"Unknown grow() arguments {unknown}. Allowed: {sorted(allowed)}")
-        defaults = {k: p.default for k, p in inspect.signature(GrowingModel.grow).parameters.items()
-                    if k in allowed}
-        merged = dict(defaults, **grow_kwargs)
-        rule = SplitRule.get(merged["split_rule"], merged["epsilon"])
-        growth.validate_growth_args(merged["growth_ratio"], rule.epsilon, merged["cost"],
-                                    merged["solver"], merged["method"], merged["threshold"])
+        per_call = {"settings", "eval_data", "dry_run", "log_dir", "verbose"}
+        # Checked now, not at epoch N: a bad or unknown setting is named here.
+        self._settings = GrowthSettings.from_arguments(
+            grow_kwargs.get("settings"),
+            **{k: v for k, v in grow_kwargs.items() if k not in per_call})
         self.data = data
         self.every_n_epochs = every_n_epochs
         self.max_macs = max_macs
@@ -88,7 +80,7 @@ class GrowthCallback(keras.callbacks.Callback):
             logs["twin_fraction"] = float(twin_statistics(self.model)["twin_fraction"])
 
     def _grow(self):
-        ratio = self.grow_kwargs.get("growth_ratio", 0.5)
+        ratio = self._settings.growth_ratio
         if self.max_macs is not None:
             macs = count_flops(self.model)
             if macs >= self.max_macs:

@@ -12,7 +12,7 @@ two questions:
   for every spatial position; *sinks* (Softmax, LayerNormalization, Reshape)
   mix channels, so whatever reaches them can never be split.
 * ``widen``: given how each input and output tensor was widened (a
-  :class:`~keras_split.channel_map.ChannelMap`), the new layer config and how
+  :class:`~keras_split.graph.channel_map.ChannelMap`), the new layer config and how
   every weight is rebuilt. Consumers halve the incoming weights of a duplicated
   channel, per-channel layers duplicate their entries unchanged.
 
@@ -23,7 +23,7 @@ import numpy as np
 import keras
 
 from keras_split import compat
-from keras_split.channel_map import ChannelMap, WeightEdit
+from keras_split.graph.channel_map import ChannelMap, WeightEdit
 
 
 class LayerHandler:
@@ -90,7 +90,7 @@ class ActivationHandler(ChannelwiseHandler):
     """An Activation layer: per-channel unless its function mixes channels (softmax)."""
 
     def trace(self, layer, in_classes, out_shapes, graph):
-        from keras_split.activations import NON_ELEMENTWISE, activation_name
+        from keras_split.graph.activations import NON_ELEMENTWISE, activation_name
 
         if activation_name(layer.activation) in NON_ELEMENTWISE:
             return SINK.trace(layer, in_classes, out_shapes, graph)

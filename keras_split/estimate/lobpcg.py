@@ -1,6 +1,6 @@
 """Block (LOBPCG) minimisation of every neuron's Rayleigh quotient on full-data products.
 
-The fast method of :mod:`keras_split.splitting` takes one RMSprop step per
+The fast method of :mod:`keras_split.estimate.rmsprop` takes one RMSprop step per
 mini-batch. Splitting matrices are expectations of terms of both signs
 (``dL/da`` changes sign between examples), so a mini-batch's ``S`` is a noisy
 estimate of the average one, and stochastic steps converge slowly (see the
@@ -8,13 +8,14 @@ README's splitting-cost benchmark: 3-5 LOBPCG passes against more than 32
 RMSprop epochs for every candidate neuron within 2 % of ``eigh``).
 
 :class:`LobpcgEigenSolver` uses the same auxiliary-activation products ``S v``
-(never building ``S``, memory ``O(n d)``) but averages them over all of the
-estimation data: one pass gives ``S_D v`` for every neuron at once. Each
-further pass applies ``S_D`` to the normalised residual ``r = S_D v - lambda v``,
-and the new ``v`` is the best vector of ``span(v, r, p)`` (Rayleigh-Ritz,
-``p`` the previous update), as in Knyazev's LOBPCG with block size one per
-neuron. The smallest eigenvalue of a splitting matrix is usually well separated,
-so a handful of passes reach the ``eigh`` answer on the same data.
+(:class:`~keras_split.estimate.products.SvProducts`: never building ``S``, memory
+``O(n d)``) but averages them over all of the estimation data: one pass gives
+``S_D v`` for every neuron at once. Each further pass applies ``S_D`` to the
+normalised residual ``r = S_D v - lambda v``, and the new ``v`` is the best vector
+of ``span(v, r, p)`` (Rayleigh-Ritz, ``p`` the previous update), as in Knyazev's
+LOBPCG with block size one per neuron. The smallest eigenvalue of a splitting
+matrix is usually well separated, so a handful of passes reach the ``eigh`` answer
+on the same data.
 """
 
 import logging
@@ -22,9 +23,10 @@ import logging
 import keras
 import numpy as np
 
-from keras_split import data_utils
-from keras_split.eigenpairs import LayerEigenpairs, residual_ratio
-from keras_split.splitting import FastEigenSolver, inactive_eigenpairs, rayleigh_eigenpairs
+from keras_split.data import data_utils
+from keras_split.estimate.eigenpairs import (LayerEigenpairs, inactive_eigenpairs,
+                                             rayleigh_eigenpairs, residual_ratio)
+from keras_split.estimate.products import SvProducts
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ class LobpcgEigenSolver:
         layers: producer names (default: all splittable layers).
         seed: seed of the random initial vectors.
         strategy: a ``tf.distribute.Strategy``; every batch is split across
-            its replicas (see :class:`~keras_split.splitting.FastEigenSolver`).
+            its replicas (see :class:`~keras_split.estimate.products.SvProducts`).
 
     Example:
         >>> solver = LobpcgEigenSolver(graph, loss_fn)
@@ -84,7 +86,7 @@ class LobpcgEigenSolver:
     """
 
     def __init__(self, graph, loss_fn, layers=None, seed=0, strategy=None):
-        self.products = FastEigenSolver(graph, loss_fn, layers, seed=seed, strategy=strategy)
+        self.products = SvProducts(graph, loss_fn, layers, seed=seed, strategy=strategy)
         self.graph = graph
         self.layers = self.products.layers
         self.seed = seed
@@ -134,37 +136,43 @@ class LobpcgEigenSolver:
                 logger.debug("LOBPCG stopped after %d passes: residual ratio %.2g <= %g",
                              done, self.residual_ratio, tol)
                 break
-            # An orthonormal basis [v, p, r] per neuron keeps the Rayleigh-Ritz step
-            # exact in float64 whatever the precision of the products.
-            residuals = {}
-            for name, v in self.vectors.items():
-                basis = [v] + ([directions[name]] if name in directions else [])
-                residuals[name] = _orthonormal_to(svs[name], basis)
-            r_svs = self._apply(residuals, dataset, batch_size)
-            for name, v in self.vectors.items():
-                basis, prods = [v, residuals[name]], [svs[name], r_svs[name]]
-                if name in directions:
-                    basis.append(directions[name])
-                    prods.append(direction_svs[name])
-                basis, prods = np.stack(basis, axis=1), np.stack(prods, axis=1)
-                c = rayleigh_ritz(basis, prods)
-                self.vectors[name], svs[name] = _combine(c, basis, prods)
-                # The next direction p: the update beyond the old v, made orthogonal to
-                # the new v (its product follows by linearity).
-                c[:, 0] = 0.0
-                p, p_sv = _combine(c, basis, prods, normalise=False)
-                v_new = self.vectors[name]
-                along = np.sum(p * v_new, axis=1, keepdims=True)
-                p, p_sv = p - along * v_new, p_sv - along * svs[name]
-                norm = np.linalg.norm(p, axis=1, keepdims=True)
-                ok = norm > 1e-12
-                scale = np.where(ok, 1.0 / np.where(ok, norm, 1.0), 0.0)
-                directions[name], direction_svs[name] = p * scale, p_sv * scale
+            self._iterate(svs, directions, direction_svs, dataset, batch_size)
             self._record(done + 1, svs)
             progbar.update(done + 1)
             logger.debug("LOBPCG splitting eigenpairs: pass %d/%d done", done + 1, epochs)
         self.svs = svs
         return self
+
+    def _iterate(self, svs, directions, direction_svs, dataset, batch_size):
+        """One LOBPCG iteration (one pass over ``dataset``), in place: the new vectors
+        (``self.vectors``) and their products ``svs``, and the next directions ``p``
+        and their products (empty on the first iteration)."""
+        # An orthonormal basis [v, p, r] per neuron keeps the Rayleigh-Ritz step
+        # exact in float64 whatever the precision of the products.
+        residuals = {}
+        for name, v in self.vectors.items():
+            basis = [v] + ([directions[name]] if name in directions else [])
+            residuals[name] = _orthonormal_to(svs[name], basis)
+        r_svs = self._apply(residuals, dataset, batch_size)
+        for name, v in self.vectors.items():
+            basis, prods = [v, residuals[name]], [svs[name], r_svs[name]]
+            if name in directions:
+                basis.append(directions[name])
+                prods.append(direction_svs[name])
+            basis, prods = np.stack(basis, axis=1), np.stack(prods, axis=1)
+            c = rayleigh_ritz(basis, prods)
+            self.vectors[name], svs[name] = _combine(c, basis, prods)
+            # The next direction p: the update beyond the old v, made orthogonal to
+            # the new v (its product follows by linearity).
+            c[:, 0] = 0.0
+            p, p_sv = _combine(c, basis, prods, normalise=False)
+            v_new = self.vectors[name]
+            along = np.sum(p * v_new, axis=1, keepdims=True)
+            p, p_sv = p - along * v_new, p_sv - along * svs[name]
+            norm = np.linalg.norm(p, axis=1, keepdims=True)
+            ok = norm > 1e-12
+            scale = np.where(ok, 1.0 / np.where(ok, norm, 1.0), 0.0)
+            directions[name], direction_svs[name] = p * scale, p_sv * scale
 
     def _record(self, passes, svs):
         """Records the passes made and the residual ratio of the current vectors."""
@@ -178,7 +186,7 @@ class LobpcgEigenSolver:
         (default: the data of the last :meth:`fit`, with no further pass).
 
         Returns:
-            A :class:`~keras_split.eigenpairs.LayerEigenpairs`, whose ``loss`` is
+            A :class:`~keras_split.estimate.eigenpairs.LayerEigenpairs`, whose ``loss`` is
             the model's mean loss on ``eval_data`` (on the fit data by default;
             None when no layer had a splitting signal and no pass ran).
 
@@ -200,6 +208,7 @@ class LobpcgEigenSolver:
             if self.svs is not None:
                 fit = rayleigh_eigenpairs(self.vectors[name], self.svs[name])
                 result[name].fit_residuals = fit.residuals
+                result[name].fit_values = fit.values
                 result[name].passes = self.passes
         return result
 

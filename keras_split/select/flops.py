@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_split import compat
+from keras_split.graph.walk import functional_nodes
 
 
 def spatial_positions(tensor):
@@ -58,11 +59,10 @@ def count_flops(model):
     if network is None:
         raise ValueError(f"count_flops needs a functional or Sequential model, got {type(model).__name__}.")
     total = 0
-    for node in compat.graph_nodes(network):
-        layer = node.operation
-        if isinstance(layer, keras.Model):
-            total += count_flops(layer)
+    for n in functional_nodes(network):
+        if isinstance(n.layer, keras.Model):
+            total += count_flops(n.layer)
             continue
-        for out in node.outputs:
-            total += layer_macs(layer, out)
+        for out in n.outputs:
+            total += layer_macs(n.layer, out)
     return int(total)

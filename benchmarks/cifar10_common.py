@@ -1,0 +1,125 @@
+"""What the CIFAR-10 benchmarks share: the data, the training protocol, and timers.
+
+``cifar10_growth.py``, ``growth_stage_cost.py`` and ``keras_applications.py`` read
+the same uint8 CIFAR-10 arrays (:func:`load`), train on one seeded stateless
+pipeline (:func:`training_data`) with one optimizer (:func:`compile_model`), time
+epochs with :class:`Timer` (:func:`train`) and record the same command and machine in their JSON
+(:func:`command_line`, :func:`machine`).
+"""
+
+import glob
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras_split as ks  # noqa: E402
+from keras_split import models  # noqa: E402
+from keras_split.data import preprocessing  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def load(data_dir, n_train, n_val, cache="/tmp/cifar10_uint8.npz"):
+    """uint8 arrays: ``n_train`` training and ``n_val`` validation images (disjoint, both
+    from the training folder, fixed by data seed 0) and the 10 000 test images."""
+    if not os.path.exists(cache):
+        def read(split):
+            classes = sorted(os.listdir(os.path.join(data_dir, split)))
+            files = [(f, i) for i, c in enumerate(classes)
+                     for f in sorted(glob.glob(os.path.join(data_dir, split, c, "*.jpg")))]
+            ds = tf.data.Dataset.from_tensor_slices([f for f, _ in files]).map(
+                lambda f: tf.io.decode_jpeg(tf.io.read_file(f), channels=3),
+                num_parallel_calls=tf.data.AUTOTUNE).batch(1000)
+            return (np.concatenate([b.numpy() for b in ds]),
+                    np.array([i for _, i in files], dtype=np.int64))
+        (x, y), (xt, yt) = read("train"), read("test")
+        np.savez(cache, x=x, y=y, xt=xt, yt=yt)
+    d = np.load(cache)
+    order = np.random.default_rng(0).permutation(len(d["x"]))
+    val, train = order[:n_val], order[n_val:n_val + n_train]
+    return (d["x"][train], d["y"][train]), (d["x"][val], d["y"][val]), (d["xt"], d["yt"])
+
+
+def training_data(x, y, batch_size, epochs, seed):
+    """All epochs' batches: a stateless shuffle and augmentation per (seed, epoch)."""
+    n = len(x) // batch_size * batch_size
+    images, labels = tf.constant(x), tf.constant(y)
+
+    def epoch(e):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(x)), seed=tf.stack([tf.cast(seed, tf.int64), e]))[:n]
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        return ds.map(lambda i: (preprocessing.cifar_train(
+            tf.gather(images, i), tf.stack([e * 1_000_003 + tf.cast(seed, tf.int64),
+                                            tf.cast(i, tf.int64)])), tf.gather(labels, i)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return (tf.data.Dataset.range(epochs).flat_map(epoch).batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)), n // batch_size
+
+
+def width_macs(width):
+    """MACs of the uniform MobileNetV1-CIFAR of ``width``."""
+    return ks.count_flops(models.mobilenet_v1_cifar(blocks=6, width=width, activation="swish"))
+
+
+def normalised(x):
+    return preprocessing.cifar_eval(tf.constant(x)).numpy()
+
+
+def compile_model(model, args, steps):
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+class Timer(keras.callbacks.Callback):
+    """Epoch wall times and MACs (MAC-epochs), and the stages' growth seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.macs = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+        self.macs.append(ks.count_flops(self.model))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(time.perf_counter() - self.t0)
+
+
+def train(model, args, seed, x, y, callbacks=()):
+    """Compiles ``model`` and fits it ``args.epochs`` epochs on the seeded pipeline;
+    returns its :class:`Timer`."""
+    data, steps = training_data(x, y, args.batch_size, args.epochs, seed)
+    compile_model(model, args, steps * args.epochs)
+    timer = Timer()
+    model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=0,
+              callbacks=[timer, *callbacks])
+    return timer
+
+
+def evaluate(model, sets):
+    """``{name: accuracy}`` of ``model`` on each ``(x, y)`` of ``sets``."""
+    return {k: float(model.evaluate(x, y, batch_size=500, verbose=0)[1]) for k, (x, y) in sets.items()}
+
+
+def command_line(script, argv):
+    """The command that ran ``benchmarks/<script>`` with ``argv`` (None: this process's)."""
+    return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def machine():
+    """The platform, CPU count and framework versions, for a results file."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__, "keras": keras.__version__}

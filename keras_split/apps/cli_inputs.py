@@ -1,0 +1,92 @@
+"""The data the command line's commands read: the datasets of ``grow`` and ``retrain``,
+the parity and calibration inputs of ``export``."""
+
+import os
+
+import numpy as np
+
+from keras_split import data
+from keras_split.apps import recipes
+from keras_split.data.image_folder import ImageFolder
+from keras_split.growing.schedule import save_calibration
+
+
+def run_datasets(args, dataset):
+    """The training and test data of a ``grow`` or ``retrain`` run.
+
+    Args:
+        args: the parsed options (``data``, ``batch_size``, ``seed``, ``image_size``).
+        dataset: ``"imagenet"`` or ``"cifar10"``.
+
+    Returns:
+        ``(train_fn, test, n_train, size, classes)``: ``stage -> training dataset``,
+        the test dataset (one-hot labels both), the training examples (a folder
+        split's real count), the image size and the class count.
+    """
+    if dataset == "imagenet":
+        size, classes = args.image_size or 224, 1000
+        train_fn = lambda stage: recipes.one_hot(data.imagenet_dataset(  # noqa: E731
+            args.data, "train", batch_size=args.batch_size, image_size=size,
+            seed=args.seed + stage), classes)
+        test = recipes.one_hot(data.imagenet_dataset(
+            args.data, "validation", batch_size=args.batch_size, image_size=size), classes)
+        n_train = 1_281_167
+    else:
+        size, classes = 32, 10
+        train_fn = lambda stage: recipes.one_hot(data.cifar_dataset(  # noqa: E731
+            args.data, "train", batch_size=args.batch_size, seed=args.seed + stage,
+            validate=False), classes)
+        test = recipes.one_hot(data.cifar_dataset(args.data, "test", batch_size=500,
+                                                  validate=False), classes)
+        n_train = 50_000
+    folder = os.path.join(args.data, "train")
+    if os.path.isdir(folder):   # the schedule follows the real size of a folder's train split
+        n_train = len(ImageFolder(folder))
+    return train_fn, test, n_train, size, classes
+
+
+def save_test_calibration(out_dir, test, n=256):
+    """Saves the first ``n`` test inputs as the run's ``calibration.npz``."""
+    inputs = []
+    for x, _ in test:
+        inputs.append(x.numpy())
+        if sum(len(a) for a in inputs) >= n:
+            break
+    save_calibration(out_dir, np.concatenate(inputs)[:n])
+
+
+def export_inputs(args, model):
+    """The inputs of ``export``'s parity check and int8 calibration.
+
+    Args:
+        args: the parsed options (``data``: a data folder, an ``.npz`` or None for
+            ``RUN_DIR/calibration.npz``; ``stage_dir``).
+        model: the exported model (its input size picks the ImageNet image size).
+
+    Returns:
+        ``(inputs or None, where from)``.
+
+    Raises:
+        ValueError: for a missing or empty ``.npz``, or a path that is neither.
+    """
+    path = args.data
+    if path is None:
+        default = os.path.join(os.path.dirname(os.path.abspath(args.stage_dir)),
+                               "calibration.npz")
+        if not os.path.exists(default):
+            return None, None
+        path = default
+    if path.endswith(".npz"):
+        if not os.path.isfile(path):
+            raise ValueError(f"'{path}' does not exist.")
+        with np.load(path) as arrays:
+            if not arrays.files:
+                raise ValueError(f"'{path}' holds no array.")
+            return arrays["x" if "x" in arrays.files else arrays.files[0]], path
+    if not os.path.isdir(path):
+        raise ValueError(f"--data '{path}' is neither a data folder nor an .npz file.")
+    if data.detect_dataset(path) == "imagenet":
+        size = int(model.inputs[0].shape[1])
+        return data.imagenet_dataset(path, "validation", batch_size=50,
+                                     image_size=size).take(10), path
+    return data.cifar_dataset(path, "test", batch_size=100, validate=False).take(5), path

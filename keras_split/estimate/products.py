@@ -1,0 +1,181 @@
+"""Splitting-matrix products ``S v`` of every neuron at once, without building ``S``.
+
+For a neuron ``a = sigma(z)``, ``z = c * (theta . p) + b`` (``p`` the input
+patch, ``c`` the frozen BatchNorm scale), the splitting matrix is
+``S = E[dL/da * sigma''(z) * c**2 * p p^T]``, summed over spatial positions and
+averaged over examples (the compiled loss is a mean over the batch).
+
+An auxiliary activation ``sigma''(z) c**2 (Y . p)(V . p)`` is added to every
+neuron at ``Y = 0``; one backward pass gives ``dL/dY = S V`` for all neurons at
+once. ``Y . p`` is a zero tensor whose custom gradient is the filter gradient,
+so the forward pass costs one extra convolution (``V . p``) per layer, and the
+backward pass differentiates only with respect to the ``Y`` slots.
+
+The model's own layers are untouched: the vector variables live here and exist
+only while eigenpairs are estimated, so ordinary training pays nothing.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_split.data import data_utils
+from keras_split.estimate.eigenpairs import check_finite
+from keras_split.estimate.interpreter import Interpreter, layers_with_signal
+from keras_split.estimate.linear import graph_dtype, linear, producer_forward, zero_slot
+
+
+class SvProducts:
+    """The products ``S V`` of every neuron's splitting matrix with its vector ``v``.
+
+    Args:
+        graph: the model's ChannelGraph.
+        loss_fn: ``loss_fn(x, y, y_pred, sample_weight) -> scalar``.
+        layers: producer names (default: all splittable layers); those whose
+            activation has a zero second derivative get no vectors (``active``).
+        seed: seed of the random initial unit vectors.
+        strategy: a ``tf.distribute.Strategy`` with several replicas: every batch
+            is split across them and their ``S v`` are averaged (weighted by
+            their examples); the vectors themselves live on the host.
+
+    Example:
+        >>> products = SvProducts(graph, loss_fn)
+        >>> svs, examples = products.products((x, y))
+    """
+
+    def __init__(self, graph, loss_fn, layers=None, seed=0, strategy=None):
+        self.graph = graph
+        self.loss_fn = loss_fn
+        self.layers = list(graph.splittable_layers if layers is None else layers)
+        self.active = layers_with_signal(graph, self.layers)
+        self.seed = seed
+        self.interp = Interpreter(graph, self.active)
+        rng = np.random.default_rng(seed)
+        self.vectors = {}
+        for name in self.active:
+            shape = tuple(graph.producers[name].layer.kernel.shape)
+            v = rng.standard_normal(shape)
+            v /= np.sqrt(np.sum(v * v, axis=tuple(range(len(shape) - 1)), keepdims=True))
+            dtype = graph.producers[name].layer.kernel.dtype
+            self.vectors[name] = keras.Variable(v.astype(dtype), name=f"{name}_split_v",
+                                                trainable=True)
+        self.loss = None  # the mean loss of the last products pass
+        self.strategy = strategy if strategy and strategy.num_replicas_in_sync > 1 else None
+        # The graph is static Python (no tensor-dependent control flow): autograph would
+        # only add seconds of source conversion to every trace (one per architecture).
+        self._sv_fn = tf.function(self._sv_global, reduce_retracing=True, autograph=False)
+
+    def _sv_sum(self, x, y, sw):
+        """``n * S v`` and ``n`` times the loss on one (per-replica) batch of ``n`` examples,
+        and ``n``."""
+        svs, loss = self._sv(x, y, sw)
+        n = tf.shape(tf.nest.flatten(x)[0])[0]
+        sums = {k: v * tf.cast(n, v.dtype) for k, v in svs.items()}
+        return sums, tf.cast(loss, tf.float64) * tf.cast(n, tf.float64), n
+
+    def _sv_global(self, x, y, sw):
+        """``S v`` of every active layer and the loss on a (possibly distributed) batch,
+        and its size."""
+        if self.strategy is None:
+            sums, loss_sum, n = self._sv_sum(x, y, sw)
+        else:
+            per_sums, per_loss, per_n = self.strategy.run(self._sv_sum, args=(x, y, sw))
+            total = tf.distribute.ReduceOp.SUM
+            sums = {k: self.strategy.reduce(total, v, axis=None) for k, v in per_sums.items()}
+            loss_sum = self.strategy.reduce(total, per_loss, axis=None)
+            n = self.strategy.reduce(total, per_n, axis=None)
+        means = {k: v / tf.cast(n, v.dtype) for k, v in sums.items()}
+        return means, loss_sum / tf.cast(n, tf.float64), n
+
+    def _batches(self, dataset):
+        """``dataset``'s batches, split across the replicas of a multi-replica strategy."""
+        if self.strategy is None:
+            return dataset
+        return self.strategy.experimental_distribute_dataset(dataset)
+
+    def _sv(self, x, y, sw):
+        """``S V`` of every active layer on one batch (the Y-slot gradients), and the loss
+        (the slots are zero: the model's own loss)."""
+        interp, vectors = self.interp, self.vectors
+        slots = {
+            name: tf.zeros(vectors[name].shape, dtype=graph_dtype(self.graph, name))
+            for name in self.active
+        }
+        aux = {}
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(list(slots.values()))
+
+            def on_producer(name, layer, x_):
+                v = tf.cast(vectors[name].value, x_.dtype)
+                w = tf.stop_gradient(linear(layer, x_, v))
+                u = zero_slot(layer, x_, slots[name], w)
+                aux[name] = (u, w)
+                if interp.chains[name].fused:
+                    return producer_forward(layer, x_)
+                return None, layer(x_, training=False)
+
+            def on_point(name, z, a):
+                u, w = aux[name]
+                return a + interp.coefficient(name, z, a.dtype) * u * w
+
+            y_pred = interp.run(x, on_producer, on_point)
+            loss = self.loss_fn(x, y, y_pred, sw)
+        names = list(slots)
+        grads = tape.gradient(loss, [slots[n] for n in names])
+        svs = {
+            n: (g if g is not None else tf.zeros_like(slots[n]))
+            for n, g in zip(names, grads)
+        }
+        return svs, loss
+
+    def products(self, data, batch_size=32,
+                 empty="data is empty: no batch to estimate eigenpairs from."):
+        """``S V`` of every active layer averaged over all of ``data``, as ``(units, d)``.
+
+        Args:
+            data: a batched dataset or an ``(x, y)`` tuple of arrays.
+            batch_size: for array data.
+            empty: the error message for data without a batch.
+
+        Returns:
+            ``({layer: float64[units, d]}, examples)``: row ``i`` is ``S_i v_i``.
+            The mean loss over ``data`` (the same forward pass) is left in
+            :attr:`loss`.
+
+        Raises:
+            ValueError: for empty data or non-finite products (naming the layer).
+        """
+        dataset = data_utils.as_dataset(data, batch_size)
+        totals = {n: 0.0 for n in self.active}
+        count, loss_total = 0, 0.0
+        for batch in self._batches(dataset):
+            x, y, sw = data_utils.unpack(batch)
+            svs, loss, n = self._sv_fn(x, y, sw)
+            n = int(n)
+            for name, sv in svs.items():
+                totals[name] = totals[name] + n * sv.numpy().astype(np.float64)
+            loss_total += n * float(loss)
+            count += n
+        if count == 0 and self.active:
+            raise ValueError(empty)
+        self.loss = loss_total / count if count else None
+        out = {}
+        for name in self.active:
+            units = int(self.vectors[name].shape[-1])
+            out[name] = (totals[name] / count).reshape(-1, units).T
+            check_finite(name, out[name], "splitting products S v")
+        return out, count
+
+    def get_vectors(self):
+        """The current vectors, ``{layer: float64[units, d]}`` (rows not normalised)."""
+        return {
+            name: keras.ops.convert_to_numpy(var).astype(np.float64).reshape(
+                -1, int(var.shape[-1])).T
+            for name, var in self.vectors.items()
+        }
+
+    def set_vectors(self, vectors):
+        """Sets the vectors from ``{layer: [units, d]}`` (for products with any ``V``)."""
+        for name, v in vectors.items():
+            var = self.vectors[name]
+            var.assign(np.asarray(v).T.reshape(var.shape).astype(var.dtype))

@@ -1,0 +1,390 @@
+"""`GrowingModel`: a Keras model that can estimate splitting eigenpairs and widen itself."""
+
+import logging
+
+import keras
+
+from keras_split import compat
+from keras_split.data import data_utils
+from keras_split.estimate import exact, lobpcg, rmsprop
+from keras_split.estimate.eigenpairs import (UNCONVERGED_RESIDUAL, eigen_passes,
+                                             relative_residual, unconverged_neurons)
+from keras_split.graph.activations import validate_surrogate
+from keras_split.graph.channel_graph import ChannelGraph
+from keras_split.graph.functional_model import as_functional
+from keras_split.growing.compiled_loss import check_labels, loss_function
+from keras_split.growing.growth import run_stage
+from keras_split.growing.growth_settings import EIGEN_TOL, GrowthSettings, validate_eigen_args
+from keras_split.surgery import widening
+from keras_split.surgery.optimizer_state import rebuild_optimizer
+from keras_split.surgery.split_rule import SplitRule
+
+logger = logging.getLogger(__name__)
+
+@keras.saving.register_keras_serializable(package="keras_split")
+class GrowingModel(keras.Model):
+    """A Keras model that grows by splitting steepest descent.
+
+    It behaves as the wrapped model for ``compile``, ``fit``, ``evaluate``,
+    ``predict``, ``save`` and ``summary``, and adds
+    :meth:`splitting_eigenpairs` and :meth:`split`. Ordinary training runs the
+    wrapped model's own layers and nothing else.
+
+    Args:
+        model: a functional or Sequential ``keras.Model`` built from supported
+            layers (see :mod:`keras_split.graph.handlers`).
+        surrogate: ``"softplus"`` (default) gives piecewise-linear activations
+            (ReLU family, identity) the second derivative of
+            ``softplus(3 z) / 3``, as the splitting papers' code does; None uses
+            the true second derivative everywhere (zero for those activations).
+        **kwargs: passed to ``keras.Model`` (e.g. ``name``).
+
+    Raises:
+        ValueError: for an unsupported layer, a nested or shared layer, or a
+            bad ``surrogate``; the message names the layer.
+
+    Example:
+        >>> model = GrowingModel(keras.Sequential([keras.Input((4,)),
+        ...     keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)]))
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> eig = model.splitting_eigenpairs((x, y), method="exact")
+        >>> model.split({"dense": [0, 3]}, eigenpairs=eig, epsilon=1e-2)
+    """
+
+    def __init__(self, model, surrogate="softplus", growth_history=None, **kwargs):
+        self.surrogate = validate_surrogate(surrogate)
+        network = as_functional(model)
+        graph = ChannelGraph(network, surrogate=self.surrogate)
+        kwargs.setdefault("name", f"growing_{network.name}")
+        super().__init__(**kwargs)
+        self.network = network
+        self._graph = graph
+        self.growth_history = list(growth_history or [])
+        self.built = True
+
+    # --------------------------------------------------------------- keras API
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.network.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.network),
+            "surrogate": self.surrogate,
+            "growth_history": list(self.growth_history),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        network = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(network, **config)
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``; with a :class:`keras_split.GrowthCallback` among the
+        callbacks, the others are checked and linked to it first (see
+        :func:`keras_split.growing.growth_callback.prepare_fit_callbacks`)."""
+        from keras_split.growing.growth_callback import prepare_fit_callbacks
+
+        prepare_fit_callbacks(kwargs.get("callbacks", args[5] if len(args) > 5 else None))
+        return super().fit(*args, **kwargs)
+
+    def get_layer(self, name=None, index=None):
+        """A layer of the wrapped network (``fc``, ``conv1``...), as users expect.
+
+        Raises:
+            ValueError: for a name or index the network does not have.
+        """
+        return self.network.get_layer(name=name, index=index)
+
+    def strip(self):
+        """A plain functional ``keras.Model`` with this architecture and weights.
+
+        Returns:
+            A ``keras.Model`` that loads without keras_split (``keras_split.export.strip``
+            does the same for any model).
+        """
+        plain = keras.models.clone_model(self.network)
+        plain.set_weights(self.network.get_weights())
+        return plain
+
+    def found_architecture(self, seed=None):
+        """The grown architecture with fresh weights: the network search's result.
+
+        Every layer is rebuilt from its config (so with its initializers), with
+        the widths growth found; nothing is copied from the trained weights.
+
+        Args:
+            seed: seeds the initializers (``keras.utils.set_random_seed``) when given.
+
+        Returns:
+            An uncompiled functional ``keras.Model`` (no keras_split class inside).
+
+        Example:
+            >>> fresh = model.found_architecture(seed=0)
+            >>> fresh.compile(optimizer="sgd", loss="mse"); fresh.fit(x, y)
+        """
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        return keras.models.clone_model(self.network)
+
+    # -------------------------------------------------------------- splitting
+    @property
+    def splittable_layers(self):
+        """Names of the layers whose units can be split, in graph order."""
+        return list(self._graph.splittable_layers)
+
+    def coupled_groups(self):
+        """The coupled channel groups with more than one member.
+
+        Returns:
+            A list of ``[(layer_name, unit), ...]`` lists, e.g. the producers
+            whose outputs meet in a residual ``Add``.
+        """
+        return [m for m in self._graph.groups.values() if len(m) > 1]
+
+    def _loss_fn(self):
+        return loss_function(self)
+
+    def _check_labels(self, dataset):
+        check_labels(self, dataset)
+
+    def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
+                             eigen_epochs=5, learning_rate=0.01, eval_data=None, seed=0,
+                             max_bytes=exact.DEFAULT_MAX_EXACT_BYTES, verbose=0,
+                             eigen_tol=EIGEN_TOL):
+        """Minimum eigenpairs of every splittable neuron's splitting matrix.
+
+        BatchNormalization is frozen (inference statistics) and dropout is off.
+        Under a ``tf.distribute`` strategy with several replicas, the lobpcg and
+        fast methods split every batch across them; exact runs on one device. A
+        warning names the neurons whose estimate is still off by 25 %.
+
+        Args:
+            data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)``
+                tuple of arrays; the loss is the compiled loss.
+            method, eigen_epochs, eigen_tol, learning_rate, seed, batch_size: as
+                in :class:`~keras_split.growing.growth_settings.GrowthSettings`.
+            layers: restrict to these layer names (default: all splittable).
+            eval_data: lobpcg and fast methods: data on which the final
+                eigenvalues are measured (default: ``data``).
+            max_bytes: exact method: memory limit for the matrices.
+            verbose: 0 silent, 1 progress bar.
+
+        Returns:
+            ``{layer_name: Eigenpairs}`` (for lobpcg and fast a LayerEigenpairs,
+            whose ``loss`` is the mean loss on the evaluation data).
+
+        Raises:
+            ValueError: for an uncompiled model, a bad ``method`` or layer name,
+                empty or non-finite data, or exact matrices too large.
+
+        Example:
+            >>> eig = model.splitting_eigenpairs((x, y), method="exact")
+        """
+        validate_eigen_args(method, eigen_epochs, eigen_tol)
+        self._check_layers(layers)
+        loss_fn = self._loss_fn()
+        self._check_labels(data_utils.as_dataset(data, batch_size))
+        if method == "exact":
+            return exact.exact_eigenpairs(
+                self._graph, loss_fn, data, layers=layers, batch_size=batch_size,
+                max_bytes=max_bytes, verbose=verbose)
+        options = dict(layers=layers, epochs=eigen_epochs, batch_size=batch_size,
+                       eval_data=eval_data, seed=seed, verbose=verbose,
+                       strategy=self.distribute_strategy)
+        if method == "lobpcg":
+            eig = lobpcg.lobpcg_eigenpairs(self._graph, loss_fn, data, tol=eigen_tol, **options)
+        else:
+            eig = rmsprop.fast_eigenpairs(self._graph, loss_fn, data,
+                                            learning_rate=learning_rate, **options)
+        _warn_unconverged(eig, method)
+        return eig
+
+    def _check_layers(self, layers):
+        """Raises ValueError for a name in ``layers`` that is not a splittable layer."""
+        for name in layers or ():
+            if name not in self._graph.splittable_layers:
+                raise ValueError(
+                    f"Layer '{name}' is not a splittable layer of this model. "
+                    f"Splittable layers: {self._graph.splittable_layers}."
+                )
+
+    def split(self, plan, eigenpairs=None, epsilon=None, split_rule="copy", seed=0):
+        """Splits the named units in place, each into two children made by ``split_rule``.
+
+        With the default rule (``"copy"``, the papers') the children are
+        ``theta +/- epsilon v`` and every consumer of a split channel gets it
+        twice with its incoming weights halved, so at ``epsilon = 0`` the
+        function is unchanged. Other rules (:class:`keras_split.SplitRule`:
+        ``"antisymmetric"``, ``"fresh"``) share the outgoing weights unevenly or
+        draw the second child afresh, and are function-preserving at
+        ``epsilon = 0`` too. Naming any producer of a coupled group (a residual
+        ``Add``) splits all of its producers, each along its own eigenvector.
+
+        Optimizer state: the optimizer is rebuilt from its config; its iteration
+        count is kept, slot variables (momentum, Adam moments, ...) of unchanged
+        weights are copied, and those of widened weights are copied entry by
+        entry: both children of a unit start with the parent's slots (the
+        second child's are zero when the rule has ``reset_slots``), and the
+        first moments (SGD momentum, Adam's m) of a consumer's duplicated input
+        rows are halved like the rows themselves, so that the pair keeps the
+        parent's momentum.
+
+        Args:
+            plan: ``{layer_name: [unit, ...]}``; a unit named twice is an error.
+            eigenpairs: the result of :meth:`splitting_eigenpairs`; required
+                when the rule steps along eigenvectors (``epsilon != 0``).
+            epsilon: overrides the rule's step (absolute, or relative to each
+                neuron's weight norm when the rule is ``relative``).
+            split_rule: a name in ``keras_split.surgery.split_rule.RULES``, a
+                ``SplitRule`` or its config dict.
+            seed: seed of the rule's random draws.
+
+        Returns:
+            ``{layer_name: (units_before, units_after)}`` for every widened producer.
+
+        Raises:
+            ValueError: for unknown layers, bad or repeated unit indices,
+                missing eigenpairs or a bad ``epsilon``; the model is left unchanged.
+
+        Example:
+            >>> model.split({"fc": [0, 3]}, eigenpairs=eig, epsilon=1e-2)
+            {'fc': (16, 18)}
+        """
+        rule = SplitRule.get(split_rule, epsilon)
+        groups = widening.resolve_plan(self._graph, plan)
+        network, var_edits = self._widened(groups, eigenpairs, rule, seed)
+        return self._commit(network, var_edits, rule)
+
+    def _widened(self, groups, eigenpairs, rule, seed=0):
+        """``(network, var_edits)``: this model with ``groups`` split; ``self`` is unchanged."""
+        plans = widening.plan_edits(self._graph, groups, eigenpairs, rule, seed)
+        # Under tf.distribute, the new variables must be created in the model's strategy.
+        with self.distribute_strategy.scope():
+            return widening.widen_model(self._graph, plans)
+
+    def _commit(self, network, var_edits, rule):
+        """Makes ``network`` (from :meth:`_widened`) this model's network."""
+        new_graph = ChannelGraph(network, surrogate=self.surrogate)
+        summary = {}
+        for name in self._graph.producers:
+            before = self._graph.units(name)
+            after = new_graph.units(name)
+            if after != before:
+                summary[name] = (before, after)
+        self._replace_network(network, new_graph, var_edits, rule.reset_slots)
+        logger.info("Split: %s", summary)
+        return summary
+
+    def _replace_network(self, network, graph, var_edits, reset_slots=False):
+        old_optimizer = getattr(self, "optimizer", None)
+        optimizer = old_optimizer
+        if old_optimizer is not None and self.compiled:
+            # Built before anything changes, so that a failure leaves the model as it was.
+            with self.distribute_strategy.scope():
+                optimizer = rebuild_optimizer(old_optimizer, var_edits,
+                                              network.trainable_variables, reset_slots)
+        self._restore((network, graph, optimizer, self.train_function is not None))
+
+    def _snapshot(self):
+        """What :meth:`_restore` needs to undo a later ``_replace_network``."""
+        return (self.network, self._graph, getattr(self, "optimizer", None),
+                self.train_function is not None)
+
+    def _restore(self, snapshot):
+        """Makes ``snapshot``'s network, graph and optimizer this model's (no copies)."""
+        network, graph, optimizer, had_train_function = snapshot
+        compat.untrack(self, self.network)
+        self.network = network
+        self._graph = graph
+        self.train_function = self.test_function = self.predict_function = None
+        if optimizer is not None and self.compiled:
+            self.optimizer = optimizer
+        if had_train_function:
+            # Growing inside fit (GrowthCallback): the loop calls train_function next.
+            self.make_train_function(force=True)
+
+    # ----------------------------------------------------------------- growth
+    def grow(self, x=None, y=None, settings=None, eval_data=None, dry_run=False, log_dir=None,
+             verbose=0, **overrides):
+        """One energy-aware growth stage: eigenpairs, costs, knapsack selection, split.
+
+        The MACs after the stage are at most ``(1 + growth_ratio)`` times those
+        before. A stage never raises the held-out loss: the split is built aside
+        and its step shrunk (x 1/4, x 1/16, then 0, function-preserving) until
+        the loss is not above the loss before (to 1e-5 relative), else the model
+        is left as it was (``stage.guard``). Noise-level eigenvalues are ignored
+        (``stage.n_noise``). At most the first 200 batches (1 GiB) are read and
+        cached, so that every pass and the guard see the same examples.
+
+        Args:
+            x: like ``fit``: input arrays with ``y``, or a batched ``tf.data.Dataset``
+                of ``(x, y)`` (or ``(x, y, sample_weight)``), or an ``(x, y)`` tuple.
+                Unless ``eval_data`` is given, the last 20 % of its batches (when
+                it has at least 5) are held out for the eigenvalues and the loss.
+            y: the targets when ``x`` holds input arrays.
+            settings: a :class:`~keras_split.growing.growth_settings.GrowthSettings`
+                (default: its defaults: ``growth_ratio=0.5``, ``cost="flops"``,
+                ``method="lobpcg"``, ``split_rule="fresh"``, ...).
+            eval_data: batches for the final eigenvalues and the loss change.
+            dry_run: return the plan without changing the model.
+            log_dir: write TensorBoard scalars and lambda histograms there.
+            verbose: 0 silent, 1 or ``"auto"`` progress bar and a one-line
+                summary, 2 the summary only.
+            **overrides: settings by name, replacing those of ``settings``
+                (``growth_ratio``, ``cost``, ``seed``, ``batch_size``, ...).
+
+        Returns:
+            A :class:`keras_split.GrowthStage`, also appended (as a dict) to
+            ``growth_history`` unless ``dry_run``.
+
+        Raises:
+            ValueError: for a bad argument (naming it), an uncompiled model, or
+                empty or non-finite data. A stage that splits nothing is not an error.
+
+        Example:
+            >>> stage = model.grow(train_ds, growth_ratio=0.5)
+            >>> stage = model.grow(x_train[:1024], y_train[:1024], batch_size=128)
+        """
+        if x is None:
+            raise ValueError("grow needs data: grow(x, y) with arrays, or grow(dataset).")
+        verbose = 1 if verbose == "auto" else verbose
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
+        settings = GrowthSettings.from_arguments(settings, **overrides)
+        snapshot = self._snapshot()
+        try:
+            stage = run_stage(self, x if y is None else (x, y), settings, eval_data=eval_data,
+                              dry_run=dry_run, log_dir=log_dir, verbose=verbose)
+            if not dry_run:
+                self.growth_history.append(stage.to_dict())
+        except BaseException:
+            # Whatever failed, before or after the split (statistics, TensorBoard, an
+            # interrupt): the model is left as it was.
+            self._restore(snapshot)
+            raise
+        return stage
+
+
+def _warn_unconverged(eig, method):
+    """Warns when the estimate has not converged (the residual ratio on the data iterated)."""
+    ratio = relative_residual(eig, fit=True)
+    if ratio is None or ratio <= UNCONVERGED_RESIDUAL:
+        return
+    bad = unconverged_neurons(eig)
+    passes = eigen_passes(eig)
+    logger.warning(
+        "The %s eigenpairs have not converged%s: over the neurons with a negative "
+        "eigenvalue, the residuals ||S v - lambda v|| add up to %.0f%% of their |lambda| "
+        "(an eigenvalue may be off by up to its residual); %d neurons are off by more than "
+        "%.0f%% (%s). Use more eigen_epochs%s.",
+        method, f" in {passes} passes" if passes else "", 100 * ratio,
+        sum(map(len, bad.values())), 100 * UNCONVERGED_RESIDUAL,
+        ", ".join(f"{n}: {len(u)}" for n, u in bad.items()),
+        " or method='lobpcg' (the default)" if method == "fast" else "")

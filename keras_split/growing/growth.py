@@ -1,0 +1,216 @@
+"""One growth stage: estimate eigenpairs, cost every coupled group, select, split.
+
+:func:`run_stage` is what :meth:`keras_split.GrowingModel.grow` calls; it is
+kept apart from the model class so that the math, cost and selection modules
+stay free of the growing loop.
+"""
+
+import logging
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_split.data import data_utils
+from keras_split.estimate.eigenpairs import eigen_passes, relative_residual, unconverged_neurons
+from keras_split.growing.estimation_data import fixed_batches, split_holdout
+from keras_split.growing.growth_stage import GrowthStage
+from keras_split.growing.guard import children_pairs, guarded_split, mean_loss
+from keras_split.growing.twins import twin_statistics
+from keras_split.select import costs as cost_lib
+from keras_split.select.budget import NOISE_RTOL, select_groups, without_noise
+from keras_split.select.flops import count_flops
+
+logger = logging.getLogger(__name__)
+
+
+def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None, verbose=0):
+    """Runs one growth stage on ``model`` (a GrowingModel); see ``GrowingModel.grow``.
+
+    Args:
+        model: the GrowingModel to grow.
+        data: the estimation data (a dataset or an ``(x, y)`` tuple).
+        settings: a :class:`~keras_split.growing.growth_settings.GrowthSettings`.
+        eval_data: held-out batches (default: the last batches of ``data``).
+        dry_run: plan only, the model is not changed.
+        log_dir: TensorBoard directory, or None.
+        verbose: 0 silent, 1 progress bar and summary, 2 the summary only.
+
+    Returns:
+        The :class:`~keras_split.GrowthStage`.
+    """
+    estimate_on, held_out = _stage_data(data, eval_data, settings.batch_size)
+    graph, timer = model._graph, [time.perf_counter()]
+    eig = model.splitting_eigenpairs(
+        estimate_on, method=settings.method, eigen_epochs=settings.eigen_epochs,
+        learning_rate=settings.learning_rate, eval_data=held_out, seed=settings.seed,
+        verbose=verbose, eigen_tol=settings.eigen_tol)
+    timer.append(time.perf_counter())
+    # The held-out pass of the estimate computed the loss already (same compiled loss,
+    # inference mode); measure it only when no pass ran (no layer with a signal).
+    reference_loss = getattr(eig, "loss", None)
+    if reference_loss is None:
+        reference_loss = mean_loss(model, held_out)
+    selection = _select(graph, eig, reference_loss, settings)
+    timer.append(time.perf_counter())
+    split = _split(model, selection, eig, settings, held_out, reference_loss, dry_run)
+    timer.append(time.perf_counter())
+    stage = _stage_record(model, settings, eig, selection, split, timer, dry_run)
+    if log_dir is not None:
+        _write_tensorboard(log_dir, stage, eig)
+    if verbose:
+        sys.stdout.write(stage.summary() + "\n")
+    logger.info(stage.summary())
+    return stage
+
+
+def _stage_data(data, eval_data, batch_size):
+    """``(estimation, held_out)`` batches, both fixed for the stage."""
+    dataset = fixed_batches(data_utils.as_dataset(data, batch_size))
+    if eval_data is None:
+        return split_holdout(dataset)
+    return dataset, fixed_batches(data_utils.as_dataset(eval_data, batch_size, "eval_data"))
+
+
+def _select(graph, eig, reference_loss, settings):
+    """The knapsack's choice: ``dict(groups, values, chosen, budget, solver, n_noise,
+    units)``, ``units`` the split units per layer."""
+    candidates, n_noise = without_noise(graph, eig, reference_loss)
+    if n_noise:
+        logger.info("Ignored %d negative eigenvalues at noise level (|lambda| ||theta||^2 / 2 "
+                    "< %g of the loss %.4g).", n_noise, NOISE_RTOL, reference_loss)
+    groups, values, chosen, budget, solver_used = select_groups(
+        graph, candidates, float(settings.growth_ratio), settings.cost, settings.solver,
+        settings.threshold, settings.max_units, settings.round_to, settings.max_widths)
+    units = {name: [] for name in graph.splittable_layers}
+    for i in chosen:
+        for name, unit in graph.group_members(groups[i]):
+            units[name].append(int(unit))
+    return dict(groups=groups, values=values, chosen=chosen, budget=budget,
+                solver=solver_used, n_noise=n_noise, units=units)
+
+
+def _split(model, selection, eig, settings, held_out, reference_loss, dry_run):
+    """Splits the selection under the loss guard (or plans it, ``dry_run``): the costs
+    before and after, the units split, the guard's record and the children's indices."""
+    graph, rule = model._graph, settings.rule
+    chosen_groups = [selection["groups"][i] for i in selection["chosen"]]
+    out = dict(macs_before=count_flops(model), params_before=int(model.count_params()),
+               before_units={n: graph.units(n) for n in graph.splittable_layers},
+               units=selection["units"], loss_before=None, loss_after=None, tries=[],
+               action="none", pairs={}, norms=_kernel_norms(graph, selection["units"]))
+    if dry_run:
+        out["macs_after"] = int(cost_lib.widened_cost(graph, chosen_groups, "flops"))
+        out["params_after"] = int(cost_lib.widened_cost(graph, chosen_groups, "params"))
+        return _with_layers(out, graph, eig)
+    if chosen_groups:
+        out["loss_before"], out["loss_after"], out["tries"], out["action"] = guarded_split(
+            model, chosen_groups, eig, rule, held_out, seed=settings.seed,
+            loss_before=reference_loss)
+    else:
+        out["loss_before"] = out["loss_after"] = reference_loss
+    if out["action"] in ("split", "shrunk"):
+        out["pairs"] = children_pairs(out["units"], out["before_units"])
+    else:
+        out["units"] = {name: [] for name in out["units"]}
+    out["macs_after"], out["params_after"] = count_flops(model), int(model.count_params())
+    return _with_layers(out, graph, eig)
+
+
+def _with_layers(out, graph, eig):
+    """``out`` with the per-layer records of the graph before the split."""
+    out["layers"] = _layer_records(graph, eig, out["units"], out["before_units"])
+    return out
+
+
+def _stage_record(model, settings, eig, selection, split, timer, dry_run):
+    """The :class:`GrowthStage` of what the stage did."""
+    rule, values, chosen = settings.rule, selection["values"], selection["chosen"]
+    tries, action = split["tries"], split["action"]
+    # The step of the committed split; a rolled-back stage split nothing.
+    used = 0.0 if action == "rolled_back" else tries[-1]["epsilon"] if tries else rule.epsilon
+    # The second-order term of the eigen step (the only term for "halves" outgoing).
+    predicted = sum(0.5 * (used * (split["norms"][name][u] if rule.relative else 1.0)) ** 2
+                    * eig[name].values[u] for name, units in split["units"].items()
+                    for u in units)
+    twins = twin_statistics(model)
+    cost = settings.cost
+    return GrowthStage(
+        stage=len(model.growth_history), method=settings.method,
+        cost=cost if isinstance(cost, str) else getattr(cost, "__name__", "callable"),
+        solver=selection["solver"], growth_ratio=float(settings.growth_ratio),
+        epsilon=float(used), budget=float(selection["budget"]),
+        macs_before=int(split["macs_before"]), macs_after=int(split["macs_after"]),
+        params_before=split["params_before"], params_after=int(split["params_after"]),
+        n_candidates=int((values < settings.threshold).sum()), n_selected=int(len(chosen)),
+        selected_value=float(values[chosen].sum()) if len(chosen) else 0.0,
+        predicted_loss_change=float(predicted),
+        loss_before=split["loss_before"], loss_after=split["loss_after"],
+        measured_loss_change=None if dry_run else split["loss_after"] - split["loss_before"],
+        layers=split["layers"],
+        seconds={"eigen": timer[1] - timer[0], "select": timer[2] - timer[1],
+                 "split": timer[3] - timer[2]},
+        dry_run=bool(dry_run), split_rule=rule.get_config(),
+        guard={"action": action, "tries": tries}, children=split["pairs"],
+        twins={k: twins[k] for k in ("units", "twins", "twin_fraction", "distinct")},
+        n_noise=selection["n_noise"], eigen=_eigen_record(eig),
+    )
+
+
+def _layer_records(graph, eig, split_units, before_units):
+    """Per producer: widths before and after, the split indices and the eigenvalues."""
+    layers = {}
+    for name in graph.splittable_layers:
+        e = eig[name]
+        res = e.residuals if e.residuals is not None else np.zeros_like(e.values)
+        layers[name] = {
+            "units_before": before_units[name],
+            "units_after": before_units[name] + len(split_units[name]),
+            "split_indices": sorted(split_units[name]),
+            "lambda_min": float(e.values.min()),
+            "lambda_mean": float(e.values.mean()),
+            "n_negative": int((e.values < 0).sum()),
+            "residual_max": float(res.max()),
+            "residual_mean": float(res.mean()),
+            "lambdas": [float(v) for v in e.values],
+        }
+    return layers
+
+
+def _eigen_record(eig):
+    """How far the estimate went and how well it converged, for ``GrowthStage.eigen``."""
+    passes = eigen_passes(eig)
+    return {"passes": passes,
+            "fit_residual_ratio": relative_residual(eig, fit=True) if passes else None,
+            "residual_ratio": relative_residual(eig),
+            "unconverged": {n: len(u) for n, u in unconverged_neurons(eig).items()}}
+
+
+def _kernel_norms(graph, split_units):
+    """``{layer: [norm of each unit's incoming kernel]}`` for the layers with split units."""
+    norms = {}
+    for name, units in split_units.items():
+        if units:
+            kernel = keras.ops.convert_to_numpy(graph.producers[name].layer.kernel)
+            norms[name] = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0)
+    return norms
+
+
+def _write_tensorboard(log_dir, stage, eig):
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default(step=stage.stage):
+        tf.summary.scalar("growth/macs", stage.macs_after)
+        tf.summary.scalar("growth/params", stage.params_after)
+        tf.summary.scalar("growth/n_selected", stage.n_selected)
+        tf.summary.scalar("growth/predicted_loss_change", stage.predicted_loss_change)
+        if stage.measured_loss_change is not None:
+            tf.summary.scalar("growth/measured_loss_change", stage.measured_loss_change)
+        if stage.twins:
+            tf.summary.scalar("growth/twin_fraction", stage.twins["twin_fraction"])
+            tf.summary.scalar("growth/distinct_filters", stage.twins["distinct"])
+        for name, e in eig.items():
+            tf.summary.histogram(f"lambda/{name}", e.values)
+            tf.summary.scalar(f"width/{name}", stage.layers[name]["units_after"])
+    writer.flush()

@@ -1,0 +1,143 @@
+"""`GrowthSettings`: how a growth stage estimates, selects and splits, in one object."""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from keras_split.select import costs as cost_lib
+from keras_split.select import knapsack
+from keras_split.surgery.split_rule import SplitRule
+
+# Eigenpair estimators: LOBPCG on full-data products (default), the paper's
+# stochastic RMSprop, and the exact matrices.
+METHODS = ("lobpcg", "fast", "exact")
+MAX_GROWTH_RATIO = 100.0
+# The split rule grow() uses unless told otherwise (chosen on a CIFAR-10 validation
+# split, see benchmarks/cifar10_growth.py and the README).
+DEFAULT_SPLIT_RULE = "fresh"
+# LOBPCG stops once the candidates' residuals add up to this fraction of their |lambda|
+# (on CIFAR-10's MobileNet seed: 0.034 after 3 passes, 0.007 after 4, 0.003 after 5).
+EIGEN_TOL = 0.01
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def validate_eigen_args(method, eigen_epochs, eigen_tol):
+    """Raises ValueError, naming the argument, for a bad estimator setting."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if method != "exact" and (not isinstance(eigen_epochs, (int, np.integer))
+                              or isinstance(eigen_epochs, bool) or eigen_epochs < 1):
+        raise ValueError("eigen_epochs must be a positive integer. "
+                         f"Received: eigen_epochs={eigen_epochs!r}")
+    if eigen_tol is not None and not (_is_number(eigen_tol) and 0 <= eigen_tol < np.inf):
+        raise ValueError("eigen_tol must be None or a number >= 0. "
+                         f"Received: eigen_tol={eigen_tol!r}")
+
+
+def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold):
+    """Raises ValueError, naming the argument, for a bad selection or split setting."""
+    if not (_is_number(growth_ratio) and math.isfinite(growth_ratio)
+            and 0 < growth_ratio <= MAX_GROWTH_RATIO):
+        raise ValueError(f"growth_ratio must be a finite number in (0, {MAX_GROWTH_RATIO}], "
+                         f"got {growth_ratio!r}.")
+    if not (_is_number(epsilon) and math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"epsilon must be a finite non-negative number, got {epsilon!r}.")
+    if not (callable(cost) or cost in cost_lib.COST_MODES):
+        raise ValueError(f"cost must be one of {cost_lib.COST_MODES} or a callable, got {cost!r}.")
+    if solver not in knapsack.SOLVERS:
+        raise ValueError(f"solver must be one of {knapsack.SOLVERS}, got {solver!r}.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold > 0:
+        raise ValueError(f"threshold must be a finite number <= 0, got {threshold!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class GrowthSettings:
+    """Every setting of a growth stage; ``grow``, GrowthCallback and grow_schedule take them.
+
+    Attributes:
+        growth_ratio: budget as a fraction of the current cost, in (0, 100]. In
+            every cost mode the MACs after the stage are at most ``(1 +
+            growth_ratio)`` times the MACs before.
+        epsilon: overrides the split rule's step along each unit eigenvector.
+        method: ``"lobpcg"`` (auxiliary-activation products ``S v`` averaged
+            over the estimation data, LOBPCG iterations), ``"fast"`` (the same
+            products per mini-batch, RMSprop, as the paper's code) or ``"exact"``
+            (build each matrix, ``eigh``; small networks).
+        eigen_epochs: lobpcg and fast: passes over the estimation batches (for
+            lobpcg the most it makes).
+        eigen_tol: lobpcg stops before ``eigen_epochs`` once, over the neurons
+            with a negative eigenvalue, the residuals ``||S v - lambda v||`` add
+            up to at most this fraction of their ``|lambda|`` (None: never).
+        cost: ``"flops"`` (energy-aware, the paper), ``"params"``,
+            ``"uniform"`` (vanilla splitting: by lambda alone under the MACs
+            budget), or a callable ``layer -> cost of one of its neurons``.
+        solver: ``"milp"`` (exact knapsack), ``"lp"`` (the paper's relaxation
+            and rounding) or ``"greedy_value"``.
+        threshold: only groups with ``lambda < threshold`` (<= 0) are candidates.
+        max_units: cap on new units per layer (int, or ``{layer: int}``).
+        max_widths: ``{layer: int}``, the widest a layer may become.
+        round_to: ``milp``: grown layers end at a multiple of this width.
+        batch_size: for array data.
+        learning_rate: fast method: RMSprop step size.
+        seed: seed of the estimators' initial vectors and of the rule's draws.
+        split_rule: how the children are made: ``"fresh"`` (the default, chosen
+            on a CIFAR-10 validation split: the parent is kept, the second child
+            gets fresh incoming weights and zero outgoing weights and slots),
+            ``"antisymmetric"``, ``"copy"`` (the papers'), a
+            :class:`keras_split.SplitRule` or its config dict.
+
+    Raises:
+        ValueError: for a bad value, naming the setting.
+
+    Example:
+        >>> settings = GrowthSettings(growth_ratio=0.3, cost="params")
+        >>> stage = model.grow(train_ds, settings, seed=1)  # keywords override it
+    """
+
+    growth_ratio: float = 0.5
+    epsilon: float = None
+    method: str = "lobpcg"
+    eigen_epochs: int = 5
+    eigen_tol: float = EIGEN_TOL
+    cost: object = "flops"
+    solver: str = "milp"
+    threshold: float = 0.0
+    max_units: object = None
+    max_widths: dict = None
+    round_to: int = None
+    batch_size: int = 32
+    learning_rate: float = 0.01
+    seed: int = 0
+    split_rule: object = DEFAULT_SPLIT_RULE
+
+    def __post_init__(self):
+        validate_growth_args(self.growth_ratio, self.rule.epsilon, self.cost, self.solver,
+                             self.method, self.threshold)
+        validate_eigen_args(self.method, self.eigen_epochs, self.eigen_tol)
+
+    @property
+    def rule(self):
+        """The :class:`~keras_split.SplitRule` with ``epsilon`` applied."""
+        return SplitRule.get(self.split_rule, self.epsilon)
+
+    @classmethod
+    def from_arguments(cls, settings=None, **overrides):
+        """``settings`` (default: the defaults) with ``overrides`` replaced.
+
+        Raises:
+            ValueError: for a name that is not a setting, or a bad value.
+        """
+        if settings is not None and not isinstance(settings, cls):
+            raise ValueError(f"settings must be a GrowthSettings or None. "
+                             f"Received: settings={settings!r}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ValueError(f"Unknown growth settings {unknown}. Allowed: {names}")
+        return dataclasses.replace(settings or cls(), **overrides)

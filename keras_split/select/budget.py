@@ -1,0 +1,181 @@
+"""Which coupled groups to split: candidates above noise, costs, the budgeted knapsack."""
+
+import dataclasses
+import logging
+import math
+
+import keras
+import numpy as np
+
+from keras_split.select import costs as cost_lib
+from keras_split.select import knapsack
+
+logger = logging.getLogger(__name__)
+
+# At most this many knapsack solves per selection: each one lowers the budget by the
+# previous selection's overshoot of the exact cost or MACs bound.
+MAX_BUDGET_ROUNDS = 50
+
+
+def _costs(graph, groups, cost):
+    """Per-group costs, the network total, and the exact-total function, in one unit."""
+    if callable(cost):
+        per_layer = {}
+        for name in graph.splittable_layers:
+            value = float(cost(graph.producers[name].layer))
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"The cost callable returned {value!r} for layer '{name}'; it "
+                    "must return a finite non-negative cost per neuron."
+                )
+            per_layer[name] = value
+        group_cost = np.array([
+            sum(per_layer.get(n, 0.0) for n, _ in graph.group_members(g)) for g in groups
+        ])
+        total = sum(per_layer[n] * graph.units(n) for n in per_layer)
+        return group_cost, total, lambda chosen: total + float(group_cost[chosen].sum())
+    group_cost = cost_lib.group_costs(graph, groups, cost)
+    total = cost_lib.network_cost(graph, cost)
+    return group_cost, total, lambda chosen: cost_lib.widened_cost(
+        graph, [groups[i] for i in chosen], cost)
+
+
+def _layer_membership(graph, groups):
+    names = list(graph.splittable_layers)
+    row = {n: i for i, n in enumerate(names)}
+    m = np.zeros((len(names), len(groups)))
+    for j, g in enumerate(groups):
+        for name, _ in graph.group_members(g):
+            m[row[name], j] += 1
+    return names, m
+
+
+def _caps(names, widths, max_units, max_widths):
+    """Per-layer caps on new units from ``max_units`` (int or dict) and ``max_widths`` (dict)."""
+    caps = np.full(len(names), np.inf)
+    for arg, label in ((max_units, "max_units"), (max_widths, "max_widths")):
+        if arg is None:
+            continue
+        if isinstance(arg, dict):
+            unknown = set(arg) - set(names)
+            if unknown:
+                raise ValueError(f"{label} names unknown or unsplittable layers {sorted(unknown)}.")
+            limit = np.array([arg.get(n, np.inf) for n in names], dtype=np.float64)
+        elif label == "max_units" and isinstance(arg, (int, np.integer)) and arg >= 0:
+            limit = np.full(len(names), float(arg))
+        else:
+            raise ValueError(f"{label} must be {'an int or ' if label == 'max_units' else ''}"
+                             f"a dict {{layer: int}}, got {arg!r}.")
+        if label == "max_widths":
+            limit = np.maximum(limit - np.asarray(widths, dtype=np.float64), 0.0)
+        caps = np.minimum(caps, limit)
+    return None if np.all(np.isinf(caps)) else caps
+
+
+def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
+                  threshold=0.0, max_units=None, round_to=None, max_widths=None):
+    """Chooses the coupled groups to split under ``growth_ratio`` times the network's cost.
+
+    The knapsack is solved with per-group marginal costs. The exact cost of the
+    whole selection (with the cross terms of splitting a layer and its consumer
+    together) is then measured, and, whatever the cost mode, so are the MACs:
+    while either exceeds its bound (``(1 + growth_ratio)`` times the current
+    value) the knapsack is solved again with a budget lowered by the overshoot,
+    so that constraints such as ``round_to`` keep holding. An empty selection is
+    logged with its reason.
+
+    Returns:
+        ``(groups, values, chosen, budget, solver_used)``; ``cost="uniform"``
+        (vanilla splitting) always uses the ``"greedy_value"`` rule under the
+        MACs budget.
+
+    Example:
+        >>> groups, values, chosen, budget, _ = select_groups(graph, eig, 0.5)
+    """
+    groups = sorted(graph.groups)
+    values = np.array([
+        sum(eigenpairs[n].values[u] for n, u in graph.group_members(g)) for g in groups
+    ], dtype=np.float64)
+    solver_used = "greedy_value" if cost == "uniform" else solver
+    group_cost, total, exact_total = _costs(graph, groups, "flops" if cost == "uniform" else cost)
+    budget = growth_ratio * total
+    names, membership = _layer_membership(graph, groups)
+    widths = [graph.units(n) for n in names]
+    options = dict(solver=solver_used, layer_of=membership,
+                   max_units=_caps(names, widths, max_units, max_widths),
+                   round_to=round_to, widths=widths)
+    chosen = _within_bounds(graph, groups, np.where(values < threshold, values, 0.0),
+                            group_cost, (total, budget, exact_total), growth_ratio, options)
+    return groups, values, chosen, budget, solver_used
+
+
+def _within_bounds(graph, groups, masked, group_cost, budget_terms, growth_ratio, options):
+    """The knapsack's choice, solved again with a lower budget until the exact cost and
+    the MACs keep their bounds; empty (and logged) when no candidate fits."""
+    total, budget, exact_total = budget_terms
+    macs = cost_lib.network_cost(graph, "flops")
+
+    def macs_after(chosen):
+        return cost_lib.widened_cost(graph, [groups[i] for i in chosen], "flops")
+
+    target = budget
+    for _ in range(MAX_BUDGET_ROUNDS):
+        chosen = np.asarray(knapsack.select_neurons(masked, group_cost, target, **options),
+                            dtype=np.int64)
+        if len(chosen) == 0:
+            logger.info("Nothing to split: %d candidates (lambda below the threshold), none "
+                        "fits the budget %.4g.", int((masked < 0).sum()), target)
+            return chosen
+        over = exact_total(chosen) - total - budget
+        macs_over = macs_after(chosen) - macs * (1 + growth_ratio)
+        if over <= budget * 1e-9 and macs_over <= 0:
+            return chosen
+        # Lower the budget by the overshoot (in the cost unit) and solve again; a MACs
+        # overshoot is converted with the selection's cost per MAC (macs_after > macs).
+        spent = float(group_cost[chosen].sum())
+        shrink = max(over, 0.0)
+        if macs_over > 0:
+            shrink = max(shrink, spent * macs_over / (macs_after(chosen) - macs))
+        target = max(spent - shrink, 0.0) * (1 - 1e-9)
+    logger.warning("No selection kept the cost and MACs bounds after %d knapsack solves: "
+                   "nothing is split this stage.", MAX_BUDGET_ROUNDS)
+    return np.zeros(0, dtype=np.int64)
+
+
+# A negative eigenvalue is noise (ignored) when a step as large as the neuron's own
+# incoming weights would change the loss by less than this fraction of it:
+# |lambda| * ||theta||^2 / 2 < NOISE_RTOL * |loss| (float32 resolves ~6e-8 of a loss).
+NOISE_RTOL = 1e-6
+
+
+def without_noise(graph, eigenpairs, loss, rtol=NOISE_RTOL):
+    """``(eigenpairs, count)``: ``eigenpairs`` with noise-level negative eigenvalues set to 0.
+
+    On an uncalibrated network (say every output 0.1) the splitting matrices are
+    rounding noise, and eigenvalues of -1e-21 would otherwise be split like real
+    ones. A neuron's eigenvalue counts when a step of the size of its own
+    incoming weights, ``||theta||``, predicts a loss change of at least ``rtol``
+    times the loss: ``|lambda| ||theta||^2 / 2 >= rtol |loss|``.
+
+    Args:
+        graph: the model's ChannelGraph.
+        eigenpairs: ``{layer: Eigenpairs}``.
+        loss: the loss the changes are measured against (the held-out loss).
+        rtol: the relative resolution.
+
+    Returns:
+        New ``{layer: Eigenpairs}`` (vectors and residuals shared) and the number
+        of neurons whose negative eigenvalue was set to 0.
+
+    Example:
+        >>> eig, n_noise = without_noise(model._graph, eig, loss=2.3)
+    """
+    kept, count = {}, 0
+    floor = rtol * max(abs(float(loss)), np.finfo(np.float32).tiny)
+    for name, e in eigenpairs.items():
+        kernel = keras.ops.convert_to_numpy(graph.producers[name].layer.kernel)
+        norms = np.sum(kernel.reshape(-1, kernel.shape[-1]).astype(np.float64) ** 2, axis=0)
+        noise = (e.values < 0) & (0.5 * np.abs(e.values) * norms < floor)
+        count += int(noise.sum())
+        kept[name] = dataclasses.replace(e, values=np.where(noise, 0.0, e.values))
+    return kept, count
