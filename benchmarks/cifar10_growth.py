@@ -22,8 +22,7 @@ width multiplier it is compared with:
   the uniform width closest to ``energy``'s final MACs);
 * ``seed``: the width-8 seed, from scratch.
 
-Settings are chosen on a validation split carved from the training images (``--eval val``
-reports only validation accuracy); ``--eval test`` reports both.
+Settings are chosen on a validation split of the training images; ``--eval test`` adds test.
 
     python benchmarks/cifar10_growth.py --data-dir /tmp/cifar --eval test
 
