@@ -24,8 +24,7 @@ import keras
 import numpy as np
 
 from keras_split.data import data_utils
-from keras_split.estimate.eigenpairs import (LayerEigenpairs, inactive_eigenpairs,
-                                             rayleigh_eigenpairs, residual_ratio)
+from keras_split.estimate.eigenpairs import rayleigh_eigenpairs, residual_ratio
 from keras_split.estimate.products import SvProducts
 
 logger = logging.getLogger(__name__)
@@ -199,17 +198,12 @@ class LobpcgEigenSolver:
             svs = self.svs or {}
         else:
             raise ValueError("call fit() first, or pass eval_data.")
-        result = LayerEigenpairs(loss=self.products.loss)
-        for name in self.layers:
-            if name not in self.vectors:
-                result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
-                continue
-            result[name] = rayleigh_eigenpairs(self.vectors[name], svs[name])
-            if self.svs is not None:
-                fit = rayleigh_eigenpairs(self.vectors[name], self.svs[name])
-                result[name].fit_residuals = fit.residuals
-                result[name].fit_values = fit.values
-                result[name].passes = self.passes
+        result = self.products.eigenpairs(self.vectors, svs)
+        for name in self.vectors if self.svs is not None else ():
+            fit = rayleigh_eigenpairs(self.vectors[name], self.svs[name])
+            result[name].fit_residuals = fit.residuals
+            result[name].fit_values = fit.values
+            result[name].passes = self.passes
         return result
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split.data import data_utils
-from keras_split.estimate.eigenpairs import check_finite
+from keras_split.estimate.eigenpairs import (LayerEigenpairs, check_finite, inactive_eigenpairs,
+                                             rayleigh_eigenpairs)
 from keras_split.estimate.interpreter import Interpreter, layers_with_signal
 from keras_split.estimate.linear import graph_dtype, linear, producer_forward, zero_slot
 
@@ -173,6 +174,21 @@ class SvProducts:
                 -1, int(var.shape[-1])).T
             for name, var in self.vectors.items()
         }
+
+    def eigenpairs(self, vectors, svs):
+        """Every layer's eigenpairs from ``{layer: [units, d]}`` vectors and their products
+        (``lambda = v^T S v``); layers without a splitting signal get zero eigenvalues.
+
+        Returns:
+            A :class:`LayerEigenpairs` whose ``loss`` is that of the last products pass.
+        """
+        result = LayerEigenpairs(loss=self.loss)
+        for name in self.layers:
+            if name in self.vectors:
+                result[name] = rayleigh_eigenpairs(vectors[name], svs[name])
+            else:
+                result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
+        return result
 
     def set_vectors(self, vectors):
         """Sets the vectors from ``{layer: [units, d]}`` (for products with any ``V``)."""

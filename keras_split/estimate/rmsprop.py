@@ -15,8 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split.data import data_utils
-from keras_split.estimate.eigenpairs import (LayerEigenpairs, inactive_eigenpairs,
-                                             rayleigh_eigenpairs)
 from keras_split.estimate.products import SvProducts
 
 logger = logging.getLogger(__name__)
@@ -127,14 +125,7 @@ class FastEigenSolver(SvProducts):
     def evaluate(self, data, batch_size=32):
         """Eigenpairs from the current vectors, ``lambda = v^T S v`` measured on ``data``."""
         svs, _ = self.products(data, batch_size, empty="evaluation data is empty.")
-        vectors = self.get_vectors()
-        result = LayerEigenpairs(loss=self.loss)
-        for name in self.layers:
-            if name not in self.vectors:
-                result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
-                continue
-            result[name] = rayleigh_eigenpairs(vectors[name], svs[name])
-        return result
+        return self.eigenpairs(self.get_vectors(), svs)
 
 
 def fast_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32,
