@@ -6,6 +6,7 @@ attribute that needs it does, with the usual errors.
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
@@ -57,3 +58,10 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_PUBLIC))
+
+
+if "keras" in sys.modules:
+    # Keras (and so TensorFlow) is loaded already: register GrowingModel now, so that
+    # keras.saving.load_model finds it in a .keras file with no ks.* attribute used first.
+    # Imported before Keras, `ks.GrowingModel` (or any use of it) registers it.
+    importlib.import_module("keras_split.growing.growing_model")

@@ -34,9 +34,9 @@ def test_demo_reduced_setting_writes_results_and_report(demo_run, capsys):
     assert comparison["grown"]["accuracy"] == rows[-1]["test_accuracy"]
     assert comparison["grown"]["macs"] == rows[-1]["macs"] == comparison["retrained"]["macs"]
     assert comparison["width"] == baselines[0]
-    # the width whose MACs are nearest the grown network's, trained as many epochs (2 x 2)
+    # the narrowest width with at least the grown network's MACs, trained as many epochs (2 x 2)
     assert comparison["width"]["epochs"] == comparison["retrained"]["epochs"] == 4
-    assert abs(baselines[0]["macs"] - rows[-1]["macs"]) < 0.2 * rows[-1]["macs"]
+    assert rows[-1]["macs"] <= baselines[0]["macs"] < 1.2 * rows[-1]["macs"]
     diff = 100 * (comparison["grown"]["accuracy"] - comparison["width"]["accuracy"])
     assert f"{abs(diff):.1f} points" in comparison["verdict"]
     report = (demo_run / "report" / "report.md").read_text()
@@ -201,14 +201,11 @@ def test_full_demo_as_installed_command(full_demo):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 12's digits bar is not met: over the demo's 3 seeds grown in place 0.9777 "
-    "+/- 0.0063 against 0.9814 +/- 0.0100 for the width multiplier (level on 1 seed of 3); "
-    "on a validation split -1.1 points, and the found architecture retrained is behind "
-    "too (benchmarks/digits_protocols.py)"))
 def test_full_demo_grown_matches_width_multiplier(full_demo):
-    """Issue 12's bar: the grown network at least as accurate as the matched width, in the
-    mean over the demo's seeds, and the console says so."""
+    """Issue 12's bar: the grown network at least as accurate as the width multiplier with
+    at least its MACs, in the mean over the demo's seeds, and the console says so (as
+    measured: 0.9852 against 0.9785; on a validation split the two are level within the
+    seeds' spread, README)."""
     out, proc = full_demo
     over = json.loads((out / "seeds.json").read_text())
     assert len(over["runs"]) == 3
@@ -216,6 +213,7 @@ def test_full_demo_grown_matches_width_multiplier(full_demo):
     grown = np.mean([r["grown"]["accuracy"] for r in over["runs"]])
     width = np.mean([r["width"]["accuracy"] for r in over["runs"]])
     assert grown >= width
+    assert all(r["grown"]["macs"] <= r["width"]["macs"] for r in over["runs"])
 
 
 def test_cli_starts_fast_and_quiet(tmp_path):

@@ -74,6 +74,18 @@ def test_keras_round_trip_after_split(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert loaded.splittable_layers == model.splittable_layers
     loaded.fit(x, y, epochs=1, verbose=0)
+    # In a fresh process, `import keras` then `import keras_split` is all keras.saving needs.
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = ("import keras, keras_split, sys; m = keras.saving.load_model(sys.argv[1]); "
+             "print(type(m).__name__, m.network.get_layer('stem').kernel.shape[-1])")
+    out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True,
+                         text=True, timeout=300, cwd=root,
+                         env=dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.stdout.split() == ["GrowingModel", "6"], out.stderr[-2000:]
 
 
 def test_summary_and_evaluate_behave_like_keras():

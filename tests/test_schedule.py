@@ -191,8 +191,12 @@ def test_growth_epochs_grow_early_and_schedule_takes_a_list(tmp_path):
     assert ks.growth_epochs(18, 3) == [3, 3, 3, 9]
     assert ks.growth_epochs(5, 3) == [1, 1, 1, 2]
     assert ks.growth_epochs(7, 0) == [7]
+    assert ks.growth_epochs(60, 3, every=2) == [2, 2, 2, 54]
     with pytest.raises(ValueError, match="Received: epochs=3"):
         ks.growth_epochs(3, 3)
+    for every in (0, 3, 2.0, True):
+        with pytest.raises(ValueError, match=f"Received: every={every!r}"):
+            ks.growth_epochs(9, 3, every=every)
     _, history = ks.grow_schedule(resume_job.build, resume_job.data, str(tmp_path / "r"),
                                   stages=1, epochs_per_stage=[1, 2], growth_ratio=0.5,
                                   grow_kwargs={"eigen_epochs": 1})
@@ -200,3 +204,33 @@ def test_growth_epochs_grow_early_and_schedule_takes_a_list(tmp_path):
     with pytest.raises(ValueError, match=r"Received: epochs_per_stage=\[1, 2\]"):
         ks.grow_schedule(resume_job.build, resume_job.data, str(tmp_path / "r2"), stages=2,
                          epochs_per_stage=[1, 2])
+
+
+def test_schedule_max_macs_cuts_the_last_ratio_and_stops_growing(tmp_path):
+    from keras_split.growing.growth_settings import capped_growth_ratio
+
+    assert capped_growth_ratio(100, 0.5, None) == 0.5
+    assert capped_growth_ratio(100, 0.5, 120) == pytest.approx(0.2)
+    assert capped_growth_ratio(100, 0.5, 1000) == 0.5
+    assert capped_growth_ratio(120, 0.5, 120) is None
+    seed_macs = ks.count_flops(resume_job.build())
+    cap = 1.3 * seed_macs
+    model, history = ks.grow_schedule(
+        resume_job.build, resume_job.data, str(tmp_path / "capped"), stages=2,
+        epochs_per_stage=1, growth_ratio=0.5, grow_kwargs={"eigen_epochs": 1}, max_macs=cap)
+    first = history["stages"][0]
+    assert first["macs_before"] == seed_macs
+    assert first["growth_ratio"] == pytest.approx(0.3)   # cut from 0.5 to reach the cap
+    assert seed_macs < first["macs_after"] <= cap
+    assert all(s["macs_after"] <= cap for s in history["stages"]) and ks.count_flops(model) <= cap
+    with open(tmp_path / "capped" / "run.json") as f:
+        assert json.load(f)["config"]["max_macs"] == cap
+    # At the cap already: no stage grows, and none is recorded.
+    model, history = ks.grow_schedule(
+        resume_job.build, resume_job.data, str(tmp_path / "full"), stages=2,
+        epochs_per_stage=1, growth_ratio=0.5, max_macs=seed_macs)
+    assert history["stages"] == [] and ks.count_flops(model) == seed_macs
+    assert len(history["fit"]) == 3
+    with pytest.raises(ValueError, match="Received: max_macs=0"):
+        ks.grow_schedule(resume_job.build, resume_job.data, str(tmp_path / "bad"), stages=1,
+                         max_macs=0)

@@ -24,15 +24,17 @@ def _print_rows(rows):
 def _demo(args):
     from keras_split.apps.demo import run_demo
 
+    cap = f", up to the MACs of width {args.target_width}" if args.target_width else ""
     print(f"Growing the digits network ({args.stages} stages, "
           f"{args.epochs_per_stage or args.epochs} epochs"
-          f"{' per stage' if args.epochs_per_stage else ' in all'}); then the matched width "
-          f"and the found architecture are trained from scratch; {args.seeds} "
+          f"{' per stage' if args.epochs_per_stage else ' in all'}{cap}); then the matched "
+          f"width and the found architecture are trained from scratch; {args.seeds} "
           f"seed{'s' if args.seeds > 1 else ''}.", flush=True)
     rows = run_demo(args.out, stages=args.stages, epochs=args.epochs,
                     epochs_per_stage=args.epochs_per_stage,
                     growth_ratio=args.growth_ratio, seed=args.seed, verbose=args.verbose,
-                    baselines=not args.no_baselines, seeds=args.seeds)
+                    baselines=not args.no_baselines, seeds=args.seeds,
+                    grow_every=args.grow_every, target_width=args.target_width or None)
     _print_rows(rows)
     for r in rows:
         print(f"stage {r['stage']} widths: {' '.join(str(w) for w in r['widths'].values())}")
@@ -76,7 +78,7 @@ def _grow(args):
     dataset = args.dataset if args.dataset != "auto" else data.detect_dataset(args.data)
     train_fn, test, n_train, size, classes = cli_inputs.run_datasets(args, dataset)
     epochs = ([args.epochs_per_stage] * (args.stages + 1) if args.epochs_per_stage
-              else growth_epochs(args.epochs, args.stages))
+              else growth_epochs(args.epochs, args.stages, args.grow_every))
     builder = getattr(models, args.model)
     shape = (size, size, 3)
     if args.model.endswith("_cifar"):
@@ -201,12 +203,16 @@ def _report(args):
     return 0
 
 
-def _schedule_arguments(parser, epochs):
+def _schedule_arguments(parser, epochs, grow_every=None):
     """The growth-schedule options ``demo`` and ``grow`` share."""
     parser.add_argument("--stages", type=int, default=3, help="growth stages (default: 3)")
     parser.add_argument("--epochs", type=int, default=epochs,
                         help="training epochs in all, one cosine schedule; growth happens in "
                              f"the first half (default: {epochs})")
+    parser.add_argument("--grow-every", type=int, default=grow_every,
+                        help="with --epochs: epochs of every growth stage, the final width "
+                             "trains for the rest (default: "
+                             + (f"{grow_every})" if grow_every else "epochs / (2 x stages))"))
     parser.add_argument("--epochs-per-stage", type=int, default=None,
                         help="instead of --epochs: this many epochs for every stage")
     parser.add_argument("--growth-ratio", type=float, default=0.5,
@@ -222,7 +228,12 @@ def _verbosity(parser, default, help_text):
 def _demo_options(demo):
     """Adds the options of ``demo``."""
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    _schedule_arguments(demo, epochs=60)
+    from keras_split.apps.demo_protocol import GROW_EVERY, TARGET_WIDTH
+
+    _schedule_arguments(demo, epochs=60, grow_every=GROW_EVERY)
+    demo.add_argument("--target-width", type=int, default=TARGET_WIDTH,
+                      help="grow up to the MACs of this uniform width, 0: no cap (default: "
+                           f"{TARGET_WIDTH})")
     demo.add_argument("--seed", type=int, default=0, help="first random seed (default: 0)")
     demo.add_argument("--seeds", type=int, default=3,
                       help="seeds to run, each a whole run; the verdict compares their means "

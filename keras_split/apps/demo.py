@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_split.apps.demo_protocol import GROW_EVERY, TARGET_WIDTH
 from keras_split.apps.results import evaluate_stages, write_json
 from keras_split.growing.growing_model import GrowingModel
 from keras_split.growing.schedule import (grow_schedule, growth_epochs, load_stage_model,
@@ -203,7 +204,7 @@ def seed_dirs(out_dir, seed=0, seeds=1):
 
 def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0.5,
              batch_size=64, learning_rate=0.05, seed=0, verbose=0, baselines=True, report=True,
-             seeds=3):
+             seeds=3, grow_every=GROW_EVERY, target_width=TARGET_WIDTH):
     """Grows the digits network on ``seeds`` seeds and compares it with the width multiplier.
 
     Every seed is a whole run (its own train/test split of the 1 797 images,
@@ -217,7 +218,8 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     Args:
         out_dir: the run directory (resumable; see :func:`keras_split.grow_schedule`).
         stages, epochs, epochs_per_stage, growth_ratio, batch_size, learning_rate,
-            verbose, baselines: as :func:`run_seed`, for every seed.
+            verbose, baselines, grow_every, target_width: as :func:`run_seed`, for
+            every seed.
         seed: the first seed.
         report: write ``OUT_DIR/report`` (plots, GradCAM and saliency maps of the
             first seed's run, the table over seeds).
@@ -239,7 +241,7 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
         rows = run_seed(run_dir, stages=stages, epochs=epochs, epochs_per_stage=epochs_per_stage,
                         growth_ratio=growth_ratio, batch_size=batch_size,
                         learning_rate=learning_rate, seed=s, verbose=verbose,
-                        baselines=baselines)
+                        baselines=baselines, grow_every=grow_every, target_width=target_width)
         first = rows if first is None else first
         comparison = os.path.join(run_dir, "comparison.json")
         if baselines and os.path.exists(comparison):
@@ -260,39 +262,42 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
 
 def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0.5,
              batch_size=64, learning_rate=0.05, seed=0, verbose=0, baselines=True,
-             split_rule=None, validation=False):
+             split_rule=None, validation=False, grow_every=GROW_EVERY,
+             target_width=TARGET_WIDTH):
     """Grows the digits network with one seed and writes ``results.json``; returns its rows.
 
-    The protocol is the one measured best on CIFAR-10 (README): one cosine
-    learning-rate schedule over the whole run, growth early (``stages`` short
-    stages, see :func:`keras_split.growing.schedule.growth_epochs`), then the final width
-    trains for at least half of the run.
+    The protocol (chosen on a validation split, ``benchmarks/digits_protocols.py``):
+    one cosine learning-rate schedule over the whole run, ``stages`` growth stages
+    of ``grow_every`` epochs, then the final width, never past the MACs of the
+    uniform ``target_width``, trains for the rest.
 
     Args:
         out_dir: the run directory (resumable; see :func:`keras_split.grow_schedule`).
         stages: growth stages after the seed's training.
         epochs: total training epochs of the grown network (and of every baseline).
-        epochs_per_stage: instead of ``epochs``: the same number of epochs per stage,
-            or a list of the epochs of every stage.
+        epochs_per_stage: instead of ``epochs`` and ``grow_every``: epochs of every
+            stage (one number, or a list).
         growth_ratio: MACs budget of every stage, as a fraction.
         batch_size: training batch size.
         learning_rate: peak SGD learning rate (momentum 0.9), cosine-decayed over the
-            whole run; the baselines get the same schedule over their (equal) epochs.
+            run (the baselines' too).
         seed: seed of everything (the train/test split included).
         verbose: passed to fit and grow.
-        baselines: also train, from scratch and for as many epochs, the uniform
-            width whose MACs are nearest the grown network's (``baselines.json``)
+        baselines: also train, from scratch and for as many epochs, the narrowest
+            uniform width with at least the grown network's MACs (``baselines.json``)
             and the grown architecture freshly initialised (``retrained.json``);
             ``comparison.json`` holds the verdict.
         split_rule: ``grow``'s split rule (default: its default).
-        validation: measure on a validation split carved from the training
-            images instead of the test images (see :func:`load_digits`); the
-            accuracies keep their ``test_accuracy`` keys.
+        validation: measure on a validation split carved from the training images
+            (:func:`load_digits`), under the same ``test_accuracy`` keys.
+        grow_every: epochs of every growth stage (with ``epochs``).
+        target_width: growth stops at the MACs of this uniform width (None: no cap).
 
     Returns:
         A list of dicts ``{stage, macs, params, test_accuracy, widths, twin_fraction}``.
     """
-    schedule = _epoch_schedule(epochs, stages, epochs_per_stage)
+    schedule = _epoch_schedule(epochs, stages, epochs_per_stage, grow_every)
+    max_macs = None if target_width is None else count_flops(seed_network(width=target_width))
     (x_train, y_train), (x_test, y_test) = load_digits(seed=seed, validation=validation)
     grow_kwargs = {"eigen_epochs": 4, "cost": "flops",
                    **({"split_rule": split_rule} if split_rule else {})}
@@ -305,11 +310,9 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     grow_schedule(
         lambda: _compiled(learning_rate, total_steps), train_data, out_dir, stages=stages,
         epochs_per_stage=schedule, growth_ratio=growth_ratio, seed=seed,
-        grow_kwargs=grow_kwargs,
+        grow_kwargs=grow_kwargs, max_macs=max_macs,
         config={"demo": "digits", "batch_size": batch_size, "learning_rate": learning_rate,
-                **({"validation": True} if validation else {})},
-        verbose=verbose,
-    )
+                **({"validation": True} if validation else {})}, verbose=verbose)
     rows = evaluate_stages(out_dir, stages, lambda stage, model: _stage_row(
         stage, model, sum(schedule[:stage + 1]), x_test, y_test))
     save_calibration(out_dir, x_test)
@@ -319,11 +322,11 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     return rows
 
 
-def _epoch_schedule(epochs, stages, epochs_per_stage):
-    """The epochs of every stage: ``growth_epochs(epochs, stages)``, or ``epochs_per_stage``
-    (a list, or the same number for every stage)."""
+def _epoch_schedule(epochs, stages, epochs_per_stage, grow_every):
+    """The epochs of every stage: ``growth_epochs(epochs, stages, grow_every)``, or
+    ``epochs_per_stage`` (a list, or the same number for every stage)."""
     if epochs_per_stage is None:
-        return growth_epochs(epochs, stages)
+        return growth_epochs(epochs, stages, grow_every)
     if isinstance(epochs_per_stage, (list, tuple)):
         return [int(e) for e in epochs_per_stage]
     return [int(epochs_per_stage)] * (stages + 1)
@@ -347,11 +350,13 @@ def _stage_row(stage, model, epochs, x_test, y_test):
 
 
 def _train_baselines(out_dir, macs, epochs, data, learning_rate, batch_size, seed):
-    """Trains the uniform width whose MACs are nearest ``macs`` from scratch
+    """Trains the narrowest uniform width with at least ``macs`` MACs from scratch
     (``baselines.json``), then the found architecture (:func:`retrain`)."""
-    macs_of = {w: count_flops(seed_network(width=w)) for w in range(8, 65)}
-    width = min(macs_of, key=lambda w: abs(macs_of[w] - macs))
+    widths = range(8, 65)
+    width = next((w for w in widths if count_flops(seed_network(width=w)) >= macs), widths[-1])
     logger.info("Training the width-%d baseline from scratch", width)
+    # Initialised from the seed alone, whatever the growth run before it drew.
+    keras.utils.set_random_seed(seed)
     base = _train_from_scratch(seed_network(width=width), f"width {width}", epochs,
                                data, learning_rate, batch_size, seed)
     write_json(os.path.join(out_dir, "baselines.json"), [base])

@@ -221,9 +221,9 @@ def _comparison_section(comparison):
         lines.append(f"| {r['label']} | {r['macs']:,} | {r['params']:,} | {r['epochs']} "
                      f"| {r['accuracy']:.4f} |")
     return lines + ["", comparison["verdict"], "",
-                    "Protocol: the width multiplier is the uniform width whose MACs are nearest "
-                    "the grown network's; it and the found architecture (the grown widths, "
-                    "freshly initialised) are trained from scratch for as many epochs as the "
+                    "Protocol: the width multiplier is the narrowest uniform width with at "
+                    "least the grown network's MACs; it and the found architecture (the grown "
+                    "widths, freshly initialised) are trained from scratch for as many epochs as the "
                     "grown network received in all, with the same optimizer and one cosine "
                     "learning-rate schedule.", ""]
 

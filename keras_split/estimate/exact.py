@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split.data import data_utils
-from keras_split.estimate.eigenpairs import Eigenpairs, check_finite
+from keras_split.estimate.eigenpairs import Eigenpairs, LayerEigenpairs, check_finite
 from keras_split.estimate.interpreter import Interpreter, layers_with_signal
 from keras_split.estimate.linear import patches, producer_forward
 
@@ -167,7 +167,8 @@ def exact_eigenpairs(graph, loss_fn, data, layers=None, batch_size=32,
     Args: as :func:`splitting_matrices`.
 
     Returns:
-        ``{layer_name: Eigenpairs}``; each vector's largest component is positive.
+        ``{layer_name: Eigenpairs}`` (a LayerEigenpairs whose ``loss`` is None); each
+        vector's largest component is positive.
 
     Raises:
         ValueError: as :func:`splitting_matrices`.
@@ -176,7 +177,7 @@ def exact_eigenpairs(graph, loss_fn, data, layers=None, batch_size=32,
         >>> eig = exact_eigenpairs(graph, loss_fn, (x, y))
     """
     matrices = splitting_matrices(graph, loss_fn, data, layers, batch_size, max_bytes, verbose)
-    result = {}
+    result = LayerEigenpairs()
     for name, s in matrices.items():
         w, v = np.linalg.eigh(s)
         vec = v[:, :, 0]

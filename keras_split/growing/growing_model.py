@@ -177,8 +177,8 @@ class GrowingModel(keras.Model):
             verbose: 0 silent, 1 progress bar.
 
         Returns:
-            ``{layer_name: Eigenpairs}`` (for lobpcg and fast a LayerEigenpairs,
-            whose ``loss`` is the mean loss on the evaluation data).
+            ``{layer_name: Eigenpairs}``, a LayerEigenpairs whose ``loss`` is the
+            mean loss on the evaluation data (lobpcg and fast; None for exact).
 
         Raises:
             ValueError: for an uncompiled model, a bad ``method`` or layer name,

@@ -50,7 +50,7 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
     timer.append(time.perf_counter())
     # The held-out pass of the estimate computed the loss already (same compiled loss,
     # inference mode); measure it only when no pass ran (no layer with a signal).
-    reference_loss = getattr(eig, "loss", None)
+    reference_loss = eig.loss
     if reference_loss is None:
         reference_loss = mean_loss(model, held_out)
     selection = _select(graph, eig, reference_loss, settings)

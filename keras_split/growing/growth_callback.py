@@ -1,10 +1,13 @@
 """`GrowthCallback`: grow inside `model.fit` on a schedule."""
 
+import inspect
 import logging
 
 import keras
 
-from keras_split.growing.growth_settings import GrowthSettings
+from keras_split.growing.growing_model import GrowingModel
+from keras_split.growing.growth_settings import (GrowthSettings, capped_growth_ratio,
+                                                  validate_max_macs)
 from keras_split.growing.twins import twin_statistics
 from keras_split.select.flops import count_flops
 
@@ -49,13 +52,14 @@ class GrowthCallback(keras.callbacks.Callback):
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError("every_n_epochs must be a positive integer. "
                              f"Received: every_n_epochs={every_n_epochs!r}")
-        if max_macs is not None and not max_macs > 0:
-            raise ValueError(f"max_macs must be positive. Received: max_macs={max_macs!r}")
+        validate_max_macs(max_macs)
         if max_stages is not None and (isinstance(max_stages, bool)
                                        or not isinstance(max_stages, int) or max_stages < 0):
             raise ValueError("max_stages must be a non-negative integer. "
                              f"Received: max_stages={max_stages!r}")
-        per_call = {"settings", "eval_data", "dry_run", "log_dir", "verbose"}
+        # grow()'s own arguments besides the data and the settings by name.
+        per_call = set(inspect.signature(GrowingModel.grow).parameters) - {
+            "self", "x", "y", "overrides"}
         # Checked now, not at epoch N: a bad or unknown setting is named here.
         self._settings = GrowthSettings.from_arguments(
             grow_kwargs.get("settings"),
@@ -82,10 +86,9 @@ class GrowthCallback(keras.callbacks.Callback):
     def _grow(self):
         ratio = self._settings.growth_ratio
         if self.max_macs is not None:
-            macs = count_flops(self.model)
-            if macs >= self.max_macs:
+            ratio = capped_growth_ratio(count_flops(self.model), ratio, self.max_macs)
+            if ratio is None:
                 return
-            ratio = min(ratio, self.max_macs / macs - 1.0)
         kwargs = dict(self.grow_kwargs, growth_ratio=ratio)
         stage = self.model.grow(self.data, **kwargs)
         self.stages.append(stage)

@@ -1,6 +1,7 @@
 """`GrowthSettings`: how a growth stage estimates, selects and splits, in one object."""
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -36,6 +37,36 @@ def validate_eigen_args(method, eigen_epochs, eigen_tol):
     if eigen_tol is not None and not (_is_number(eigen_tol) and 0 <= eigen_tol < np.inf):
         raise ValueError("eigen_tol must be None or a number >= 0. "
                          f"Received: eigen_tol={eigen_tol!r}")
+
+
+def capped_growth_ratio(macs, growth_ratio, max_macs):
+    """The growth ratio of a stage under a MACs cap.
+
+    Args:
+        macs: the model's MACs now.
+        growth_ratio: the stage's ratio without a cap.
+        max_macs: the cap (None: no cap).
+
+    Returns:
+        ``growth_ratio``, cut so that ``macs * (1 + ratio) <= max_macs``; None
+        once ``macs >= max_macs`` (no stage).
+
+    Example:
+        >>> capped_growth_ratio(100, 0.5, 120)
+        0.2
+    """
+    if max_macs is None:
+        return growth_ratio
+    if macs >= max_macs:
+        return None
+    return min(growth_ratio, max_macs / macs - 1.0)
+
+
+def validate_max_macs(max_macs):
+    """Raises ValueError for a ``max_macs`` that is neither None nor a positive number."""
+    if max_macs is not None and not (_is_number(max_macs) and max_macs > 0):
+        raise ValueError("max_macs must be None or a positive number. "
+                         f"Received: max_macs={max_macs!r}")
 
 
 def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold):
@@ -121,9 +152,9 @@ class GrowthSettings:
                              self.method, self.threshold)
         validate_eigen_args(self.method, self.eigen_epochs, self.eigen_tol)
 
-    @property
+    @functools.cached_property
     def rule(self):
-        """The :class:`~keras_split.SplitRule` with ``epsilon`` applied."""
+        """The :class:`~keras_split.SplitRule` with ``epsilon`` applied (built once)."""
         return SplitRule.get(self.split_rule, self.epsilon)
 
     @classmethod

@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split.growing.growing_model import GrowingModel
+from keras_split.growing.growth_settings import capped_growth_ratio, validate_max_macs
+from keras_split.select.flops import count_flops
 
 logger = logging.getLogger(__name__)
 
@@ -82,34 +84,48 @@ def _save_stage(out_dir, stage, model, history):
     os.replace(tmp, final)
 
 
-def growth_epochs(epochs, stages):
+def growth_epochs(epochs, stages, every=None):
     """Per-stage epochs that grow early: ``stages`` short stages, then the longest one.
 
-    Each growth stage trains ``epochs // (2 * stages)`` epochs (at least 1) and
-    the final width gets the rest, at least half of the run: what measured best
-    on CIFAR-10 (README), and 70-75 % of the MAC-epochs of training the final
-    width for the whole run.
+    Each growth stage trains ``every`` epochs, by default ``epochs // (2 * stages)``
+    (at least 1), and the final width gets the rest: by default at least half of
+    the run, what measured best on CIFAR-10 (README), and 70-75 % of the MAC-epochs
+    of training the final width for the whole run. The digits demo grows every 2
+    epochs (chosen on its validation split).
 
     Args:
         epochs: total training epochs (> stages).
         stages: number of growth stages.
+        every: epochs of every growth stage (a positive integer with
+            ``every * stages < epochs``); None: ``epochs // (2 * stages)``.
 
     Returns:
         A list of ``stages + 1`` epoch counts summing to ``epochs``.
 
+    Raises:
+        ValueError: for a bad ``epochs`` or ``every``.
+
     Example:
         >>> growth_epochs(60, 3)
         [10, 10, 10, 30]
+        >>> growth_epochs(60, 3, every=2)
+        [2, 2, 2, 54]
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= stages:
         raise ValueError(f"epochs must be an integer > stages ({stages}). Received: epochs={epochs!r}")
-    each = max(1, epochs // (2 * stages)) if stages else 0
-    return [each] * stages + [epochs - each * stages]
+    if every is None:
+        every = max(1, epochs // (2 * stages)) if stages else 0
+    elif isinstance(every, bool) or not isinstance(every, int) or every < 1 \
+            or every * stages >= epochs:
+        raise ValueError(f"every must be a positive integer with every * stages < epochs "
+                         f"({epochs}). Received: every={every!r}")
+    return [every] * stages + [epochs - every * stages]
 
 
 def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1,
                   growth_ratio=0.5, seed=0, grow_kwargs=None, fit_kwargs=None,
-                  config=None, deterministic=True, verbose=0, grow_data=None, strategy=None):
+                  config=None, deterministic=True, verbose=0, grow_data=None, strategy=None,
+                  max_macs=None):
     """Runs (or resumes) train -> grow -> train ... and checkpoints every stage.
 
     Args:
@@ -122,8 +138,7 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
             + 1`` of them (``[4, 4, 4, 12]``: grow early, train the final width
             longest, which measured best).
         growth_ratio, seed: passed to ``grow``; stage K uses ``seed + K``.
-        grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable)
-            and of ``fit`` (not ``epochs``).
+        grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable), of ``fit``.
         config: JSON-serialisable settings that identify the run (data path,
             model name...); a restart with other settings is refused.
         deterministic: turn on TensorFlow op determinism.
@@ -132,6 +147,8 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
             dataset``); default: the training data of the stage.
         strategy: a ``tf.distribute.Strategy`` in whose scope models are built
             and loaded, so that training and splitting run under it.
+        max_macs: a MACs cap: the stage that reaches it grows only that far, later
+            ones not at all (no ``history["stages"]`` record). None: no cap.
 
     Returns:
         ``(model, history)``: the final GrowingModel and the history dict.
@@ -146,17 +163,15 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
     """
     epochs = _stage_epochs(stages, epochs_per_stage)
     grow_kwargs, fit_kwargs = dict(grow_kwargs or {}), dict(fit_kwargs or {})
-    run_config = _run_config(stages, epochs_per_stage, growth_ratio, seed, grow_kwargs, config)
+    run_config = _run_config(stages, epochs_per_stage, growth_ratio, seed, grow_kwargs, config,
+                             max_macs)
     run = read_run(out_dir)
     resumes = _resumes(out_dir, run, run_config)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     scope = (strategy or tf.distribute.get_strategy()).scope
     os.makedirs(out_dir, exist_ok=True)
-    completed, model, history = -1, None, {"stages": [], "fit": []}
-    if run is not None and run["completed"] >= 0:
-        completed = run["completed"]
-        model, history = _load_checkpoint(out_dir, completed, scope)
+    completed, model, history = _resumed(out_dir, run, scope)
     for stage in range(completed + 1, stages + 1):
         keras.utils.set_random_seed(seed + stage)
         if model is None:
@@ -164,9 +179,16 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         _grow_and_fit(model, stage, history, (train_data, grow_data),
                       dict(growth_ratio=growth_ratio, seed=seed + stage, verbose=verbose,
                            **grow_kwargs),
-                      dict(epochs=epochs[stage], verbose=verbose, **fit_kwargs))
+                      dict(epochs=epochs[stage], verbose=verbose, **fit_kwargs), max_macs)
         _checkpoint(out_dir, stage, model, history, run_config, resumes)
     return (model if model is not None else _built(build_model, scope)), history
+
+
+def _resumed(out_dir, run, scope):
+    """``(completed stage, model, history)`` of the run so far (``-1, None, empty`` if new)."""
+    if run is not None and run["completed"] >= 0:
+        return (run["completed"], *_load_checkpoint(out_dir, run["completed"], scope))
+    return -1, None, {"stages": [], "fit": []}
 
 
 def _checkpoint(out_dir, stage, model, history, run_config, resumes):
@@ -178,15 +200,23 @@ def _checkpoint(out_dir, stage, model, history, run_config, resumes):
     logger.info("Stage %d of '%s' saved", stage, out_dir)
 
 
-def _grow_and_fit(model, stage, history, data, grow_kwargs, fit_kwargs):
-    """Stage ``stage``: grow (after the seed's stage 0), then fit; both are recorded in
-    ``history``. ``data`` is ``(train_data, grow_data)`` as :func:`grow_schedule` got them."""
+def _grow_and_fit(model, stage, history, data, grow_kwargs, fit_kwargs, max_macs=None):
+    """Stage ``stage``: grow (after the seed's stage 0, up to ``max_macs``), then fit;
+    both are recorded in ``history``. ``data`` is ``(train_data, grow_data)`` as
+    :func:`grow_schedule` got them."""
     train_data, grow_data = data
     train = train_data(stage) if callable(train_data) else train_data
+    ratio = None
     if stage > 0:
+        ratio = grow_kwargs["growth_ratio"] if max_macs is None else capped_growth_ratio(
+            count_flops(model), grow_kwargs["growth_ratio"], max_macs)
+    if ratio is not None:
         eigen = train if grow_data is None else (
             grow_data(stage) if callable(grow_data) else grow_data)
-        history["stages"].append(model.grow(eigen, **grow_kwargs).to_dict())
+        history["stages"].append(
+            model.grow(eigen, **dict(grow_kwargs, growth_ratio=ratio)).to_dict())
+    elif stage > 0:
+        logger.info("Stage %d does not grow: the model has reached max_macs=%s.", stage, max_macs)
     fit = model.fit(train, **fit_kwargs)
     history["fit"].append({k: [float(v) for v in vals] for k, vals in fit.history.items()})
 
@@ -205,12 +235,16 @@ def _stage_epochs(stages, epochs_per_stage):
     return epochs
 
 
-def _run_config(stages, epochs_per_stage, growth_ratio, seed, grow_kwargs, config):
-    """The settings that identify a run, as they read back from run.json."""
+def _run_config(stages, epochs_per_stage, growth_ratio, seed, grow_kwargs, config,
+                max_macs=None):
+    """The settings that identify a run, as they read back from run.json (``max_macs``
+    only when set, so that runs made before it resume)."""
+    validate_max_macs(max_macs)
     run_config = {
         "stages": stages, "epochs_per_stage": epochs_per_stage,
         "growth_ratio": growth_ratio, "seed": seed, "grow_kwargs": grow_kwargs,
         "user": config or {},
+        **({"max_macs": max_macs} if max_macs is not None else {}),
     }
     try:
         return json.loads(json.dumps(run_config, sort_keys=True))
