@@ -378,3 +378,30 @@ def test_noise_level_eigenvalues_are_not_split(trained_weights):
     stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16)
     assert stage.n_selected == 0 and stage.n_candidates == 0 and stage.n_noise > 0
     assert stage.macs_after == stage.macs_before
+
+
+def test_mean_loss_joins_batches_and_weighs_every_example_once(monkeypatch, trained_weights):
+    from keras_split.growing import guard
+
+    model = compiled()
+    model.set_weights(trained_weights)
+    x, y = data()
+    x, y = x[:40], y[:40]
+    sw = np.linspace(0.5, 2.0, 40).astype("float32")
+    batches = tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(16)   # 16, 16, 8
+    whole = float(model.compute_loss(x=x, y=y, y_pred=model(x, training=False),
+                                     sample_weight=sw, training=False))
+    calls = []
+
+    def network(inputs, training=False):
+        calls.append(int(inputs.shape[0]))
+        return model(inputs, training=training)
+
+    assert guard.mean_loss(model, batches, network=network) == pytest.approx(whole, rel=1e-6)
+    assert calls == [40]                        # one eager call for the three batches
+    calls.clear()
+    monkeypatch.setattr(guard, "CHUNK_EXAMPLES", 32)
+    assert guard.mean_loss(model, batches, network=network) == pytest.approx(whole, rel=1e-6)
+    assert calls == [32, 8]
+    with pytest.raises(ValueError, match="empty"):
+        guard.mean_loss(model, batches.take(0))
