@@ -68,7 +68,7 @@ def _grow(args):
         raise ValueError(f"Data directory '{args.data}' does not exist.")
     from keras_split import data, models
     from keras_split.apps import cli_inputs, recipes
-    from keras_split.growing.schedule import growth_epochs
+    from keras_split.growing.schedule import epoch_schedule
 
     if args.width is None:
         args.width = 8 if args.model.endswith("_cifar") else 0.3
@@ -77,8 +77,8 @@ def _grow(args):
                          f"Received: --width {args.width}")
     dataset = args.dataset if args.dataset != "auto" else data.detect_dataset(args.data)
     train_fn, test, n_train, size, classes = cli_inputs.run_datasets(args, dataset)
-    epochs = ([args.epochs_per_stage] * (args.stages + 1) if args.epochs_per_stage
-              else growth_epochs(args.epochs, args.stages, args.grow_every))
+    epochs = epoch_schedule(args.epochs, args.stages, args.epochs_per_stage or None,
+                            args.grow_every)
     builder = getattr(models, args.model)
     shape = (size, size, 3)
     if args.model.endswith("_cifar"):
@@ -107,7 +107,7 @@ def _retrain(args):
     import json
 
     from keras_split.apps import cli_inputs, recipes
-    from keras_split.growing.schedule import load_stage_model, read_run
+    from keras_split.growing.schedule import epoch_schedule, load_stage_model, read_run
 
     run = read_run(args.run_dir)
     if run is None:
@@ -131,8 +131,7 @@ def _retrain(args):
     config = argparse.Namespace(data=user["data"], batch_size=user["batch_size"],
                                 seed=run["config"]["seed"], image_size=user.get("image_size"))
     train_fn, test, n_train, _, _ = cli_inputs.run_datasets(config, user["dataset"])
-    epochs = run["config"]["epochs_per_stage"]
-    epochs = sum(epochs) if isinstance(epochs, list) else epochs * (run["config"]["stages"] + 1)
+    epochs = sum(epoch_schedule(None, run["config"]["stages"], run["config"]["epochs_per_stage"]))
     model = load_stage_model(os.path.join(args.run_dir, f"stage_{run['completed']}",
                                           "model.keras"))
     steps = max(n_train // user["batch_size"], 1)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from keras_split.apps.demo_protocol import GROW_EVERY, TARGET_WIDTH
 from keras_split.apps.results import evaluate_stages, write_json
 from keras_split.growing.growing_model import GrowingModel
-from keras_split.growing.schedule import (grow_schedule, growth_epochs, load_stage_model,
+from keras_split.growing.schedule import (epoch_schedule, grow_schedule, load_stage_model,
                                           read_run, save_calibration)
 from keras_split.select.flops import count_flops
 
@@ -123,8 +123,7 @@ def retrain(run_dir):
     config, user = run["config"], run["config"]["user"]
     if run["completed"] != config["stages"]:
         raise ValueError(f"The demo run in '{run_dir}' is not complete: rerun the demo first.")
-    epochs = config["epochs_per_stage"]
-    epochs = sum(epochs) if isinstance(epochs, list) else epochs * (config["stages"] + 1)
+    epochs = sum(epoch_schedule(None, config["stages"], config["epochs_per_stage"]))
     seed = config["seed"]
     model = load_stage_model(os.path.join(run_dir, f"stage_{run['completed']}",
                                           "model.keras"))
@@ -296,7 +295,7 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     Returns:
         A list of dicts ``{stage, macs, params, test_accuracy, widths, twin_fraction}``.
     """
-    schedule = _epoch_schedule(epochs, stages, epochs_per_stage, grow_every)
+    schedule = epoch_schedule(epochs, stages, epochs_per_stage, grow_every)
     max_macs = None if target_width is None else count_flops(seed_network(width=target_width))
     (x_train, y_train), (x_test, y_test) = load_digits(seed=seed, validation=validation)
     grow_kwargs = {"eigen_epochs": 4, "cost": "flops",
@@ -320,16 +319,6 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
         _train_baselines(out_dir, rows[-1]["macs"], sum(schedule),
                          ((x_train, y_train), (x_test, y_test)), learning_rate, batch_size, seed)
     return rows
-
-
-def _epoch_schedule(epochs, stages, epochs_per_stage, grow_every):
-    """The epochs of every stage: ``growth_epochs(epochs, stages, grow_every)``, or
-    ``epochs_per_stage`` (a list, or the same number for every stage)."""
-    if epochs_per_stage is None:
-        return growth_epochs(epochs, stages, grow_every)
-    if isinstance(epochs_per_stage, (list, tuple)):
-        return [int(e) for e in epochs_per_stage]
-    return [int(epochs_per_stage)] * (stages + 1)
 
 
 def _stage_row(stage, model, epochs, x_test, y_test):

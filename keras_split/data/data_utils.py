@@ -64,3 +64,8 @@ def fits_input(expected, shape):
 
 def batch_size_of(x):
     return tf.shape(tf.nest.flatten(x)[0])[0]
+
+
+def nbytes(structure):
+    """The bytes of every tensor in a (nested) batch."""
+    return sum(int(np.prod(t.shape)) * t.dtype.size for t in tf.nest.flatten(structure))

@@ -2,8 +2,9 @@
 
 import logging
 
-import numpy as np
 import tensorflow as tf
+
+from keras_split.data import data_utils
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def fixed_batches(dataset, max_batches=MAX_CACHED_BATCHES, max_bytes=MAX_CACHED_
     first = next(iter(dataset.take(1)), None)
     if first is None:
         raise ValueError("The data is empty: no batch to estimate eigenpairs from.")
-    per_batch = sum(int(np.prod(t.shape)) * t.dtype.size for t in tf.nest.flatten(first))
+    per_batch = data_utils.nbytes(first)
     limit = int(max(1, min(max_batches, max_bytes // max(per_batch, 1))))
     n = int(dataset.cardinality())
     cached = dataset.take(limit).cache()

@@ -32,10 +32,9 @@ def mean_loss(model, dataset, network=None):
     """
     network = model if network is None else network
     total, count = 0.0, 0
-    for x, y, sw in _chunks(dataset):
+    for (x, y, sw), n in _chunks(dataset):
         y_pred = network(x, training=False)
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw, training=False)
-        n = int(data_utils.batch_size_of(x))
         total += float(loss) * n
         count += n
     if count == 0:
@@ -44,19 +43,19 @@ def mean_loss(model, dataset, network=None):
 
 
 def _chunks(dataset):
-    """``(x, y, sample_weight)`` of consecutive batches of ``dataset`` joined into chunks."""
+    """``((x, y, sample_weight), examples)`` of consecutive batches of ``dataset`` joined
+    into chunks."""
     chunk, examples, size = [], 0, 0
     for batch in dataset:
         parts = data_utils.unpack(batch)
-        n = int(data_utils.batch_size_of(parts[0]))
-        nbytes = sum(int(np.prod(t.shape)) * t.dtype.size for t in tf.nest.flatten(parts[0]))
+        n, nbytes = int(data_utils.batch_size_of(parts[0])), data_utils.nbytes(parts[0])
         if chunk and (examples + n > CHUNK_EXAMPLES or size + nbytes > CHUNK_BYTES):
-            yield _joined(chunk)
+            yield _joined(chunk), examples
             chunk, examples, size = [], 0, 0
         chunk.append(parts)
         examples, size = examples + n, size + nbytes
     if chunk:
-        yield _joined(chunk)
+        yield _joined(chunk), examples
 
 
 def _joined(batches):

@@ -122,6 +122,30 @@ def growth_epochs(epochs, stages, every=None):
     return [every] * stages + [epochs - every * stages]
 
 
+def epoch_schedule(epochs, stages, epochs_per_stage=None, every=None):
+    """The epochs of every stage from a run's options (the demo's and the CLI's).
+
+    Args:
+        epochs: total epochs, split by :func:`growth_epochs` (with ``every``).
+        stages: number of growth stages.
+        epochs_per_stage: instead of ``epochs`` and ``every``: one number for every
+            stage, or a list of ``stages + 1`` of them.
+        every: epochs of every growth stage (see :func:`growth_epochs`).
+
+    Returns:
+        A list of ``stages + 1`` epoch counts.
+
+    Example:
+        >>> epoch_schedule(60, 3, every=2)
+        [2, 2, 2, 54]
+    """
+    if epochs_per_stage is None:
+        return growth_epochs(epochs, stages, every)
+    if isinstance(epochs_per_stage, (list, tuple)):
+        return [int(e) for e in epochs_per_stage]
+    return [int(epochs_per_stage)] * (stages + 1)
+
+
 def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1,
                   growth_ratio=0.5, seed=0, grow_kwargs=None, fit_kwargs=None,
                   config=None, deterministic=True, verbose=0, grow_data=None, strategy=None,
