@@ -7,6 +7,7 @@ epochs with :class:`Timer` (:func:`train`) and record the same command and machi
 (:func:`command_line`, :func:`machine`).
 """
 
+import argparse
 import glob
 import os
 import platform
@@ -112,6 +113,19 @@ def train(model, args, seed, x, y, callbacks=()):
 def evaluate(model, sets):
     """``{name: accuracy}`` of ``model`` on each ``(x, y)`` of ``sets``."""
     return {k: float(model.evaluate(x, y, batch_size=500, verbose=0)[1]) for k, (x, y) in sets.items()}
+
+
+def protocol_parser(description, seeds=3):
+    """An argument parser with the options the timing benchmarks share: ``--data-dir``,
+    ``--seeds``, ``--stages``, ``--eigen-examples``, ``--batch-size`` and ``--lr``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", required=True, help="CIFAR-10 folder layout")
+    parser.add_argument("--seeds", type=int, default=seeds)
+    parser.add_argument("--stages", type=int, default=3)
+    parser.add_argument("--eigen-examples", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1)
+    return parser
 
 
 def command_line(script, argv):

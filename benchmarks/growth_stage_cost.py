@@ -21,7 +21,6 @@ Prints a table (mean ± std over seeds) and writes
 ``benchmarks/results/growth_stage_cost.json``.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -39,7 +38,8 @@ import keras_split as ks  # noqa: E402
 from keras_split import models  # noqa: E402
 
 from cifar10_common import (RESULTS, Timer, command_line, compile_model, load,  # noqa: E402
-                            machine, normalised, training_data, width_macs)
+                            machine, normalised, protocol_parser, training_data,
+                            width_macs)
 
 
 class TimedGrowth(ks.GrowthCallback):
@@ -76,7 +76,8 @@ def run(seed, args, train_xy):
         retrace = max(timer.epochs[2 * k + 2] - timer.epochs[2 * k + 3], 0.0)
         row = {"stage": k, "macs_before": stage.macs_before, "macs_after": stage.macs_after,
                "grow_seconds": wall, "parts": dict(stage.seconds),
-               "guard": stage.guard["action"], "retrace_seconds": retrace,
+               "guard": stage.guard["action"], "passes": stage.eigen["passes"],
+               "retrace_seconds": retrace,
                "step_seconds": steady}
         for n in args.train_sizes:
             epoch = steady * (n // args.batch_size)
@@ -91,7 +92,7 @@ def table(runs, sizes):
     for k in range(len(runs[0]["stages"])):
         per = [r["stages"][k] for r in runs if len(r["stages"]) > k]
         row = {"stage": k, "seeds": len(per)}
-        keys = ["macs_before", "grow_seconds", "retrace_seconds"] + [
+        keys = ["macs_before", "grow_seconds", "passes", "retrace_seconds"] + [
             f"{p}_{n}" for n in sizes for p in ("epochs", "epochs_with_retrace")]
         for key in keys:
             row[key + "_mean"] = float(np.mean([s[key] for s in per]))
@@ -103,7 +104,8 @@ def table(runs, sizes):
 
 
 def print_table(rows, sizes):
-    head = (f"{'stage':<6}{'MACs before':>12}{'grow s':>14}{'eigen s':>8}{'split s':>8}"
+    head = (f"{'stage':<6}{'MACs before':>12}{'grow s':>14}{'eigen s':>8}{'passes':>7}"
+            f"{'split s':>8}"
             f"{'retrace s':>14}" + "".join(f"{f'epochs@{n}':>24}" for n in sizes))
     print(head)
     for r in rows:
@@ -113,22 +115,16 @@ def print_table(rows, sizes):
             for n in sizes)
         print(f"{r['stage']:<6}{r['macs_before_mean']:>12,.0f}"
               f"{r['grow_seconds_mean']:>8.2f}±{r['grow_seconds_std']:.2f}"
-              f"{r['eigen_mean']:>8.2f}{r['split_mean']:>8.2f}"
+              f"{r['eigen_mean']:>8.2f}{r['passes_mean']:>7.1f}{r['split_mean']:>8.2f}"
               f"{r['retrace_seconds_mean']:>8.2f}±{r['retrace_seconds_std']:.2f}{cells}")
     print("epochs@N: grow seconds / seconds of one epoch of N images "
           "(in brackets: with the retrace of the training step after the split)")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", required=True, help="CIFAR-10 folder layout")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--stages", type=int, default=3)
+    parser = protocol_parser(__doc__.split("\n")[0])
     parser.add_argument("--segment-steps", type=int, default=40)
     parser.add_argument("--train-sizes", type=int, nargs="+", default=[10_000, 45_000])
-    parser.add_argument("--eigen-examples", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--target-width", type=int, default=19)
     args = parser.parse_args(argv)
     tf.config.experimental.enable_op_determinism()

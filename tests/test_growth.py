@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import keras_split as ks
 from keras_split.data import data_utils
+from keras_split.growing import growing_model
 
 L = keras.layers
 
@@ -223,28 +224,29 @@ def test_bad_data():
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_label_check_runs_once_per_data_and_loss(monkeypatch):
+@pytest.mark.parametrize("method", ["exact", "lobpcg"])
+def test_the_label_check_runs_only_when_estimation_fails(monkeypatch, method):
     model = compiled()
     x, y = data(16)
     calls = []
-    fits = data_utils.fits_input
+    check = growing_model.check_labels
 
     def counting(*args):
         calls.append(1)
-        return fits(*args)
+        return check(*args)
 
-    monkeypatch.setattr(data_utils, "fits_input", counting)  # only the check calls it
-    model.splitting_eigenpairs((x, y), method="exact")
-    assert len(calls) == 1
-    model.splitting_eigenpairs((x, y), method="exact")
-    assert len(calls) == 1  # the same data and loss: no second check
-    with pytest.raises(ValueError, match="The inputs have shape"):  # other data: checked
-        model.splitting_eigenpairs((x[:, :, :, :2], y), method="exact")
-    assert len(calls) == 2
-    # Another loss is checked again: labels of the wrong shape fail clearly.
+    monkeypatch.setattr(growing_model, "check_labels", counting)
+    eig = model.splitting_eigenpairs((x, y), method=method, eigen_epochs=2)
+    assert calls == []  # data that fits: no eager forward pass
+    assert all(np.isfinite(e.values).all() for e in eig.values())
+    with pytest.raises(ValueError, match="The inputs have shape"):  # checked without one
+        model.splitting_eigenpairs((x[:, :, :, :2], y), method=method, eigen_epochs=2)
+    assert calls == []
+    # Labels that do not fit the loss fail clearly, whatever the estimator's own error.
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     with pytest.raises(ValueError, match="does not match the model and its compiled loss"):
-        model.splitting_eigenpairs((x, y), method="exact")
+        model.splitting_eigenpairs((x, y), method=method, eigen_epochs=2)
+    assert calls == [1]
 
 
 def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):

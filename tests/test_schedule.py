@@ -136,6 +136,8 @@ def test_growth_callback_max_stages_and_logs():
     assert macs[3] == macs[2] == macs[1] == ks.count_flops(model)
     assert hist.history["growth_stages"] == [1.0, 2.0, 2.0, 2.0]
     assert hist.history["twin_fraction"][-1] == ks.twin_statistics(model)["twin_fraction"]
+    # A growth epoch logs the twins its stage measured (the same weights).
+    assert hist.history["twin_fraction"][1] == cb.stages[1].twins["twin_fraction"]
 
 
 def test_keras_callbacks_across_a_split(tmp_path):

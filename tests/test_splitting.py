@@ -179,6 +179,20 @@ def test_true_second_derivatives(name, closed_form):
     np.testing.assert_allclose(got, closed_form(z), rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 2e-6)])
+def test_closed_forms_match_autodiff(dtype, rtol):
+    z = tf.constant(np.linspace(-8, 8, 161), dtype)
+    assert set(activations.CLOSED_FORMS) == {keras.activations.get(n) for n in (
+        "swish", "sigmoid", "tanh", "softplus")}
+    for fn, closed_form in activations.CLOSED_FORMS.items():
+        auto = activations.autodiff_second_derivative(fn, z).numpy()
+        np.testing.assert_allclose(closed_form(z).numpy(), auto, rtol=rtol, atol=rtol * 1e-2)
+    # Another function of the same name is differentiated, not looked up by name.
+    act = activations.NeuronActivation(lambda t: t * tf.sigmoid(2.0 * t), "silu", None)
+    want = activations.autodiff_second_derivative(lambda t: t * tf.sigmoid(2.0 * t), z)
+    np.testing.assert_array_equal(act.second_derivative(z).numpy(), want.numpy())
+
+
 def test_relu_surrogate_is_softplus_beta3():
     z = np.linspace(-2, 2, 9)
     act = activations.NeuronActivation(keras.activations.relu, "relu", "softplus")

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from keras_split.apps.results import evaluate_stages, format_table
 from keras_split.growing.growing_model import GrowingModel
-from keras_split.growing.schedule import grow_schedule
+from keras_split.growing.schedule import epoch_schedule, grow_schedule
 from keras_split.select.flops import count_flops
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
         A list of ``{stage, macs, params, top1, top5}``; also written to
         ``out_dir/results.json``.
     """
-    epochs = (list(epochs_per_stage) if isinstance(epochs_per_stage, (list, tuple))
-              else [epochs_per_stage] * (stages + 1))
+    epochs = epoch_schedule(None, stages, epochs_per_stage)
     total_steps = sum(epochs) * steps_per_epoch
     grow_schedule(
         lambda: compiled_model(build_network(), learning_rate, total_steps, label_smoothing),

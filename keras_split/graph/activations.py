@@ -5,9 +5,10 @@ The splitting matrix of a neuron ``a = sigma(c * (theta . p) + b)`` is
 given the activation that closes a neuron, what is ``sigma''(z)``?
 
 * Smooth element-wise activations (swish/silu, tanh, sigmoid, softplus, gelu,
-  elu, selu, mish, ...) use their true second derivative, obtained by automatic
-  differentiation of the activation itself (two nested ``tf.GradientTape``), so
-  that any element-wise activation is supported without a hand-written table.
+  elu, selu, mish, ...) use their true second derivative: in closed form for
+  Keras' silu, sigmoid, tanh and softplus (``CLOSED_FORMS``, cheaper to trace),
+  otherwise by automatic differentiation of the activation itself (two nested
+  ``tf.GradientTape``), so that any element-wise activation is supported.
 * Piecewise-linear activations (relu, relu6, leaky_relu, hard_sigmoid, and the
   identity of a neuron with no activation) have ``sigma'' = 0`` almost
   everywhere, which would make every splitting matrix zero. Following the code of
@@ -90,6 +91,38 @@ def softplus_surrogate_second_derivative(z, beta=SOFTPLUS_BETA):
     return beta * s * (1.0 - s)
 
 
+def _silu_second_derivative(z):
+    s = tf.sigmoid(z)
+    return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+
+
+def _sigmoid_second_derivative(z):
+    s = tf.sigmoid(z)
+    return s * (1.0 - s) * (1.0 - 2.0 * s)
+
+
+def _tanh_second_derivative(z):
+    t = tf.tanh(z)
+    return -2.0 * t * (1.0 - t * t)
+
+
+def _softplus_second_derivative(z):
+    s = tf.sigmoid(z)
+    return s * (1.0 - s)
+
+
+# Closed forms of the commonest smooth activations, keyed by the Keras function itself
+# (a custom function of the same name goes through autodiff): nested autodiff costs
+# about 0.03 s of tracing per neuron layer, which a growth stage pays again after every
+# split (tests/test_splitting.py checks each against autodiff).
+CLOSED_FORMS = {
+    keras.activations.silu: _silu_second_derivative,
+    keras.activations.sigmoid: _sigmoid_second_derivative,
+    keras.activations.tanh: _tanh_second_derivative,
+    keras.activations.softplus: _softplus_second_derivative,
+}
+
+
 def autodiff_second_derivative(fn, z):
     """Element-wise ``fn''(z)`` of an element-wise function, by nested autodiff.
 
@@ -153,6 +186,9 @@ class NeuronActivation:
             return softplus_surrogate_second_derivative(z)
         if self.is_zero:
             return tf.zeros_like(z)
+        closed_form = CLOSED_FORMS.get(self.fn)
+        if closed_form is not None:
+            return tf.stop_gradient(closed_form(tf.stop_gradient(z)))
         return autodiff_second_derivative(self.fn, z)
 
     def __repr__(self):

@@ -33,29 +33,47 @@ def loss_function(model):
     return loss_fn
 
 
-def check_labels(model, dataset):
-    """Raises a clear ValueError when the first batch does not fit the model and loss.
+def check_inputs(model, dataset):
+    """Raises a clear ValueError when the first batch's inputs do not fit the model.
 
-    A growth schedule estimates on the same data at every stage, and widening
-    changes neither the inputs, the outputs nor the loss: a check that passed
-    for the same data spec, output shapes and loss is not run again (it costs
-    an eager forward pass).
+    The estimators run the model layer by layer, so inputs of another spatial
+    size would run without an error; this check reads one batch and runs nothing.
+
+    Args:
+        model: a GrowingModel.
+        dataset: the estimation data, batched.
+
+    Raises:
+        ValueError: naming the inputs' shape and the model's.
     """
-    key = (repr(dataset.element_spec), tuple(str(t.shape) for t in model.network.outputs),
-           id(getattr(model, "loss", None)))
-    if getattr(model, "_labels_checked", None) == key:
-        return
     for batch in dataset.take(1):
-        x, y, sw = data_utils.unpack(batch)
+        x, _, _ = data_utils.unpack(batch)
         for got, ref in zip(keras.tree.flatten(x), model.network.inputs):
             if not data_utils.fits_input(ref.shape, got.shape):
                 raise ValueError(
                     f"The inputs have shape {tuple(got.shape)}; the model expects inputs "
                     f"of shape {tuple(ref.shape)} (input '{ref.name}').")
+
+
+def check_labels(model, dataset):
+    """Raises a clear ValueError when the first batch does not fit the model and its loss.
+
+    Estimation calls it only after it failed (it costs an eager forward pass):
+    for data that fits it returns None, and the estimator's own error stands.
+
+    Args:
+        model: a compiled GrowingModel.
+        dataset: the estimation data, batched, whose inputs passed
+            :func:`check_inputs`.
+
+    Raises:
+        ValueError: naming the shapes of the inputs and labels.
+    """
+    for batch in dataset.take(1):
+        x, y, sw = data_utils.unpack(batch)
         try:
             y_pred = model(x, training=False)
-            loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw,
-                                     training=False)
+            model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sw, training=False)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as err:
             shapes = f"x {tuple(x.shape)}, y {tuple(y.shape)}"
             lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()
@@ -64,5 +82,3 @@ def check_labels(model, dataset):
                 f"The data does not match the model and its compiled loss "
                 f"({shapes}): {lines[0] if lines else type(err).__name__}"
             ) from err
-        del loss  # non-finite values are reported per layer by the estimators
-    model._labels_checked = key

@@ -3,6 +3,7 @@
 import logging
 
 import keras
+import tensorflow as tf
 
 from keras_split import compat
 from keras_split.data import data_utils
@@ -12,7 +13,7 @@ from keras_split.estimate.eigenpairs import (UNCONVERGED_RESIDUAL, eigen_passes,
 from keras_split.graph.activations import validate_surrogate
 from keras_split.graph.channel_graph import ChannelGraph
 from keras_split.graph.functional_model import as_functional
-from keras_split.growing.compiled_loss import check_labels, loss_function
+from keras_split.growing.compiled_loss import check_inputs, check_labels, loss_function
 from keras_split.growing.growth import run_stage
 from keras_split.growing.growth_settings import EIGEN_TOL, GrowthSettings, validate_eigen_args
 from keras_split.surgery import widening
@@ -151,9 +152,6 @@ class GrowingModel(keras.Model):
     def _loss_fn(self):
         return loss_function(self)
 
-    def _check_labels(self, dataset):
-        check_labels(self, dataset)
-
     def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
                              eigen_epochs=5, learning_rate=0.01, eval_data=None, seed=0,
                              max_bytes=exact.DEFAULT_MAX_EXACT_BYTES, verbose=0,
@@ -190,19 +188,27 @@ class GrowingModel(keras.Model):
         validate_eigen_args(method, eigen_epochs, eigen_tol)
         self._check_layers(layers)
         loss_fn = self._loss_fn()
-        self._check_labels(data_utils.as_dataset(data, batch_size))
-        if method == "exact":
-            return exact.exact_eigenpairs(
-                self._graph, loss_fn, data, layers=layers, batch_size=batch_size,
-                max_bytes=max_bytes, verbose=verbose)
-        options = dict(layers=layers, epochs=eigen_epochs, batch_size=batch_size,
-                       eval_data=eval_data, seed=seed, verbose=verbose,
-                       strategy=self.distribute_strategy)
-        if method == "lobpcg":
-            eig = lobpcg.lobpcg_eigenpairs(self._graph, loss_fn, data, tol=eigen_tol, **options)
-        else:
-            eig = rmsprop.fast_eigenpairs(self._graph, loss_fn, data,
-                                            learning_rate=learning_rate, **options)
+        check_inputs(self, data_utils.as_dataset(data, batch_size))
+        try:
+            if method == "exact":
+                return exact.exact_eigenpairs(
+                    self._graph, loss_fn, data, layers=layers, batch_size=batch_size,
+                    max_bytes=max_bytes, verbose=verbose)
+            options = dict(layers=layers, epochs=eigen_epochs, batch_size=batch_size,
+                           eval_data=eval_data, seed=seed, verbose=verbose,
+                           strategy=self.distribute_strategy)
+            if method == "lobpcg":
+                eig = lobpcg.lobpcg_eigenpairs(self._graph, loss_fn, data, tol=eigen_tol,
+                                               **options)
+            else:
+                eig = rmsprop.fast_eigenpairs(self._graph, loss_fn, data,
+                                              learning_rate=learning_rate, **options)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError):
+            # Data that does not fit the model or its loss fails somewhere in the traced
+            # products; an eager forward pass on the first batch says where, clearly. It
+            # runs only on failure: it costs a tenth of a growth stage.
+            check_labels(self, data_utils.as_dataset(data, batch_size))
+            raise
         _warn_unconverged(eig, method)
         return eig
 

@@ -73,22 +73,35 @@ class GrowthCallback(keras.callbacks.Callback):
         # EarlyStopping callbacks of the same fit that restore best weights (see
         # prepare_fit_callbacks): their best weights are of the narrower network.
         self.restorers = []
+        self._counted = (None, None)  # (network, its MACs): counted once per architecture
 
     def on_epoch_end(self, epoch, logs=None):
+        stage = None
         if not (epoch + 1) % self.every_n_epochs and (
                 self.max_stages is None or len(self.stages) < self.max_stages):
-            self._grow()
+            stage = self._grow()
         if logs is not None:
-            logs["macs"] = float(count_flops(self.model))
+            logs["macs"] = float(self._macs())
             logs["growth_stages"] = float(len(self.stages))
-            logs["twin_fraction"] = float(twin_statistics(self.model)["twin_fraction"])
+            # A stage measured the twins of the weights it left: the same as now.
+            twins = getattr(stage, "twins", None) or twin_statistics(self.model)
+            logs["twin_fraction"] = float(twins["twin_fraction"])
+
+    def _macs(self):
+        """The model's MACs, counted again only when its network changed."""
+        network = self.model.network
+        if self._counted[0] is not network:
+            self._counted = (network, count_flops(self.model))
+        return self._counted[1]
 
     def _grow(self):
+        """Grows the model once (under the MACs cap); returns the GrowthStage, or None
+        when the model is at the cap."""
         ratio = self._settings.growth_ratio
         if self.max_macs is not None:
-            ratio = capped_growth_ratio(count_flops(self.model), ratio, self.max_macs)
+            ratio = capped_growth_ratio(self._macs(), ratio, self.max_macs)
             if ratio is None:
-                return
+                return None
         kwargs = dict(self.grow_kwargs, growth_ratio=ratio)
         stage = self.model.grow(self.data, **kwargs)
         self.stages.append(stage)
@@ -100,6 +113,7 @@ class GrowthCallback(keras.callbacks.Callback):
                 logger.info("EarlyStopping: the best epoch is counted again from the growth "
                             "after epoch %d (the best weights so far are of the narrower "
                             "network).", len(self.stages))
+        return stage
 
 
 def prepare_fit_callbacks(callbacks):
