@@ -29,6 +29,7 @@ _PUBLIC = {
     "SplitRule": "keras_split.surgery.split_rule",
     "twin_statistics": "keras_split.growing.twins",
     "register_handler": "keras_split.graph.handlers",
+    "recalibrate_batchnorm": "keras_split.growing.batchnorm_statistics",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -154,9 +154,10 @@ def test_cost_modes_and_callable(trained_weights):
     for cost in ("params", "uniform", lambda layer: 1.0 if layer.name == "fc" else 100.0):
         model = compiled()
         model.set_weights(trained_weights)
-        # callable: network cost 8 * 1 + 12 * 100 = 1208, budget 60 < one conv neuron.
+        # callable: network cost 8 * 1 + 12 * 100 = 1208, budget 60 < one conv neuron (one
+        # budget for the network: per resolution, fc's share, 0.4, buys no unit either).
         stage = model.grow((x, y), growth_ratio=0.05 if callable(cost) else 0.2,
-                           method="exact", cost=cost, dry_run=True)
+                           method="exact", cost=cost, dry_run=True, budget_groups=None)
         assert stage.n_selected >= 1
         if callable(cost):
             grown = {n for n, r in stage.layers.items() if r["split_indices"]}

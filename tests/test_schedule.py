@@ -111,6 +111,42 @@ def test_growth_callback_grows_inside_fit():
         ks.GrowthCallback(data, every_n_epochs=0)
 
 
+def test_default_stage_epochs_grow_early_and_never_in_the_second_half():
+    from keras_split.growing.growth_callback import default_stage_epochs
+
+    assert default_stage_epochs(16) == [2, 4, 6]
+    assert default_stage_epochs(18) == [2, 4, 6]
+    assert default_stage_epochs(60) == [7, 14, 21]
+    assert default_stage_epochs(8) == [1, 2, 3]
+    assert default_stage_epochs(4) == [1, 2]
+    assert default_stage_epochs(2) == [1]
+    assert default_stage_epochs(1) == []
+    assert default_stage_epochs(16, stages=5) == [2, 4, 6, 8]
+
+
+def test_growth_callback_places_its_stages_from_the_fit_epochs(caplog):
+    keras.utils.set_random_seed(0)
+    x, y = next(iter(resume_job.data(0).unbatch().batch(64)))
+    x, y = x.numpy(), y.numpy()
+    model = resume_job.build()
+    cb = ks.GrowthCallback((x, y), growth_ratio=0.2, eigen_epochs=1, batch_size=16)
+    hist = model.fit(x, y, epochs=8, batch_size=16, callbacks=[cb], verbose=0)
+    assert cb.stage_epochs == [1, 2, 3] and len(cb.stages) == 3
+    assert hist.history["growth_stages"] == [1.0, 2.0, 3.0] + [3.0] * 5
+    # A fit too short to train new units grows nowhere, and says so.
+    model = resume_job.build()
+    short = ks.GrowthCallback((x, y), growth_ratio=0.2, eigen_epochs=1, batch_size=16)
+    with caplog.at_level("WARNING", logger="keras_split.growing.growth_callback"):
+        model.fit(x, y, epochs=1, batch_size=16, callbacks=[short], verbose=0)
+    assert short.stages == [] and "too short to grow" in caplog.text
+    # A fixed period never grows after the last epoch.
+    model = resume_job.build()
+    fixed = ks.GrowthCallback((x, y), every_n_epochs=2, growth_ratio=0.2, eigen_epochs=1,
+                              batch_size=16)
+    model.fit(x, y, epochs=4, batch_size=16, callbacks=[fixed], verbose=0)
+    assert fixed.stage_epochs == [2]
+
+
 def test_growth_callback_checks_grow_arguments_when_built():
     data = (np.zeros((8, 4), "float32"), np.zeros(8))
     for kwargs, pattern in (({"cost": "watts"}, "cost must be one of"),

@@ -6,6 +6,7 @@ import pytest
 
 import keras_split as ks
 from keras_split.growing import growth, growth_settings
+from keras_split.surgery import split_rule
 from tests import zoo
 
 L = keras.layers
@@ -71,11 +72,41 @@ def test_fresh_keeps_the_parent_and_silences_the_child(float64):
     np.testing.assert_array_equal(new["stem"][..., 1], old["stem"][..., 1])
     child = new["stem"][..., 2]
     assert not np.allclose(child, old["stem"][..., 1])
-    rms = np.sqrt(np.mean(old["stem"] ** 2))
+    rms = np.sqrt(np.mean(old["stem"] ** 2)) * split_rule.FRESH_SCALE
     assert 0.7 < np.sqrt(np.mean(child ** 2)) / rms < 1.4
     # The consumer takes the parent's whole row on the first child and 0 on the second.
     np.testing.assert_array_equal(new["head"][..., 1, :], old["head"][..., 1, :])
     np.testing.assert_array_equal(new["head"][..., 2, :], 0.0)
+
+
+@pytest.mark.parametrize("fresh_init", ["kernel", "initializer"])
+def test_fresh_scale_and_init_set_the_childs_weight_scale_and_keep_the_function(fresh_init,
+                                                                                float64):
+    network = zoo.cnn_bn_swish()
+    zoo.randomize_batchnorm(network, np.random.default_rng(1))
+    model = _compiled(network)
+    # A trained-looking kernel, 3 times larger than its initializer's.
+    c2 = model.network.get_layer("c2")
+    old = 3.0 * keras.ops.convert_to_numpy(c2.kernel)
+    c2.kernel.assign(old)
+    x, _ = zoo.data_for(network)
+    before = model.predict(x, verbose=0)
+    rule = ks.SplitRule(epsilon=0.0, incoming="fresh", outgoing="parent", reset_slots=True,
+                        fresh_init=fresh_init, fresh_scale=0.25)
+    model.split({"c2": [0, 1, 2, 3]}, split_rule=rule, seed=0)
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-10)
+    new = keras.ops.convert_to_numpy(model.network.get_layer("c2").kernel)
+    # Each child follows its parent: parents at 0, 2, 4, 6 and the unsplit unit 4 at 8.
+    children = new[..., [1, 3, 5, 7]]
+    np.testing.assert_array_equal(new[..., [0, 2, 4, 6, 8]], old)
+    # glorot_uniform at the widened (3, 3, 4, 9) kernel: variance 2 / (36 + 81).
+    reference = np.sqrt(np.mean(old ** 2)) if fresh_init == "kernel" else np.sqrt(2 / 117)
+    ratio = np.sqrt(np.mean(children ** 2)) / (0.25 * reference)
+    assert 0.8 < ratio < 1.2, ratio
+    with pytest.raises(ValueError, match="Received: fresh_scale=0"):
+        ks.SplitRule(fresh_scale=0)
+    with pytest.raises(ValueError, match="Received: fresh_init='he'"):
+        ks.SplitRule(fresh_init="he")
 
 
 def test_reset_slots_zero_the_second_childs_momentum():
@@ -177,8 +208,11 @@ def test_twin_statistics_counts_twins_and_distinct_filters():
 def test_grow_records_children_and_twins():
     model, x, y = _trained_cnn()
     assert ks.GrowingModel.grow.__defaults__ is not None and growth_settings.DEFAULT_SPLIT_RULE == "fresh"
+    # One budget for the network: this selection keeps its full step (the guard shrinks
+    # the step of the per-resolution one to 0.025, whose children are closer).
     stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16,
-                       split_rule="antisymmetric")
+                       split_rule="antisymmetric", budget_groups=None)
+    assert stage.guard["action"] == "split" and stage.epsilon == 0.1
     assert stage.split_rule["outgoing"] == "antisymmetric"
     assert stage.children and stage.twins["units"] == ks.twin_statistics(model)["units"]
     for name, pairs in stage.children.items():

@@ -255,7 +255,8 @@ def _grow_options(grow):
                       help="what --data holds (default: detect)")
     _schedule_arguments(grow, epochs=20)
     grow.add_argument("--out", required=True, help="run directory")
-    grow.add_argument("--cost", choices=("flops", "params", "uniform"), default="flops",
+    grow.add_argument("--cost", choices=("flops", "params", "uniform", "sqrt_flops"),
+                      default="flops",
                       help="selection cost: flops (energy-aware), params, uniform (vanilla)")
     grow.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     grow.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")

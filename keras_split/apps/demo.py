@@ -313,7 +313,7 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
         config={"demo": "digits", "batch_size": batch_size, "learning_rate": learning_rate,
                 **({"validation": True} if validation else {})}, verbose=verbose)
     rows = evaluate_stages(out_dir, stages, lambda stage, model: _stage_row(
-        stage, model, sum(schedule[:stage + 1]), x_test, y_test))
+        stage, model, sum(schedule[:stage + 1]), x_test, y_test, x_train))
     save_calibration(out_dir, x_test)
     if baselines:
         _train_baselines(out_dir, rows[-1]["macs"], sum(schedule),
@@ -321,17 +321,24 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     return rows
 
 
-def _stage_row(stage, model, epochs, x_test, y_test):
-    """The ``results.json`` row of one stage's model, trained ``epochs`` epochs in all."""
+def _stage_row(stage, model, epochs, x_test, y_test, x_train):
+    """The ``results.json`` row of one stage's model, trained ``epochs`` epochs in all:
+    ``test_accuracy`` with its BatchNorm moving statistics, ``test_accuracy_bn`` with
+    statistics re-estimated on the training images (early stages' moving statistics
+    still describe the weights of many steps ago)."""
+    from keras_split.growing.batchnorm_statistics import recalibrate_batchnorm
     from keras_split.growing.twins import twin_statistics
 
     _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+    recalibrate_batchnorm(model, x_train, batch_size=256)
+    _, acc_bn = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     return {
         "stage": stage,
         "epochs": epochs,
         "macs": count_flops(model),
         "params": int(model.count_params()),
         "test_accuracy": float(acc),
+        "test_accuracy_bn": float(acc_bn),
         "twin_fraction": twin_statistics(model)["twin_fraction"],
         "widths": {n: int(model.network.get_layer(n).kernel.shape[-1])
                    for n in model.splittable_layers},

@@ -190,23 +190,28 @@ def _model_plots(out, models_by_stage, history, images, labels):
 
 def _stage_table(models_by_stage, rows, history, metric):
     """The Markdown lines of the per-stage table (MACs, params, accuracy, groups split,
-    twins) and its note."""
+    the selection's stability, twins) and its note."""
     from keras_split.growing.twins import twin_statistics
     from keras_split.select.flops import count_flops
 
     lines = ["| stage | MACs | params | " + (f"{metric} |" if metric else "")
-             + " groups split | twins |",
-             "|---:|---:|---:|" + ("---:|" if metric else "") + "---:|---:|"]
+             + " groups split | stability | twins |",
+             "|---:|---:|---:|" + ("---:|" if metric else "") + "---:|---:|---:|"]
     for k, model in enumerate(models_by_stage):
         row = rows[k] if k < len(rows) else {}
-        split = history["stages"][k - 1]["n_selected"] if 0 < k <= len(history["stages"]) else "-"
+        stage = history["stages"][k - 1] if 0 < k <= len(history["stages"]) else {}
+        jaccard = (stage.get("stability") or {}).get("jaccard")
         acc = f" {row.get(metric, float('nan')):.4f} |" if metric else ""
         twins = twin_statistics(model)["twin_fraction"]
-        lines.append(f"| {k} | {count_flops(model):,} | {model.count_params():,} |{acc} {split} "
-                     f"| {twins:.1%} |")
-    return lines + ["", "twins: the share of Dense/Conv2D units whose incoming kernel has a "
-                    "cosine above 0.99 with another unit of its layer (split children that "
-                    "stayed copies).", ""]
+        lines.append(f"| {k} | {count_flops(model):,} | {model.count_params():,} |{acc} "
+                     f"{stage.get('n_selected', '-')} | "
+                     f"{'-' if jaccard is None else f'{jaccard:.2f}'} | {twins:.1%} |")
+    return lines + ["", "stability: the Jaccard index between the groups chosen with the "
+                    "held-out batches' eigenvalues and those chosen with the estimation "
+                    "data's (same vectors, two samples; 1 is the same choice). twins: the "
+                    "share of Dense/Conv2D units whose incoming kernel has a cosine above "
+                    "0.99 with another unit of its layer (split children that stayed "
+                    "copies).", ""]
 
 
 def _comparison_section(comparison):

@@ -48,8 +48,9 @@ def evaluate_stages(out_dir, stages, measure, scope=None):
 
 def metric_columns(rows):
     """The command line's columns for ``rows``: stage, MACs, params and the
-    accuracies they hold (``test_accuracy``, ``top1``, ``top5``)."""
-    keys = [k for k in ("test_accuracy", "top1", "top5") if k in rows[0]]
+    accuracies they hold (``test_accuracy``, ``test_accuracy_bn`` (BatchNorm
+    statistics re-estimated on training images), ``top1``, ``top5``)."""
+    keys = [k for k in ("test_accuracy", "test_accuracy_bn", "top1", "top5") if k in rows[0]]
     return (("stage", "stage", 5, ""), ("macs", "MACs", 12, ","),
             ("params", "params", 10, ",")) + tuple((k, k, 13, ".4f") for k in keys)
 

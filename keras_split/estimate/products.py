@@ -11,6 +11,11 @@ once. ``Y . p`` is a zero tensor whose custom gradient is the filter gradient,
 so the forward pass costs one extra convolution (``V . p``) per layer, and the
 backward pass differentiates only with respect to the ``Y`` slots.
 
+With ``block = k`` every neuron carries ``k`` vectors: the extra convolution has
+``k`` times the layer's filters and the auxiliary activation is the sum of the ``k``
+terms, so one pass gives ``S v_1 ... S v_k`` for every neuron, for one forward pass
+and one backward pass through the network (block eigensolvers).
+
 The model's own layers are untouched: the vector variables live here and exist
 only while eigenpairs are estimated, so ordinary training pays nothing.
 """
@@ -38,13 +43,18 @@ class SvProducts:
         strategy: a ``tf.distribute.Strategy`` with several replicas: every batch
             is split across them and their ``S v`` are averaged (weighted by
             their examples); the vectors themselves live on the host.
+        block: vectors per neuron (>= 1); with ``block > 1`` vectors and
+            products are ``[units, block, d]`` arrays instead of ``[units, d]``.
 
     Example:
         >>> products = SvProducts(graph, loss_fn)
         >>> svs, examples = products.products((x, y))
     """
 
-    def __init__(self, graph, loss_fn, layers=None, seed=0, strategy=None):
+    def __init__(self, graph, loss_fn, layers=None, seed=0, strategy=None, block=1):
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise ValueError(f"block must be a positive integer. Received: block={block!r}")
+        self.block = block
         self.graph = graph
         self.loss_fn = loss_fn
         self.layers = list(graph.splittable_layers if layers is None else layers)
@@ -55,6 +65,7 @@ class SvProducts:
         self.vectors = {}
         for name in self.active:
             shape = tuple(graph.producers[name].layer.kernel.shape)
+            shape = shape[:-1] + (shape[-1] * block,)
             v = rng.standard_normal(shape)
             v /= np.sqrt(np.sum(v * v, axis=tuple(range(len(shape) - 1)), keepdims=True))
             dtype = graph.producers[name].layer.kernel.dtype
@@ -117,7 +128,11 @@ class SvProducts:
 
             def on_point(name, z, a):
                 u, w = aux[name]
-                return a + interp.coefficient(name, z, a.dtype) * u * w
+                term = u * w
+                if self.block > 1:   # columns unit * block + j: sum the block's terms
+                    term = tf.reduce_sum(tf.reshape(
+                        term, tf.concat([tf.shape(a), [self.block]], axis=0)), axis=-1)
+                return a + interp.coefficient(name, z, a.dtype) * term
 
             y_pred = interp.run(x, on_producer, on_point)
             loss = self.loss_fn(x, y, y_pred, sw)
@@ -139,7 +154,8 @@ class SvProducts:
             empty: the error message for data without a batch.
 
         Returns:
-            ``({layer: float64[units, d]}, examples)``: row ``i`` is ``S_i v_i``.
+            ``({layer: float64[units, d]}, examples)``: row ``i`` is ``S_i v_i``
+            (``[units, block, d]`` with ``block > 1``).
             The mean loss over ``data`` (the same forward pass) is left in
             :attr:`loss`.
 
@@ -162,18 +178,23 @@ class SvProducts:
         self.loss = loss_total / count if count else None
         out = {}
         for name in self.active:
-            units = int(self.vectors[name].shape[-1])
-            out[name] = (totals[name] / count).reshape(-1, units).T
+            out[name] = self._rows(totals[name] / count)
             check_finite(name, out[name], "splitting products S v")
         return out, count
 
+    def _rows(self, array):
+        """A kernel-shaped array (``units * block`` columns) as ``[units, (block,) d]``."""
+        columns = int(np.shape(array)[-1])
+        rows = np.reshape(array, (-1, columns)).T
+        if self.block == 1:
+            return rows
+        return rows.reshape(columns // self.block, self.block, -1)
+
     def get_vectors(self):
-        """The current vectors, ``{layer: float64[units, d]}`` (rows not normalised)."""
-        return {
-            name: keras.ops.convert_to_numpy(var).astype(np.float64).reshape(
-                -1, int(var.shape[-1])).T
-            for name, var in self.vectors.items()
-        }
+        """The current vectors, ``{layer: float64[units, d]}`` (rows not normalised;
+        ``[units, block, d]`` with ``block > 1``)."""
+        return {name: self._rows(keras.ops.convert_to_numpy(var).astype(np.float64))
+                for name, var in self.vectors.items()}
 
     def eigenpairs(self, vectors, svs):
         """Every layer's eigenpairs from ``{layer: [units, d]}`` vectors and their products
@@ -191,7 +212,10 @@ class SvProducts:
         return result
 
     def set_vectors(self, vectors):
-        """Sets the vectors from ``{layer: [units, d]}`` (for products with any ``V``)."""
+        """Sets the vectors from ``{layer: [units, d]}`` (``[units, block, d]`` with
+        ``block > 1``), for products with any ``V``."""
         for name, v in vectors.items():
             var = self.vectors[name]
-            var.assign(np.asarray(v).T.reshape(var.shape).astype(var.dtype))
+            v = np.asarray(v)
+            v = v.reshape(-1, v.shape[-1])   # rows unit * block + j
+            var.assign(v.T.reshape(var.shape).astype(var.dtype))

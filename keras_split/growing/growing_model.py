@@ -1,5 +1,6 @@
 """`GrowingModel`: a Keras model that can estimate splitting eigenpairs and widen itself."""
 
+import functools
 import logging
 
 import keras
@@ -11,11 +12,13 @@ from keras_split.estimate import exact, lobpcg, rmsprop
 from keras_split.estimate.eigenpairs import (UNCONVERGED_RESIDUAL, eigen_passes,
                                              relative_residual, unconverged_neurons)
 from keras_split.graph.activations import validate_surrogate
+from keras_split.select.budget import layer_noise_floor
 from keras_split.graph.channel_graph import ChannelGraph
 from keras_split.graph.functional_model import as_functional
 from keras_split.growing.compiled_loss import check_inputs, check_labels, loss_function
 from keras_split.growing.growth import run_stage
-from keras_split.growing.growth_settings import EIGEN_TOL, GrowthSettings, validate_eigen_args
+from keras_split.growing.growth_settings import (EIGEN_EPOCHS, EIGEN_TOL, GrowthSettings,
+                                                  validate_eigen_args)
 from keras_split.surgery import widening
 from keras_split.surgery.optimizer_state import rebuild_optimizer
 from keras_split.surgery.split_rule import SplitRule
@@ -153,7 +156,7 @@ class GrowingModel(keras.Model):
         return loss_function(self)
 
     def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
-                             eigen_epochs=5, learning_rate=0.01, eval_data=None, seed=0,
+                             eigen_epochs=EIGEN_EPOCHS, learning_rate=0.01, eval_data=None, seed=0,
                              max_bytes=exact.DEFAULT_MAX_EXACT_BYTES, verbose=0,
                              eigen_tol=EIGEN_TOL):
         """Minimum eigenpairs of every splittable neuron's splitting matrix.
@@ -199,6 +202,7 @@ class GrowingModel(keras.Model):
                            strategy=self.distribute_strategy)
             if method == "lobpcg":
                 eig = lobpcg.lobpcg_eigenpairs(self._graph, loss_fn, data, tol=eigen_tol,
+                                               floor=functools.partial(layer_noise_floor, self._graph),
                                                **options)
             else:
                 eig = rmsprop.fast_eigenpairs(self._graph, loss_fn, data,

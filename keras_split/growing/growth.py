@@ -5,6 +5,7 @@ kept apart from the model class so that the math, cost and selection modules
 stay free of the growing loop.
 """
 
+import dataclasses
 import logging
 import sys
 import time
@@ -81,15 +82,36 @@ def _select(graph, eig, reference_loss, settings):
     if n_noise:
         logger.info("Ignored %d negative eigenvalues at noise level (|lambda| ||theta||^2 / 2 "
                     "< %g of the loss %.4g).", n_noise, NOISE_RTOL, reference_loss)
-    groups, values, chosen, budget, solver_used = select_groups(
-        graph, candidates, float(settings.growth_ratio), settings.cost, settings.solver,
-        settings.threshold, settings.max_units, settings.round_to, settings.max_widths)
+    groups, values, chosen, budget, solver_used = _knapsack(graph, candidates, settings)
     units = {name: [] for name in graph.splittable_layers}
     for i in chosen:
         for name, unit in graph.group_members(groups[i]):
             units[name].append(int(unit))
     return dict(groups=groups, values=values, chosen=chosen, budget=budget,
-                solver=solver_used, n_noise=n_noise, units=units)
+                solver=solver_used, n_noise=n_noise, units=units,
+                stability=_stability(graph, eig, reference_loss, settings, chosen))
+
+
+def _knapsack(graph, candidates, settings):
+    return select_groups(
+        graph, candidates, float(settings.growth_ratio), settings.cost, settings.solver,
+        settings.threshold, settings.max_units, settings.round_to, settings.max_widths,
+        settings.budget_groups, settings.max_growth)
+
+
+def _stability(graph, eig, reference_loss, settings, chosen):
+    """The Jaccard index between the groups chosen with the held-out eigenvalues and those
+    chosen with the estimation data's (same vectors); ``{}`` without the latter."""
+    if all(e.fit_values is None for e in eig.values()):
+        return {}
+    # Layers without a splitting signal have no estimation-data values: zeros either way.
+    on_fit = {name: e if e.fit_values is None else dataclasses.replace(e, values=e.fit_values)
+              for name, e in eig.items()}
+    other = _knapsack(graph, without_noise(graph, on_fit, reference_loss)[0], settings)[2]
+    a, b = set(int(i) for i in chosen), set(int(i) for i in other)
+    union = a | b
+    return {"jaccard": len(a & b) / len(union) if union else None,
+            "n_held_out": len(a), "n_estimation": len(b)}
 
 
 def _split(model, selection, eig, settings, held_out, reference_loss, dry_run):
@@ -156,6 +178,7 @@ def _stage_record(model, settings, eig, selection, split, timer, dry_run):
         guard={"action": action, "tries": tries}, children=split["pairs"],
         twins={k: twins[k] for k in ("units", "twins", "twin_fraction", "distinct")},
         n_noise=selection["n_noise"], eigen=_eigen_record(eig),
+        stability=selection["stability"],
     )
 
 

@@ -14,27 +14,62 @@ from keras_split.select.flops import count_flops
 logger = logging.getLogger(__name__)
 
 
-class GrowthCallback(keras.callbacks.Callback):
-    """Runs a growth stage every ``every_n_epochs`` epochs, up to ``max_stages`` or ``max_macs``.
+# Default placement: DEFAULT_STAGES stages, one every max(1, epochs // STAGE_SPACING)
+# epochs, none in the second half of the run (the new units then train for at least
+# half of it). For 16 epochs: after epochs 2, 4 and 6.
+DEFAULT_STAGES = 3
+STAGE_SPACING = 8
 
-    Growing inside one ``fit`` keeps one learning-rate schedule (a split keeps
-    the optimizer's iteration count). What was measured on CIFAR-10 (README):
-    grow early, e.g. ``every_n_epochs = epochs // 6`` with ``max_stages=3``, so
-    that the network trains at its final width for the second half of the run
-    (74 % of the final width's training MAC-epochs); ``epochs // 9`` was 0.5
-    points better on validation, on 83 % of them.
+
+def default_stage_epochs(epochs, stages=DEFAULT_STAGES):
+    """The epochs after which :class:`GrowthCallback` grows by default in a ``fit`` of
+    ``epochs`` epochs.
+
+    Args:
+        epochs: the number of epochs of the ``fit``.
+        stages: at most this many stages.
+
+    Returns:
+        A sorted list of 1-based epoch numbers: ``k * max(1, epochs // 8)`` for ``k =
+        1..stages``, those in the first half of the run only (empty below 2 epochs).
+
+    Example:
+        >>> default_stage_epochs(16)
+        [2, 4, 6]
+        >>> default_stage_epochs(60)
+        [7, 14, 21]
+    """
+    every = max(1, int(epochs) // STAGE_SPACING)
+    return [k * every for k in range(1, stages + 1) if k * every <= int(epochs) // 2]
+
+
+class GrowthCallback(keras.callbacks.Callback):
+    """Grows the model during ``model.fit``: at evidence-based epochs, or on a fixed period.
+
+    By default (``every_n_epochs=None``) the callback reads the number of
+    epochs ``N`` of the ``fit`` it runs in and grows ``max_stages`` (default 3)
+    times, after epochs ``k * max(1, N // 8)``, never in the second half of the
+    run (see :func:`default_stage_epochs`): chosen on CIFAR-10 validation splits
+    across network families, growing early lets the new units train for most of
+    the run at a modest cost in MAC-epochs. With ``every_n_epochs`` it grows
+    after every that many epochs instead (up to ``max_stages``, unlimited by
+    default), but never after the last epoch, where the new units could not
+    train. A growing ``fit`` keeps one learning-rate schedule (a split keeps
+    the optimizer's iteration count).
 
     After every epoch the callback adds ``macs``, ``growth_stages`` and
     ``twin_fraction`` (see :func:`keras_split.twin_statistics`) to ``logs``, so
     that callbacks after it in the list (TensorBoard, CSVLogger, History) record
-    them.
+    them. ``stage_epochs`` lists the epochs after which it grew.
 
     Args:
         data: the batches for eigen estimation (see ``GrowingModel.grow``).
-        every_n_epochs: grow after every this many epochs (>= 1).
+        every_n_epochs: None (the default placement) or grow after every this
+            many epochs (>= 1).
         max_macs: stop growing once the model has this many MACs; the last
             stage's ratio is reduced so as not to pass it. None: no limit.
-        max_stages: at most this many stages. None: no limit.
+        max_stages: at most this many stages (None: 3 with the default
+            placement, unlimited with ``every_n_epochs``).
         **grow_kwargs: passed to ``GrowingModel.grow``: ``settings`` (a
             GrowthSettings) and settings by name (``growth_ratio``, ``cost``,
             ``method``, ``split_rule``...); checked here, not at epoch N.
@@ -43,14 +78,17 @@ class GrowthCallback(keras.callbacks.Callback):
         ValueError: for a bad schedule argument or a bad ``grow`` argument.
 
     Example:
-        >>> model.fit(train, epochs=24, callbacks=[
-        ...     GrowthCallback(train.take(8), every_n_epochs=4, max_stages=3)])
+        >>> model.fit(train, epochs=16, callbacks=[GrowthCallback(train.take(16))])
+        >>> # grows after epochs 2, 4 and 6
     """
 
-    def __init__(self, data, every_n_epochs=5, max_macs=None, max_stages=None, **grow_kwargs):
+    def __init__(self, data, every_n_epochs=None, max_macs=None, max_stages=None,
+                 **grow_kwargs):
         super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError("every_n_epochs must be a positive integer. "
+        if every_n_epochs is not None and (isinstance(every_n_epochs, bool)
+                                           or not isinstance(every_n_epochs, int)
+                                           or every_n_epochs < 1):
+            raise ValueError("every_n_epochs must be None or a positive integer. "
                              f"Received: every_n_epochs={every_n_epochs!r}")
         validate_max_macs(max_macs)
         if max_stages is not None and (isinstance(max_stages, bool)
@@ -70,16 +108,44 @@ class GrowthCallback(keras.callbacks.Callback):
         self.max_stages = max_stages
         self.grow_kwargs = dict(grow_kwargs)
         self.stages = []
+        self.stage_epochs = []
+        self._planned = None  # the default placement's epochs, set when fit begins
         # EarlyStopping callbacks of the same fit that restore best weights (see
         # prepare_fit_callbacks): their best weights are of the narrower network.
         self.restorers = []
         self._counted = (None, None)  # (network, its MACs): counted once per architecture
 
+    def on_train_begin(self, logs=None):
+        epochs = (self.params or {}).get("epochs")
+        if self.every_n_epochs is None:
+            stages = DEFAULT_STAGES if self.max_stages is None else self.max_stages
+            self._planned = set(default_stage_epochs(epochs or 0, stages))
+            if not self._planned:
+                logger.warning("GrowthCallback: a fit of %s epochs is too short to grow in "
+                               "(the new units would not train); no stage will run.", epochs)
+
+    def _due(self, epoch):
+        """Whether to grow after the 0-based ``epoch``."""
+        done = epoch + 1
+        if self.max_stages is not None and len(self.stages) >= self.max_stages:
+            return False
+        if self.every_n_epochs is None:
+            return done in (self._planned or ())
+        if done % self.every_n_epochs:
+            return False
+        last = (self.params or {}).get("epochs")
+        if last is not None and done >= last:
+            logger.info("GrowthCallback: no stage after the last epoch (%d): the new units "
+                        "would never train.", done)
+            return False
+        return True
+
     def on_epoch_end(self, epoch, logs=None):
         stage = None
-        if not (epoch + 1) % self.every_n_epochs and (
-                self.max_stages is None or len(self.stages) < self.max_stages):
+        if self._due(epoch):
             stage = self._grow()
+            if stage is not None:
+                self.stage_epochs.append(epoch + 1)
         if logs is not None:
             logs["macs"] = float(self._macs())
             logs["growth_stages"] = float(len(self.stages))

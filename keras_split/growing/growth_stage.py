@@ -43,6 +43,13 @@ class GrowthStage:
             held-out batches (``residual_ratio``, which also holds the difference
             between the two samples), and ``unconverged``, per layer, the neurons
             whose residual exceeds 25 % of ``|lambda|``.
+        stability: how much the selection depends on the sample (lobpcg):
+            the knapsack is solved again with the eigenvalues measured on
+            the estimation data instead of the held-out batches (the same
+            vectors, two disjoint samples); ``jaccard`` is the Jaccard index of
+            the two sets of chosen groups (1: the same; None when both are
+            empty), ``n_held_out`` and ``n_estimation`` their sizes. Empty for
+            the exact method.
 
     Example:
         >>> stage = model.grow(train, growth_ratio=0.5)
@@ -77,6 +84,7 @@ class GrowthStage:
     twins: dict = dataclasses.field(default_factory=dict)
     n_noise: int = 0
     eigen: dict = dataclasses.field(default_factory=dict)
+    stability: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -115,5 +123,7 @@ class GrowthStage:
                else ", rolled back (every step raised the held-out loss)"
                if self.guard.get("action") == "rolled_back" else "")
             + (f", twins {self.twins['twin_fraction']:.1%}" if self.twins else "")
+            + (f", stability (Jaccard) {self.stability['jaccard']:.2f}"
+               if self.stability.get("jaccard") is not None else "")
             + (f" [{grown}]" if grown else "")
         )

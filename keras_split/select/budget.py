@@ -72,8 +72,50 @@ def _caps(names, widths, max_units, max_widths):
     return None if np.all(np.isinf(caps)) else caps
 
 
+BUDGET_GROUPS = (None, "resolution")
+
+
+def budget_labels(graph, budget_groups):
+    """``{layer: label}``: which budget each splittable layer draws on.
+
+    Args:
+        graph: the ChannelGraph.
+        budget_groups: None (one budget), ``"resolution"`` (one budget per
+            output resolution: the seed papers' code splits MobileNet into its
+            high- and low-resolution layers, each growing by the ratio of its own
+            cost) or a dict ``{layer: label}`` naming every splittable layer.
+
+    Raises:
+        ValueError: for another value, or a dict that misses or adds layers.
+    """
+    names = list(graph.splittable_layers)
+    if budget_groups is None:
+        return {n: 0 for n in names}
+    if budget_groups == "resolution":
+        return {n: tuple(int(d) for d in graph.producers[n].outputs[0].shape[1:-1])
+                for n in names}
+    if isinstance(budget_groups, dict):
+        if set(budget_groups) != set(names):
+            raise ValueError("budget_groups must name every splittable layer once: missing "
+                             f"{sorted(set(names) - set(budget_groups))}, unknown "
+                             f"{sorted(set(budget_groups) - set(names))}.")
+        return dict(budget_groups)
+    raise ValueError("budget_groups must be None, 'resolution' or a dict {layer: label}. "
+                     f"Received: budget_groups={budget_groups!r}")
+
+
+def growth_caps(graph, max_growth):
+    """``{layer: most new units this stage}`` for a per-stage width factor ``max_growth``
+    (2.0: a layer at most doubles, as in the seed papers' code), or None."""
+    if max_growth is None:
+        return None
+    return {n: int(math.floor((max_growth - 1.0) * graph.units(n) + 1e-9))
+            for n in graph.splittable_layers}
+
+
 def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
-                  threshold=0.0, max_units=None, round_to=None, max_widths=None):
+                  threshold=0.0, max_units=None, round_to=None, max_widths=None,
+                  budget_groups=None, max_growth=None):
     """Chooses the coupled groups to split under ``growth_ratio`` times the network's cost.
 
     The knapsack is solved with per-group marginal costs. The exact cost of the
@@ -82,7 +124,12 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     while either exceeds its bound (``(1 + growth_ratio)`` times the current
     value) the knapsack is solved again with a budget lowered by the overshoot,
     so that constraints such as ``round_to`` keep holding. An empty selection is
-    logged with its reason.
+    logged with its reason. With ``budget_groups`` each group of layers has a
+    budget of ``growth_ratio`` times its own layers' cost and is solved apart
+    (a coupled group counts in the budget of its first member); ``max_growth``
+    caps every layer's new units at ``(max_growth - 1)`` times its width. The
+    MACs bound holds over all budget groups together, which are solved in graph
+    order (a later group gets what an earlier one left of it).
 
     Returns:
         ``(groups, values, chosen, budget, solver_used)``; ``cost="uniform"``
@@ -101,23 +148,55 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     budget = growth_ratio * total
     names, membership = _layer_membership(graph, groups)
     widths = [graph.units(n) for n in names]
-    options = dict(solver=solver_used, layer_of=membership,
-                   max_units=_caps(names, widths, max_units, max_widths),
+    caps = _caps(names, widths, max_units, max_widths)
+    stage_caps = growth_caps(graph, max_growth)
+    if stage_caps is not None:
+        caps = np.minimum(np.inf if caps is None else caps,
+                          np.array([stage_caps[n] for n in names], dtype=np.float64))
+    options = dict(solver=solver_used, layer_of=membership, max_units=caps,
                    round_to=round_to, widths=widths)
-    chosen = _within_bounds(graph, groups, np.where(values < threshold, values, 0.0),
-                            group_cost, (total, budget, exact_total), growth_ratio, options)
+    masked = np.where(values < threshold, values, 0.0)
+    labels = budget_labels(graph, budget_groups)
+    of_group = [labels[graph.group_members(g)[0][0]] for g in groups]
+    chosen = []
+    for label in dict.fromkeys(labels.values()):
+        mine = np.array([lab == label for lab in of_group])
+        if not mine.any():
+            continue
+        if len(set(labels.values())) == 1:
+            part_budget = budget
+        else:
+            # This group's own cost: its layers' units, each at its cost now.
+            part_budget = growth_ratio * _part_cost(group_cost, mine, total)
+        chosen.extend(_within_bounds(graph, groups, np.where(mine, masked, 0.0), group_cost,
+                                     (total, part_budget, exact_total), growth_ratio, options,
+                                     fixed=chosen))
+    chosen = np.array(sorted(chosen), dtype=np.int64)
     return groups, values, chosen, budget, solver_used
 
 
-def _within_bounds(graph, groups, masked, group_cost, budget_terms, growth_ratio, options):
+def _part_cost(group_cost, mine, total):
+    """The share of the network's ``total`` cost of one budget group: its coupled
+    groups' share of the summed per-group costs (for ``"sqrt_flops"``, whose total is
+    that sum, exactly the seed code's ``sum(channels x cost per channel)``)."""
+    every = float(group_cost.sum()) or 1.0
+    return total * float(group_cost[mine].sum()) / every
+
+
+def _within_bounds(graph, groups, masked, group_cost, budget_terms, growth_ratio, options,
+                   fixed=()):
     """The knapsack's choice, solved again with a lower budget until the exact cost and
-    the MACs keep their bounds; empty (and logged) when no candidate fits."""
+    the MACs keep their bounds; empty (and logged) when no candidate fits. ``fixed``:
+    groups chosen already (by earlier budget groups), counted in the MACs bound."""
     total, budget, exact_total = budget_terms
     macs = cost_lib.network_cost(graph, "flops")
+    fixed = [int(i) for i in fixed]
 
     def macs_after(chosen):
-        return cost_lib.widened_cost(graph, [groups[i] for i in chosen], "flops")
+        return cost_lib.widened_cost(graph, [groups[i] for i in fixed + list(chosen)],
+                                     "flops")
 
+    base = macs_after([])
     target = budget
     for _ in range(MAX_BUDGET_ROUNDS):
         chosen = np.asarray(knapsack.select_neurons(masked, group_cost, target, **options),
@@ -131,21 +210,48 @@ def _within_bounds(graph, groups, masked, group_cost, budget_terms, growth_ratio
         if over <= budget * 1e-9 and macs_over <= 0:
             return chosen
         # Lower the budget by the overshoot (in the cost unit) and solve again; a MACs
-        # overshoot is converted with the selection's cost per MAC (macs_after > macs).
+        # overshoot is converted with the selection's cost per MAC (macs_after > base).
         spent = float(group_cost[chosen].sum())
         shrink = max(over, 0.0)
         if macs_over > 0:
-            shrink = max(shrink, spent * macs_over / (macs_after(chosen) - macs))
+            shrink = max(shrink, spent * macs_over / max(macs_after(chosen) - base, 1e-12))
         target = max(spent - shrink, 0.0) * (1 - 1e-9)
     logger.warning("No selection kept the cost and MACs bounds after %d knapsack solves: "
                    "nothing is split this stage.", MAX_BUDGET_ROUNDS)
     return np.zeros(0, dtype=np.int64)
 
 
-# A negative eigenvalue is noise (ignored) when a step as large as the neuron's own
-# incoming weights would change the loss by less than this fraction of it:
+# A negative eigenvalue is noise when a step as large as the neuron's own incoming
+# weights would change the loss by less than this fraction of it:
 # |lambda| * ||theta||^2 / 2 < NOISE_RTOL * |loss| (float32 resolves ~6e-8 of a loss).
 NOISE_RTOL = 1e-6
+
+
+def noise_floor(kernel, loss, rtol=NOISE_RTOL):
+    """Per unit of a producer, the ``|lambda|`` below which a negative eigenvalue is noise.
+
+    Args:
+        kernel: the producer's kernel (``[..., units]``).
+        loss: the loss the changes are measured against.
+        rtol: the relative resolution.
+
+    Returns:
+        ``float64[units]``: ``2 * rtol * |loss| / ||theta_i||^2``.
+
+    Example:
+        >>> noise_floor(np.ones((2, 3)), loss=1.0).tolist()
+        [1e-06, 1e-06, 1e-06]
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    norms = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
+    floor = rtol * max(abs(float(loss)), np.finfo(np.float32).tiny)
+    return 2.0 * floor / np.maximum(norms, np.finfo(np.float64).tiny)
+
+
+def layer_noise_floor(graph, name, loss, rtol=NOISE_RTOL):
+    """:func:`noise_floor` of producer ``name`` of ``graph``: ``float64[units]``."""
+    return noise_floor(keras.ops.convert_to_numpy(graph.producers[name].layer.kernel), loss,
+                       rtol)
 
 
 def without_noise(graph, eigenpairs, loss, rtol=NOISE_RTOL):
@@ -171,11 +277,8 @@ def without_noise(graph, eigenpairs, loss, rtol=NOISE_RTOL):
         >>> eig, n_noise = without_noise(model._graph, eig, loss=2.3)
     """
     kept, count = {}, 0
-    floor = rtol * max(abs(float(loss)), np.finfo(np.float32).tiny)
     for name, e in eigenpairs.items():
-        kernel = keras.ops.convert_to_numpy(graph.producers[name].layer.kernel)
-        norms = np.sum(kernel.reshape(-1, kernel.shape[-1]).astype(np.float64) ** 2, axis=0)
-        noise = (e.values < 0) & (0.5 * np.abs(e.values) * norms < floor)
+        noise = (e.values < 0) & (np.abs(e.values) < layer_noise_floor(graph, name, loss, rtol))
         count += int(noise.sum())
         kept[name] = dataclasses.replace(e, values=np.where(noise, 0.0, e.values))
     return kept, count

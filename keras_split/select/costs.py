@@ -8,6 +8,10 @@ channels it adds ``P * k * (a * cout + cin * b + a * b)``: the child filters,
 the extra input channels of every consumer (at every position after a
 Flatten), and the duplicated DepthwiseConv2D filters (``P * k * m * a``).
 Costs are measured on the current network, so they change from stage to stage.
+
+``"sqrt_flops"`` is the seed papers' code's cost: each group costs the square root
+of the MACs it adds, and the network's total is the sum of its groups' costs, so
+that a budget of ``growth_ratio`` times it is their "grow x channels x sqrt(MACs)".
 """
 
 import keras
@@ -15,7 +19,7 @@ import numpy as np
 
 from keras_split.select.flops import layer_macs, spatial_positions
 
-COST_MODES = ("flops", "params", "uniform")
+COST_MODES = ("flops", "params", "uniform", "sqrt_flops")
 
 
 def _counts(graph, tensor, index, n_cols):
@@ -85,6 +89,8 @@ def group_costs(graph, groups, mode="flops"):
     groups = [int(g) for g in groups]
     if mode == "uniform":
         return np.ones(len(groups))
+    if mode == "sqrt_flops":
+        return np.sqrt(group_costs(graph, groups, "flops"))
     return _added_cost(graph, {g: i for i, g in enumerate(groups)}, len(groups), mode)
 
 
@@ -93,9 +99,12 @@ def network_cost(graph, mode="flops"):
 
     Returns:
         MACs for ``"flops"``, the parameter count for ``"params"``, the number
-        of splittable groups for ``"uniform"``.
+        of splittable groups for ``"uniform"``, the sum of every group's cost for
+        ``"sqrt_flops"``.
     """
     _check_mode(mode)
+    if mode == "sqrt_flops":
+        return float(group_costs(graph, sorted(graph.groups), mode).sum())
     if mode == "flops":
         return float(sum(layer_macs(n.layer, n.outputs[0]) for n in graph.nodes))
     if mode == "params":
@@ -107,6 +116,8 @@ def widened_cost(graph, groups, mode="flops"):
     """The exact total cost after splitting all ``groups`` together (cross terms included)."""
     _check_mode(mode)
     groups = [int(g) for g in groups]
+    if mode == "sqrt_flops":   # additive by definition
+        return network_cost(graph, mode) + float(group_costs(graph, groups, mode).sum())
     if mode == "uniform" or not groups:
         return network_cost(graph, mode) + (len(groups) if mode == "uniform" else 0)
     return network_cost(graph, mode) + float(

@@ -113,6 +113,14 @@ def _rms(array):
     return float(np.sqrt(np.mean(np.square(array)))) if array.size else 0.0
 
 
+def _fresh_rms(layer, old, new_shape, rule):
+    """The RMS of a fresh child's incoming weights before ``rule.fresh_scale``."""
+    if rule.incoming != "fresh" or rule.fresh_init == "kernel":
+        return _rms(old)
+    sample = keras.ops.convert_to_numpy(layer.kernel_initializer(new_shape, dtype="float32"))
+    return _rms(sample)
+
+
 def _children_incoming(layer, edit, in_map, out_map, units, eigenpairs, rule, rng):
     """``(fresh, step)`` kernel deltas that make the children of ``units`` (incoming side).
 
@@ -124,7 +132,7 @@ def _children_incoming(layer, edit, in_map, out_map, units, eigenpairs, rule, rn
     new_shape = (fan_shape[:-1] + (in_map.size,)) + (out_map.size,)
     fresh, step = np.zeros(new_shape), np.zeros(new_shape)
     gathered = edit.apply(old, with_delta=False) if rule.incoming == "fresh" else None
-    scale = _rms(old)
+    scale = rule.fresh_scale * _fresh_rms(layer, old, new_shape, rule)
     for unit in units:
         first, second = out_map.children(unit)
         if rule.incoming == "fresh":

@@ -1,0 +1,415 @@
+"""Growth against its trivial baselines on several network families, on real CIFAR-10.
+
+For every family of ``families.py`` (MobileNetV1-CIFAR swish, a plain ReLU VGG with max
+pooling, MobileNetV2-CIFAR ReLU6, a ReLU ResNet) and every seed, one protocol: SGD with
+Nesterov momentum, ``--lr``, batch 128, ONE cosine schedule over ``--epochs`` epochs,
+seeded stateless augmentation, deterministic per seed; ``--train-examples`` training
+images and a validation split carved from the other training images (settings are
+chosen on it; ``--eval test`` adds the 10 000 test images). Growing runs start from the
+family's seed width and grow inside ``fit``, capped at the MACs of the family's target
+width (the width multiplier they are compared with):
+
+* ``energy``: ``GrowthCallback(data, max_macs=...)`` and nothing else (the shipped
+  defaults; ``--rule`` and ``--grow`` replace settings, for choosing them);
+* ``energy-network``: the same with one budget for the network (``budget_groups=None``)
+  instead of the default budget per output resolution (the ablation);
+* ``uniform``: every layer widened in place by the same factor per stage, to the target
+  width's layer widths, at the same epochs and with the same split rule (the control
+  that isolates the in-place recipe from the selection);
+* ``random``: random groups under the same MACs budget, same epochs and rule;
+* ``retrained`` / ``retrained-network``: the architecture ``energy`` / ``energy-network``
+  found, freshly initialised, trained from scratch;
+* ``scratch``: the target width from scratch; ``width-<w>``: other uniform widths from
+  scratch (the width multiplier's curve, ``--curve``).
+
+Every finished run is written to ``benchmarks/results/<tag>.json`` as it ends and a rerun
+with the same settings skips it (``--tag`` names a variant), so that the benchmark can
+span sessions. The table reports, per family, the in-place penalty (uniform in place
+minus scratch), the selection's gain in place (energy minus uniform) and as a found
+architecture (retrained minus scratch), and MAC-epochs against scratch's; ``<tag>.png``
+plots accuracy against MACs with the width multiplier as a curve.
+
+    python benchmarks/growth_families.py --data-dir /tmp/cifar --eval test
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import keras_split as ks  # noqa: E402
+
+from cifar10_common import (RESULTS, command_line, evaluate, load, machine,  # noqa: E402
+                            normalised, train)
+from cifar10_growth import RandomGrowth  # noqa: E402
+from families import FAMILIES  # noqa: E402
+
+GROWING = ("energy", "energy-network", "uniform", "random")
+METHODS = ("energy", "energy-network", "uniform", "random", "retrained", "retrained-network",
+           "scratch")
+# The growing run whose found architecture each retrained run trains from scratch.
+RETRAINS = {"retrained": "energy", "retrained-network": "energy-network"}
+
+
+class UniformGrowth(ks.GrowthCallback):
+    """Widens every layer by the same factor at each stage, to ``targets`` at the last.
+
+    Stage ``k`` of ``S`` brings layer ``l`` to ``round(seed_l * (target_l / seed_l) **
+    (k / S))`` units (split with the settings' rule, the coupled groups of a residual
+    ``Add`` once for all their members), so that the last stage ends at the target
+    width's architecture.
+    """
+
+    def __init__(self, data, targets, n_stages, **kwargs):
+        super().__init__(data, **kwargs)
+        self.targets, self.n_stages, self.seeds = targets, n_stages, None
+
+    def _grow(self):
+        model = self.model
+        widths = {n: int(model.get_layer(n).kernel.shape[-1]) for n in model.splittable_layers}
+        self.seeds = self.seeds or dict(widths)
+        k = len(self.stages) + 1
+        want = {n: int(round(self.seeds[n] * (self.targets[n] / self.seeds[n])
+                             ** (k / self.n_stages))) for n in widths}
+        tied = {}
+        for members in model.coupled_groups():
+            names = sorted({name for name, _ in members})
+            for name in names:
+                tied[name] = names[0]
+        plan = {}
+        for name in widths:
+            lead = tied.get(name, name)
+            need = want[name] - widths[name]
+            if need > 0 and lead not in plan:
+                plan[lead] = list(range(need))
+        t0 = time.perf_counter()
+        if plan:
+            model.split(plan, split_rule=self._settings.rule, seed=self._settings.seed + k)
+        self.stages.append(argparse.Namespace(seconds={"total": time.perf_counter() - t0},
+                                              guard={"action": "split" if plan else "none"},
+                                              twins={}, epsilon=0.0))
+        return self.stages[-1]
+
+
+def layer_widths(network):
+    """``{producer: units}`` of a plain or growing network's splittable layers."""
+    growing = network if isinstance(network, ks.GrowingModel) else ks.GrowingModel(network)
+    return {n: int(growing.get_layer(n).kernel.shape[-1]) for n in growing.splittable_layers}
+
+
+def run(family, method, args, seed, train_xy, sets, found=None, width=None):
+    """One run; returns its JSON record."""
+    fam = FAMILIES[family]
+    keras.utils.set_random_seed(seed)
+    x, y = train_xy
+    t0 = time.perf_counter()
+    out = {"family": family, "method": method, "seed": seed}
+    if method in GROWING:
+        model = ks.GrowingModel(fam.build(fam.seed_width))
+        cap = ks.count_flops(fam.build(fam.target_width))
+        eig_data = (normalised(x[:args.eigen_examples]), y[:args.eigen_examples])
+        kwargs = dict(max_macs=cap, seed=seed)
+        if args.rule:
+            kwargs["split_rule"] = json.loads(args.rule)
+        if args.grow:
+            kwargs.update(json.loads(args.grow))
+        if method == "energy":
+            grower = ks.GrowthCallback(eig_data, **kwargs)
+        elif method == "energy-network":   # the ablation: one budget for the network
+            grower = ks.GrowthCallback(eig_data, budget_groups=None, **kwargs)
+        elif method == "uniform":
+            grower = UniformGrowth(eig_data, layer_widths(fam.build(fam.target_width)),
+                                   n_stages=3, **kwargs)
+        else:
+            grower = RandomGrowth(eig_data, **kwargs)
+        timer = train(model, args, seed, x, y, [grower])
+        out["stage_epochs"] = list(getattr(grower, "stage_epochs", []))
+        out["stages"] = [{"seconds": float(sum(st.seconds.values())),
+                          "guard": st.guard["action"],
+                          "passes": getattr(st, "eigen", {}).get("passes"),
+                          "stability": getattr(st, "stability", None)} for st in grower.stages]
+        out["widths"] = layer_widths(model)
+        out["found"] = model.found_architecture(seed=seed)
+    else:
+        model = found if method in RETRAINS else fam.build(width)
+        timer = train(model, args, seed, x, y)
+        out["widths"] = layer_widths(model)
+    out.update(macs=ks.count_flops(model), params=int(model.count_params()),
+               mac_epochs=float(sum(timer.macs)), epoch_seconds=timer.epochs,
+               seconds=time.perf_counter() - t0,
+               **evaluate(model, sets))
+    return out
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True, help="CIFAR-10 folder layout")
+    parser.add_argument("--eval", choices=("val", "test"), default="val")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--curve", default="-3",
+                        help="offsets from the target width of the width multiplier's curve")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--train-examples", type=int, default=10_000)
+    parser.add_argument("--val-examples", type=int, default=5_000)
+    parser.add_argument("--eigen-examples", type=int, default=1_024)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--rule", default=None, help="split rule config (JSON) of the growing "
+                        "runs instead of grow()'s default")
+    parser.add_argument("--grow", default=None, help="growth settings (JSON) of the growing "
+                        "runs, e.g. {\"budget_groups\": \"resolution\"}")
+    parser.add_argument("--tag", default="growth_families")
+    parser.add_argument("--report", action="store_true", help="only print and plot <tag>.json")
+    parser.add_argument("--screen", default=None, metavar="PREFIX",
+                        help="only print, as Markdown, every run of the results files whose "
+                             "tag starts with PREFIX (the one-seed screening of settings)")
+    return parser
+
+
+# The settings every run of one results file shares (a rerun with others is refused).
+SHARED = ("eval", "epochs", "train_examples", "val_examples", "eigen_examples",
+          "batch_size", "lr", "rule", "grow")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.screen:
+        print(screening(args.screen))
+        return
+    path = os.path.join(RESULTS, args.tag + ".json")
+    settings = {k: getattr(args, k) for k in SHARED}
+    old = json.load(open(path)) if os.path.exists(path) else None
+    if args.report and old is not None:
+        settings = old["settings"]
+    elif old is not None and any(old["settings"].get(k) != v for k, v in settings.items()):
+        raise SystemExit(f"{path} has other settings: {old['settings']} vs {settings}; "
+                         "use another --tag")
+    runs = old["runs"] if old else []
+    if not args.report:
+        tf.config.experimental.enable_op_determinism()
+        train_xy, val, test = load(args.data_dir, args.train_examples, args.val_examples)
+        sets = {"val": (normalised(val[0]), val[1])}
+        if args.eval == "test":
+            sets["test"] = (normalised(test[0]), test[1])
+        run_all(args, runs, train_xy, sets, lambda: save(path, args, argv, settings, runs))
+    rows = table(runs, args.train_examples)
+    print_table(rows)
+    print(markdown(rows))
+    plot(runs, rows, args.tag)
+    save(path, args, argv, settings, runs, rows)
+
+
+def run_all(args, runs, train_xy, sets, save_now):
+    """Every (seed, family, method) that ``runs`` lacks, each saved as it ends (seed by
+    seed, so that an interrupted benchmark has the same seeds of every family)."""
+    found = {}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for family in args.families.split(","):
+            fam = FAMILIES[family]
+            widths = {"scratch": fam.target_width}
+            widths.update({f"width-{fam.target_width + int(d)}": fam.target_width + int(d)
+                           for d in args.curve.split(",") if d})
+            for method in args.methods.split(",") + [m for m in widths if m != "scratch"]:
+                done = {r["method"]: r for r in runs
+                        if (r["family"], r["seed"]) == (family, seed)}
+                if method in done:
+                    continue
+                source = RETRAINS.get(method)
+                if source and (family, seed, source) not in found:
+                    if source in done:
+                        print(f"{family} seed {seed}: {method} needs the {source} run's "
+                              "network: rerun it (remove it from the JSON)", flush=True)
+                    continue
+                r = run(family, method, args, seed, train_xy, sets,
+                        found=found.get((family, seed, source)), width=widths.get(method))
+                if method in RETRAINS.values():
+                    found[(family, seed, method)] = r["found"]
+                r.pop("found", None)
+                runs.append(r)
+                print(f"{family:<12} seed {seed} {method:<17} {r['macs']:>10,} MACs  "
+                      + "  ".join(f"{k} {r[k]:.4f}" for k in sets)
+                      + f"  {r['seconds']:.0f} s", flush=True)
+                save_now()
+
+
+def _stats(values):
+    """``(mean, sample std, n)``."""
+    values = np.asarray(values, dtype=np.float64)
+    std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    return float(values.mean()), std, int(len(values))
+
+
+def stage_costs(rs, train_examples, epoch_examples=15_000):
+    """Every growth stage's seconds in epochs of ``epoch_examples`` images of the network it
+    grew (its epoch just before the stage, scaled from ``train_examples``)."""
+    out = []
+    for r in rs:
+        if "epoch_seconds" not in r:
+            continue
+        for epoch, st in zip(r.get("stage_epochs", []), r.get("stages", [])):
+            seconds = r["epoch_seconds"][epoch - 1] * epoch_examples / train_examples
+            out.append(st["seconds"] / seconds)
+    return out
+
+
+def table(runs, train_examples=10_000):
+    """One row per (family, method): accuracies (mean, sample std, n), MACs, MAC-epochs
+    against scratch, stage cost and stability, and per family the penalty and gains
+    (paired by seed)."""
+    rows = []
+    keys = [k for k in ("val", "test") if runs and k in runs[0]]
+    for family in dict.fromkeys(r["family"] for r in runs):
+        mine = [r for r in runs if r["family"] == family]
+        scratch = {r["seed"]: r for r in mine if r["method"] == "scratch"}
+        by_method = {}
+        for r in mine:
+            by_method.setdefault(r["method"], []).append(r)
+        for method, rs in by_method.items():
+            row = {"family": family, "method": method,
+                   "macs": float(np.mean([r["macs"] for r in rs])),
+                   "params": float(np.mean([r["params"] for r in rs]))}
+            ratios = [r["mac_epochs"] / scratch[r["seed"]]["mac_epochs"] for r in rs
+                      if r["seed"] in scratch]
+            row["mac_epochs_vs_scratch"] = float(np.mean(ratios)) if ratios else None
+            cost = stage_costs(rs, train_examples)
+            row["stage_epochs_15k"] = (float(np.mean(cost)), float(np.max(cost))) if cost \
+                else None
+            jac = [st["stability"]["jaccard"] for r in rs for st in r.get("stages", [])
+                   if st.get("stability") and st["stability"].get("jaccard") is not None]
+            row["stability"] = float(np.mean(jac)) if jac else None
+            for k in keys:
+                row[k] = _stats([r[k] for r in rs])
+            rows.append(row)
+        pairs = {"in_place_penalty": ("uniform", "scratch"),
+                 "selection_gain_in_place": ("energy", "uniform"),
+                 "energy_vs_random": ("energy", "random"),
+                 "found_vs_scratch": ("retrained", "scratch"),
+                 "in_place_vs_scratch": ("energy", "scratch"),
+                 "network_budget_in_place_vs_uniform": ("energy-network", "uniform"),
+                 "network_budget_found_vs_scratch": ("retrained-network", "scratch")}
+        for label, (a, b) in pairs.items():
+            ra = {r["seed"]: r for r in by_method.get(a, [])}
+            rb = {r["seed"]: r for r in by_method.get(b, [])}
+            seeds = sorted(set(ra) & set(rb))
+            if seeds:
+                rows.append({"family": family, "method": label, "paired": True,
+                             **{k: _stats([ra[s][k] - rb[s][k] for s in seeds]) for k in keys}})
+    return rows
+
+
+def print_table(rows):
+    keys = [k for k in ("val", "test") if rows and k in rows[0]]
+    print(f"{'family':<12}{'method / difference':<26}{'MACs':>11}{'MAC-ep':>8}"
+          + "".join(f"{k + ' (mean ± std, n)':>26}" for k in keys)
+          + f"{'stage ep (15k)':>16}{'Jaccard':>8}")
+    for r in rows:
+        macs = f"{r['macs']:>11,.0f}" if "macs" in r else " " * 11
+        ratio = r.get("mac_epochs_vs_scratch")
+        ratio = f"{ratio:>8.2f}" if ratio is not None else " " * 8
+        cells = "".join(f"{r[k][0]:>+13.4f} ± {r[k][1]:.4f} n={r[k][2]}" if r.get("paired")
+                        else f"{r[k][0]:>13.4f} ± {r[k][1]:.4f} n={r[k][2]}" for k in keys)
+        cost = r.get("stage_epochs_15k")
+        cost = f"{cost[0]:>9.2f}/{cost[1]:.2f}" if cost else " " * 14
+        jac = r.get("stability")
+        jac = f"{jac:>8.2f}" if jac is not None else ""
+        print(f"{r['family']:<12}{r['method']:<26}{macs}{ratio}{cells}  {cost}{jac}")
+
+
+def screening(prefix):
+    """Markdown: one line per run of every ``<prefix>*.json``, with its settings."""
+    lines = ["| family | run | split rule | growth settings | MACs | val accuracy | "
+             "LOBPCG passes per stage | file |", "|---|---|---|---|---:|---:|---|---|"]
+    for name in sorted(os.listdir(RESULTS)):
+        if not (name.startswith(prefix) and name.endswith(".json")):
+            continue
+        with open(os.path.join(RESULTS, name)) as f:
+            result = json.load(f)
+        rule, grow = result["settings"].get("rule"), result["settings"].get("grow")
+        for r in sorted(result["runs"], key=lambda r: (r["family"], r["method"])):
+            growing = r["method"] in GROWING
+            passes = [st.get("passes") for st in r.get("stages", [])]
+            lines.append(
+                f"| {r['family']} | {r['method']} | {(rule or 'default') if growing else ''} | "
+                f"{(grow or 'default') if growing else ''} | {r['macs']:,} | {r['val']:.4f} | "
+                f"{passes if any(p is not None for p in passes) else ''} | {name} |")
+    return "\n".join(lines)
+
+
+def markdown(rows):
+    """The table as Markdown (for the docs): one line per row, differences signed."""
+    keys = [k for k in ("val", "test") if rows and k in rows[0]]
+    head = ("| family | run | MACs | MAC-epochs / scratch | "
+            + " | ".join(f"{k} accuracy (mean ± std, n)" for k in keys)
+            + " | stage, epochs of 15k (mean / max) | Jaccard |")
+    lines = [head, "|---|---" + "|---:" * (head.count("|") - 3) + "|"]
+    for r in rows:
+        fmt = "{:+.4f} ± {:.4f} (n={})" if r.get("paired") else "{:.4f} ± {:.4f} (n={})"
+        cells = " | ".join(fmt.format(*r[k]) for k in keys)
+        macs = f"{r['macs']:,.0f}" if "macs" in r else ""
+        ratio = r.get("mac_epochs_vs_scratch")
+        cost = r.get("stage_epochs_15k")
+        jac = r.get("stability")
+        lines.append(f"| {r['family']} | {r['method']} | {macs} | "
+                     f"{'' if ratio is None else f'{ratio:.2f}'} | {cells} | "
+                     f"{'' if not cost else f'{cost[0]:.2f} / {cost[1]:.2f}'} | "
+                     f"{'' if jac is None else f'{jac:.2f}'} |")
+    return "\n".join(lines)
+
+
+def plot(runs, rows, tag):
+    """Accuracy against MACs per family: the width multiplier's curve and the other rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "test" if runs and "test" in runs[0] else "val"
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    if not families:
+        return
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.6), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        mine = [r for r in rows if r["family"] == family and not r.get("paired")]
+        curve = sorted((r for r in mine if r["method"] == "scratch"
+                        or r["method"].startswith("width-")), key=lambda r: r["macs"])
+        ax.errorbar([r["macs"] / 1e6 for r in curve], [r[key][0] for r in curve],
+                    yerr=[r[key][1] for r in curve], fmt="-", color="grey", capsize=2,
+                    label="width multiplier")
+        for r in mine:
+            if r not in curve:
+                ax.errorbar(r["macs"] / 1e6, r[key][0], yerr=r[key][1], fmt="o", capsize=3,
+                            label=r["method"])
+        ax.set_title(family)
+        ax.set_xlabel("MACs (millions)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"CIFAR-10 {key} accuracy")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, tag + ".png"), dpi=110)
+
+
+def save(path, args, argv, settings, runs, rows=None):
+    os.makedirs(RESULTS, exist_ok=True)
+    result = {"command": command_line("growth_families.py", argv), "settings": settings,
+              "machine": machine(), "runs": runs}
+    if rows is not None:
+        result["table"] = rows
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Per-group budgets, the square-root cost and the per-stage growth cap (the seed code's)."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_split as ks
+from keras_split.growing import growth_settings
+from keras_split.select import budget, costs
+
+L = keras.layers
+
+
+def _two_resolutions():
+    """8 channels at 16x16, then 8 at 4x4: the high-resolution layer's units cost 16x."""
+    x = keras.Input((16, 16, 3))
+    h = L.Conv2D(8, 3, padding="same", activation="swish", name="hi")(x)
+    h = L.Conv2D(8, 3, strides=4, padding="same", activation="swish", name="lo")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    return ks.GrowingModel(keras.Model(x, L.Dense(4, name="out")(h)))
+
+
+def _all_negative(model):
+    """Equal eigenvalues: any selection is then decided by the costs alone."""
+    return {n: ks.Eigenpairs(-np.ones(model.get_layer(n).kernel.shape[-1]),
+                             np.eye(model.get_layer(n).kernel.shape[-1],
+                                    int(np.prod(model.get_layer(n).kernel.shape[:-1]))))
+            for n in model.splittable_layers}
+
+
+def _chosen_per_layer(graph, groups, chosen):
+    out = {n: 0 for n in graph.splittable_layers}
+    for i in chosen:
+        for name, _ in graph.group_members(groups[i]):
+            out[name] += 1
+    return out
+
+
+def test_sqrt_flops_is_the_square_root_of_the_macs_each_group_adds():
+    graph = _two_resolutions()._graph
+    groups = sorted(graph.groups)
+    flops = costs.group_costs(graph, groups, "flops")
+    np.testing.assert_allclose(costs.group_costs(graph, groups, "sqrt_flops"), np.sqrt(flops))
+    assert costs.network_cost(graph, "sqrt_flops") == pytest.approx(np.sqrt(flops).sum())
+    assert costs.widened_cost(graph, groups[:3], "sqrt_flops") == pytest.approx(
+        np.sqrt(flops).sum() + np.sqrt(flops[:3]).sum())
+    # A unit of "hi": its 3x3x3 filter at 16x16 and one more input channel of lo's eight
+    # 3x3 filters at 4x4; a unit of "lo": its 3x3x8 filter at 4x4 and one Dense input.
+    per_layer = {graph.group_members(g)[0][0]: c for g, c in zip(groups, flops)}
+    assert per_layer == {"hi": 16 * 16 * 27 + 4 * 4 * 9 * 8, "lo": 4 * 4 * 72 + 4}
+
+
+def test_one_budget_favours_the_cheap_layer_a_budget_per_resolution_grows_both_alike():
+    model = _two_resolutions()
+    graph, eig = model._graph, _all_negative(model)
+    groups, _, chosen, _, _ = budget.select_groups(graph, eig, 0.5, cost="flops")
+    # One budget: the cheap low-resolution units first (all 8), then 2 of the others.
+    assert _chosen_per_layer(graph, groups, chosen) == {"hi": 2, "lo": 8}
+    groups, _, chosen, _, _ = budget.select_groups(graph, eig, 0.5, cost="flops",
+                                                   budget_groups="resolution")
+    # A budget each: both grow by the same share (their costs are 87.5 % and 12.5 %).
+    assert _chosen_per_layer(graph, groups, chosen) == {"hi": 3, "lo": 3}
+    # Each resolution keeps its own budget: ratio x its share of the summed group costs.
+    group_cost = costs.group_costs(graph, groups, "flops")
+    total = costs.network_cost(graph, "flops")
+    for name in ("hi", "lo"):
+        mine = np.array([graph.group_members(g)[0][0] == name for g in groups])
+        spent = group_cost[[i for i in chosen if mine[i]]].sum()
+        assert spent <= 0.5 * total * group_cost[mine].sum() / group_cost.sum() + 1e-6
+    labels = budget.budget_labels(graph, "resolution")
+    assert labels == {"hi": (16, 16), "lo": (4, 4)}
+    with pytest.raises(ValueError, match="missing \\['lo'\\]"):
+        budget.budget_labels(graph, {"hi": 0})
+    with pytest.raises(ValueError, match="Received: budget_groups='depth'"):
+        ks.GrowthSettings(budget_groups="depth")
+
+
+def test_max_growth_caps_every_layer_per_stage():
+    model = _two_resolutions()
+    graph, eig = model._graph, _all_negative(model)
+    groups, _, chosen, _, _ = budget.select_groups(graph, eig, 5.0, cost="uniform",
+                                                   max_growth=1.5)
+    assert _chosen_per_layer(graph, groups, chosen) == {"hi": 4, "lo": 4}
+    assert budget.growth_caps(graph, 2.0) == {"hi": 8, "lo": 8}
+    with pytest.raises(ValueError, match="Received: max_growth=1"):
+        ks.GrowthSettings(max_growth=1)
+
+
+def test_the_papers_settings_grow_a_model():
+    model = _two_resolutions()
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 16, 16, 3)).astype("float32"), rng.integers(0, 4, 64)
+    settings = ks.GrowthSettings.papers(growth_ratio=0.5)
+    assert (settings.cost, settings.budget_groups, settings.max_growth, settings.solver,
+            settings.split_rule) == ("sqrt_flops", "resolution", 2.0, "lp", "copy")
+    before = ks.count_flops(model)
+    stage = model.grow(x, y, settings, batch_size=16)
+    assert stage.n_selected > 0 and before < stage.macs_after <= 1.5 * before
+    for name in model.splittable_layers:
+        assert stage.layers[name]["units_after"] <= 2 * stage.layers[name]["units_before"]
+
+
+def test_every_stage_records_the_selections_stability():
+    model = _two_resolutions()
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(80, 16, 16, 3)).astype("float32"), rng.integers(0, 4, 80)
+    stage = model.grow(x, y, batch_size=16, growth_ratio=0.3, dry_run=True)
+    s = stage.stability
+    assert s["n_held_out"] == stage.n_selected > 0 and s["n_estimation"] > 0
+    # By hand: the same estimate (the last of 5 batches held out), one knapsack on the
+    # held-out eigenvalues and one on the estimation data's.
+    eig = model.splitting_eigenpairs((x[:64], y[:64]), batch_size=16,
+                                     eval_data=(x[64:], y[64:]))
+    chosen = []
+    for values in ("values", "fit_values"):
+        pairs = {n: ks.Eigenpairs(getattr(e, values), e.vectors) for n, e in eig.items()}
+        pairs = budget.without_noise(model._graph, pairs, eig.loss)[0]
+        chosen.append(set(budget.select_groups(
+            model._graph, pairs, 0.3, budget_groups=growth_settings.DEFAULT_BUDGET_GROUPS)[2]
+            .tolist()))
+    a, b = chosen
+    assert (s["n_held_out"], s["n_estimation"]) == (len(a), len(b))
+    assert s["jaccard"] == pytest.approx(len(a & b) / len(a | b))
+    assert ks.GrowthStage.from_json(stage.to_json()).stability == s
+    assert f"stability (Jaccard) {s['jaccard']:.2f}" in stage.summary()
+    exact = model.grow(x, y, batch_size=16, growth_ratio=0.3, dry_run=True, method="exact")
+    assert exact.stability == {}
