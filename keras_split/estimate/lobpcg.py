@@ -10,12 +10,15 @@ RMSprop epochs for every candidate neuron within 2 % of ``eigh``).
 :class:`LobpcgEigenSolver` uses the same auxiliary-activation products ``S v``
 (:class:`~keras_split.estimate.products.SvProducts`: never building ``S``, memory
 ``O(n d)``) but averages them over all of the estimation data: one pass gives
-``S_D v`` for every neuron at once. Each further pass applies ``S_D`` to the
-normalised residual ``r = S_D v - lambda v``, and the new ``v`` is the best vector
-of ``span(v, r, p)`` (Rayleigh-Ritz, ``p`` the previous update), as in Knyazev's
-LOBPCG with block size one per neuron. The smallest eigenvalue of a splitting
-matrix is usually well separated, so a handful of passes reach the ``eigh`` answer
-on the same data.
+``S_D v`` for every neuron at once. Each neuron carries a block ``X`` of two
+vectors (its two smallest Ritz pairs; one pass gives the products of both). Each
+further pass applies ``S_D`` to the normalised residuals ``R = S_D X - X Lambda``,
+and the new block is the best pair of ``span(X, R, P)`` (Rayleigh-Ritz, ``P`` the
+previous update), as in Knyazev's LOBPCG with a block of two per neuron: the second
+vector speeds the first up (the rate depends on the gap to the third eigenvalue)
+and keeps a start nearly orthogonal to the smallest eigenvector from stalling on
+the second. The iterations stop once every candidate neuron's residual is within
+``tol`` of its eigenvalue (see :meth:`LobpcgEigenSolver.fit`).
 """
 
 import logging
