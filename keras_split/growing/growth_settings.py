@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from keras_split.select import budget as budget_lib
 from keras_split.select import costs as cost_lib
 from keras_split.select import knapsack
 from keras_split.surgery.split_rule import SplitRule
@@ -169,8 +170,8 @@ class GrowthSettings:
         validate_growth_args(self.growth_ratio, self.rule.epsilon, self.cost, self.solver,
                              self.method, self.threshold)
         validate_eigen_args(self.method, self.eigen_epochs, self.eigen_tol)
-        if not (self.budget_groups in (None, "resolution") or isinstance(self.budget_groups,
-                                                                         dict)):
+        if not (self.budget_groups in budget_lib.BUDGET_GROUPS
+                or isinstance(self.budget_groups, dict)):
             raise ValueError("budget_groups must be None, 'resolution' or a dict {layer: "
                              f"label}}. Received: budget_groups={self.budget_groups!r}")
         if self.max_growth is not None and not (_is_number(self.max_growth)
