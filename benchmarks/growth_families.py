@@ -328,8 +328,8 @@ def print_table(rows):
 
 def screening(prefix):
     """Markdown: one line per run of every ``<prefix>*.json``, with its settings."""
-    lines = ["| family | run | split rule | growth settings | MACs | val accuracy | "
-             "LOBPCG passes per stage | file |", "|---|---|---|---|---:|---:|---|---|"]
+    lines = ["| family | run | epochs | split rule | growth settings | MACs | val accuracy | "
+             "LOBPCG passes per stage | file |", "|---|---|---:|---|---|---:|---:|---|---|"]
     for name in sorted(os.listdir(RESULTS)):
         if not (name.startswith(prefix) and name.endswith(".json")):
             continue
@@ -340,7 +340,8 @@ def screening(prefix):
             growing = r["method"] in GROWING
             passes = [st.get("passes") for st in r.get("stages", [])]
             lines.append(
-                f"| {r['family']} | {r['method']} | {(rule or 'default') if growing else ''} | "
+                f"| {r['family']} | {r['method']} | {result['settings']['epochs']} | "
+                f"{(rule or 'default') if growing else ''} | "
                 f"{(grow or 'default') if growing else ''} | {r['macs']:,} | {r['val']:.4f} | "
                 f"{passes if any(p is not None for p in passes) else ''} | {name} |")
     return "\n".join(lines)

@@ -193,3 +193,34 @@ def call_constants(node):
 
     values = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
     return [v for v in values if not isinstance(v, keras.KerasTensor)]
+
+
+@contextlib.contextmanager
+def gradient_transform(optimizer, transform):
+    """While active, ``optimizer.apply_gradients`` passes every ``(gradient, variable)``
+    pair through ``transform(gradient, variable)`` first.
+
+    Why: Keras 3 optimizers have no public per-variable gradient hook, and the
+    TensorFlow trainer's ``train_step`` ends with
+    ``self.optimizer.apply_gradients(zip(gradients, trainable_weights))``; an
+    instance attribute shadows that method while the step is traced, so that a
+    growing model scales the gradients of new weight entries
+    (:class:`keras_split.surgery.catch_up.CatchUp`) without re-implementing
+    ``train_step`` and its private loss tracking. ``tests/test_catch_up.py``
+    fails if the trainer stops calling ``apply_gradients``.
+
+    Example:
+        >>> with gradient_transform(model.optimizer, lambda g, v: 2.0 * g):
+        ...     logs = keras.Model.train_step(model, batch)
+    """
+    original = optimizer.apply_gradients
+
+    def apply_gradients(grads_and_vars, *args, **kwargs):
+        pairs = [(transform(g, v), v) for g, v in grads_and_vars]
+        return original(pairs, *args, **kwargs)
+
+    object.__setattr__(optimizer, "apply_gradients", apply_gradients)
+    try:
+        yield
+    finally:
+        object.__delattr__(optimizer, "apply_gradients")

@@ -10,6 +10,7 @@ import tensorflow as tf
 import keras_split as ks
 from keras_split.data import data_utils
 from keras_split.growing import growing_model
+from tests import zoo
 
 L = keras.layers
 
@@ -408,3 +409,22 @@ def test_mean_loss_joins_batches_and_weighs_every_example_once(monkeypatch, trai
     assert calls == [32, 8]
     with pytest.raises(ValueError, match="empty"):
         guard.mean_loss(model, batches.take(0))
+
+
+def test_estimation_batch_size_defaults_by_method_and_does_not_change_lobpcg(float64):
+    assert ks.GrowthSettings().estimation_batch_size == 128
+    assert ks.GrowthSettings(method="fast").estimation_batch_size == 32
+    assert ks.GrowthSettings(batch_size=64, method="fast").estimation_batch_size == 64
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"Received: batch_size={bad!r}"):
+            ks.GrowthSettings(batch_size=bad)
+    # Full-data products: the batch size changes how they are summed, not what they are.
+    network = zoo.mlp()
+    model = ks.GrowingModel(network)
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = zoo.data_for(network, n=256)
+    small, large = (model.splitting_eigenpairs((x, y), batch_size=b, eigen_epochs=4,
+                                               eigen_tol=None) for b in (32, 128))
+    for name in small:
+        np.testing.assert_allclose(large[name].values, small[name].values, rtol=1e-7,
+                                   atol=1e-12)

@@ -1,10 +1,13 @@
 """The result type of splitting-eigenpair estimation."""
 
 import dataclasses
+import logging
 
 import numpy as np
 
 # An estimate "has not converged" above this residual / |lambda| (a warning says so).
+logger = logging.getLogger(__name__)
+
 UNCONVERGED_RESIDUAL = 0.25
 
 
@@ -202,3 +205,22 @@ def check_finite(name, tensor, what):
             f"Non-finite values in the {what} of layer '{name}' during eigen "
             "estimation; check the data, the loss and the learning rate."
         )
+
+
+def warn_unconverged(eig, method):
+    """Logs a warning when ``eig`` (from ``method``) has not converged: its residual ratio
+    on the data iterated is above ``UNCONVERGED_RESIDUAL``."""
+    ratio = relative_residual(eig, fit=True)
+    if ratio is None or ratio <= UNCONVERGED_RESIDUAL:
+        return
+    bad = unconverged_neurons(eig)
+    passes = eigen_passes(eig)
+    logger.warning(
+        "The %s eigenpairs have not converged%s: over the neurons with a negative "
+        "eigenvalue, the residuals ||S v - lambda v|| add up to %.0f%% of their |lambda| "
+        "(an eigenvalue may be off by up to its residual); %d neurons are off by more than "
+        "%.0f%% (%s). Use more eigen_epochs%s.",
+        method, f" in {passes} passes" if passes else "", 100 * ratio,
+        sum(map(len, bad.values())), 100 * UNCONVERGED_RESIDUAL,
+        ", ".join(f"{n}: {len(u)}" for n, u in bad.items()),
+        " or method='lobpcg' (the default)" if method == "fast" else "")

@@ -9,8 +9,7 @@ import tensorflow as tf
 from keras_split import compat
 from keras_split.data import data_utils
 from keras_split.estimate import exact, lobpcg, rmsprop
-from keras_split.estimate.eigenpairs import (UNCONVERGED_RESIDUAL, eigen_passes,
-                                             relative_residual, unconverged_neurons)
+from keras_split.estimate.eigenpairs import warn_unconverged
 from keras_split.graph.activations import validate_surrogate
 from keras_split.select.budget import layer_noise_floor
 from keras_split.graph.channel_graph import ChannelGraph
@@ -20,6 +19,7 @@ from keras_split.growing.growth import run_stage
 from keras_split.growing.growth_settings import (EIGEN_EPOCHS, EIGEN_TOL, GrowthSettings,
                                                   validate_eigen_args)
 from keras_split.surgery import widening
+from keras_split.surgery.catch_up import CatchUp
 from keras_split.surgery.optimizer_state import rebuild_optimizer
 from keras_split.surgery.split_rule import SplitRule
 
@@ -64,11 +64,21 @@ class GrowingModel(keras.Model):
         self.network = network
         self._graph = graph
         self.growth_history = list(growth_history or [])
+        self._catch_up = CatchUp()
         self.built = True
 
     # --------------------------------------------------------------- keras API
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
+
+    def train_step(self, data):
+        """``keras.Model.train_step``; the gradients of entries that a split with
+        ``SplitRule.catch_up > 1`` created are scaled (see :mod:`keras_split.surgery.catch_up`)."""
+        if not self._catch_up.active or getattr(self, "optimizer", None) is None:
+            return super().train_step(data)
+        transform = self._catch_up.transform(self.optimizer.iterations)
+        with compat.gradient_transform(self.optimizer, transform):
+            return super().train_step(data)
 
     def compute_output_shape(self, input_shape):
         return self.network.compute_output_shape(input_shape)
@@ -213,7 +223,7 @@ class GrowingModel(keras.Model):
             # runs only on failure: it costs a tenth of a growth stage.
             check_labels(self, data_utils.as_dataset(data, batch_size))
             raise
-        _warn_unconverged(eig, method)
+        warn_unconverged(eig, method)
         return eig
 
     def _check_layers(self, layers):
@@ -288,31 +298,36 @@ class GrowingModel(keras.Model):
             after = new_graph.units(name)
             if after != before:
                 summary[name] = (before, after)
-        self._replace_network(network, new_graph, var_edits, rule.reset_slots)
+        self._replace_network(network, new_graph, var_edits, rule)
         logger.info("Split: %s", summary)
         return summary
 
-    def _replace_network(self, network, graph, var_edits, reset_slots=False):
+    def _replace_network(self, network, graph, var_edits, rule):
         old_optimizer = getattr(self, "optimizer", None)
-        optimizer = old_optimizer
+        optimizer, iteration = old_optimizer, 0
         if old_optimizer is not None and self.compiled:
             # Built before anything changes, so that a failure leaves the model as it was.
             with self.distribute_strategy.scope():
                 optimizer = rebuild_optimizer(old_optimizer, var_edits,
-                                              network.trainable_variables, reset_slots)
-        self._restore((network, graph, optimizer, self.train_function is not None))
+                                              network.trainable_variables, rule.reset_slots)
+            iteration = int(keras.ops.convert_to_numpy(old_optimizer.iterations))
+        catch_up = self._catch_up.after_split(var_edits, network.trainable_variables,
+                                              iteration, rule.catch_up)
+        self._restore((network, graph, optimizer, self.train_function is not None, catch_up))
 
     def _snapshot(self):
         """What :meth:`_restore` needs to undo a later ``_replace_network``."""
         return (self.network, self._graph, getattr(self, "optimizer", None),
-                self.train_function is not None)
+                self.train_function is not None, self._catch_up)
 
     def _restore(self, snapshot):
-        """Makes ``snapshot``'s network, graph and optimizer this model's (no copies)."""
-        network, graph, optimizer, had_train_function = snapshot
+        """Makes ``snapshot``'s network, graph, optimizer and catch-up record this
+        model's (no copies)."""
+        network, graph, optimizer, had_train_function, catch_up = snapshot
         compat.untrack(self, self.network)
         self.network = network
         self._graph = graph
+        self._catch_up = catch_up
         self.train_function = self.test_function = self.predict_function = None
         if optimizer is not None and self.compiled:
             self.optimizer = optimizer
@@ -380,21 +395,3 @@ class GrowingModel(keras.Model):
             self._restore(snapshot)
             raise
         return stage
-
-
-def _warn_unconverged(eig, method):
-    """Warns when the estimate has not converged (the residual ratio on the data iterated)."""
-    ratio = relative_residual(eig, fit=True)
-    if ratio is None or ratio <= UNCONVERGED_RESIDUAL:
-        return
-    bad = unconverged_neurons(eig)
-    passes = eigen_passes(eig)
-    logger.warning(
-        "The %s eigenpairs have not converged%s: over the neurons with a negative "
-        "eigenvalue, the residuals ||S v - lambda v|| add up to %.0f%% of their |lambda| "
-        "(an eigenvalue may be off by up to its residual); %d neurons are off by more than "
-        "%.0f%% (%s). Use more eigen_epochs%s.",
-        method, f" in {passes} passes" if passes else "", 100 * ratio,
-        sum(map(len, bad.values())), 100 * UNCONVERGED_RESIDUAL,
-        ", ".join(f"{n}: {len(u)}" for n, u in bad.items()),
-        " or method='lobpcg' (the default)" if method == "fast" else "")

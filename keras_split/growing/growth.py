@@ -42,7 +42,7 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
     Returns:
         The :class:`~keras_split.GrowthStage`.
     """
-    estimate_on, held_out = _stage_data(data, eval_data, settings.batch_size)
+    estimate_on, held_out = _stage_data(data, eval_data, settings.estimation_batch_size)
     graph, timer = model._graph, [time.perf_counter()]
     eig = model.splitting_eigenpairs(
         estimate_on, method=settings.method, eigen_epochs=settings.eigen_epochs,

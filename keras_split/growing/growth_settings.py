@@ -31,6 +31,12 @@ EIGEN_TOL = 0.1
 DEFAULT_BUDGET_GROUPS = "resolution"
 # The most LOBPCG passes of a stage (each with a block of two vectors per neuron).
 EIGEN_EPOCHS = 10
+# Batch sizes of array data by default. Full-data products (lobpcg, exact) give the same
+# result at any batch size and cost less per example in larger batches (a CIFAR-10 VGG
+# stage on 2 CPU cores: 0.85 s per pass of 1 024 images at 128 against 1.2 s at 32); the
+# fast method takes one RMSprop step per batch and keeps its smaller batches.
+PRODUCTS_BATCH_SIZE = 128
+FAST_BATCH_SIZE = 32
 
 
 def _is_number(value):
@@ -131,7 +137,10 @@ class GrowthSettings:
             (one budget for the network) or ``{layer: label}``.
         max_growth: None, or the largest factor by which a layer's width may
             grow in one stage (2.0: at most doubling).
-        batch_size: for array data.
+        batch_size: examples per batch of array data; None (the default):
+            128 for ``lobpcg`` and ``exact``, whose products average the whole
+            estimation data (larger batches cost less per example), and 32 for
+            ``fast``, which takes one RMSprop step per batch.
         learning_rate: fast method: RMSprop step size.
         seed: seed of the estimators' initial vectors and of the rule's draws.
         split_rule: how the children are made: ``"fresh"`` (the default, chosen
@@ -161,7 +170,7 @@ class GrowthSettings:
     round_to: int = None
     budget_groups: object = DEFAULT_BUDGET_GROUPS
     max_growth: float = None
-    batch_size: int = 32
+    batch_size: int = None
     learning_rate: float = 0.01
     seed: int = 0
     split_rule: object = DEFAULT_SPLIT_RULE
@@ -174,6 +183,10 @@ class GrowthSettings:
                 or isinstance(self.budget_groups, dict)):
             raise ValueError("budget_groups must be None, 'resolution' or a dict {layer: "
                              f"label}}. Received: budget_groups={self.budget_groups!r}")
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(
+                self.batch_size, (int, np.integer)) or self.batch_size < 1):
+            raise ValueError("batch_size must be None or a positive integer. "
+                             f"Received: batch_size={self.batch_size!r}")
         if self.max_growth is not None and not (_is_number(self.max_growth)
                                                 and 1.0 < self.max_growth < np.inf):
             raise ValueError("max_growth must be None or a number > 1. "
@@ -202,6 +215,13 @@ class GrowthSettings:
         base = dict(cost="sqrt_flops", budget_groups="resolution", max_growth=2.0,
                     solver="lp", split_rule="copy")
         return cls.from_arguments(None, **{**base, **overrides})
+
+    @property
+    def estimation_batch_size(self):
+        """The batch size of array data: ``batch_size``, or the method's default."""
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        return FAST_BATCH_SIZE if self.method == "fast" else PRODUCTS_BATCH_SIZE
 
     @functools.cached_property
     def rule(self):

@@ -21,6 +21,10 @@ slowly. A rule decides three things, each function-preserving at ``epsilon = 0``
 * the optimizer state of the children: slots are copied from the parent, and
   with ``reset_slots=True`` the second child's slots (its incoming weights and
   its rows in every consumer) start at zero.
+* how fast the second children learn: ``catch_up=g > 1`` multiplies the gradient
+  of every weight entry the split creates by ``g`` at first, decaying linearly to
+  1 over as many steps as the network had trained before the split (see
+  :mod:`keras_split.surgery.catch_up`); the function at the split is unchanged.
 
 Example:
     >>> rule = SplitRule.get("antisymmetric")
@@ -59,6 +63,9 @@ class SplitRule:
             BatchNormalization a unit's output does not depend on the scale of
             its incoming weights, and its effective learning rate goes as
             ``1 / scale**2``: a small scale lets new units catch up.
+        catch_up: the gradient multiplier (>= 1) of the entries the split
+            creates, at the split; it decays to 1 over as many steps as the
+            network trained before (1: off; see :mod:`keras_split.surgery.catch_up`).
 
     Raises:
         ValueError: for a bad argument, naming it.
@@ -72,9 +79,10 @@ class SplitRule:
     reset_slots: bool = False
     fresh_init: str = "kernel"
     fresh_scale: float = 1.0
+    catch_up: float = 1.0
 
     def __post_init__(self):
-        for name in ("epsilon", "noise", "fresh_scale"):
+        for name in ("epsilon", "noise", "fresh_scale", "catch_up"):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or value < 0):
@@ -89,6 +97,9 @@ class SplitRule:
         if self.fresh_scale <= 0:
             raise ValueError("fresh_scale must be a positive number. "
                              f"Received: fresh_scale={self.fresh_scale!r}")
+        if self.catch_up < 1:
+            raise ValueError("catch_up must be a number >= 1. "
+                             f"Received: catch_up={self.catch_up!r}")
         if self.outgoing not in OUTGOING:
             raise ValueError(f"outgoing must be one of {OUTGOING}. "
                              f"Received: outgoing={self.outgoing!r}")
