@@ -134,6 +134,21 @@ def command_line(script, argv):
 
 
 def machine():
-    """The platform, CPU count and framework versions, for a results file."""
-    return {"platform": platform.platform(), "cpus": os.cpu_count(),
+    """The platform, CPU (family, model and widest vector ISA: oneDNN picks its kernels,
+    and so its rounding, by it), CPU count and framework versions, for a results file."""
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
             "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def cpu_model():
+    """``"family F model M, avx512f"`` from /proc/cpuinfo (``"unknown"`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                        if ":" in line)
+    except OSError:
+        return "unknown"
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = info.get("flags", "").split()
+    isa = next((i for i in ("avx512f", "avx2", "avx", "sse4_2") if i in flags), "none")
+    return f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, {isa}"

@@ -5,6 +5,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from tests import zoo  # noqa: E402
+
 
 @pytest.fixture
 def float64():
@@ -40,17 +42,11 @@ def real_cifar10(tmp_path_factory):
     return str(next(p for p in target.rglob("train") if p.is_dir()).parent)
 
 
-def write_tiny_cifar(root, train_per_class=4, test_per_class=2, seed=0):
-    """A CIFAR-10 folder layout of random 32x32 JPEGs under ``root``; returns its path."""
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", train_per_class), ("test", test_per_class)):
-        for c in range(10):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                (folder / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
-    return root
+@pytest.fixture(scope="module")
+def trained_weights():
+    """``zoo.compiled_cnn``'s weights after 3 epochs on ``zoo.cnn_data``."""
+    keras.utils.set_random_seed(7)
+    m = zoo.compiled_cnn()
+    x, y = zoo.cnn_data()
+    m.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    return m.get_weights()

@@ -191,7 +191,7 @@ def test_real_cifar10_archive(real_cifar10):
 
 
 def test_cifar_folder_drops_and_counts_corrupt_images(tmp_path, caplog):
-    from tests.conftest import write_tiny_cifar
+    from tests.zoo import write_tiny_cifar
 
     root = write_tiny_cifar(tmp_path / "cifar", train_per_class=2, test_per_class=1)
     (root / "test" / "class3" / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")

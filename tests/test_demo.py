@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_split.apps import cli
-from tests.conftest import write_tiny_cifar
+from tests.zoo import write_tiny_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +27,12 @@ def test_demo_reduced_setting_writes_results_and_report(demo_run, capsys):
     rows = json.loads((demo_run / "results.json").read_text())
     assert [r["stage"] for r in rows] == [0, 1]
     assert rows[0]["macs"] < rows[1]["macs"] <= 1.5 * rows[0]["macs"]
-    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows)
+    # Fractions of the 449 test digits; with statistics re-estimated, far above chance
+    # (0.52 and 0.66 with the seeds' data).
+    for r in rows:
+        for key in ("test_accuracy", "test_accuracy_bn"):
+            assert round(449 * r[key], 4) == round(449 * r[key]), (key, r[key])
+        assert r["test_accuracy_bn"] > 0.4
     baselines = json.loads((demo_run / "baselines.json").read_text())
     assert baselines and all(b["macs"] > 0 for b in baselines)
     comparison = json.loads((demo_run / "comparison.json").read_text())
@@ -220,10 +225,13 @@ def test_cli_starts_fast_and_quiet(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     probe = ("import sys, time; t = time.perf_counter(); import keras_split; "
-             "print('tensorflow' in sys.modules, keras_split.__version__)")
+             "print(time.perf_counter() - t, 'tensorflow' in sys.modules, keras_split.__version__)")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
-    assert out.stdout.split() == ["False", "0.1.0"]   # importing the package loads no TensorFlow
+    seconds, *rest = out.stdout.split()
+    # Importing the package loads no TensorFlow: milliseconds, where TensorFlow takes seconds.
+    assert float(seconds) < 0.5, out.stdout
+    assert rest == ["False", "0.1.0"]
     help_run = subprocess.run([sys.executable, "-m", "keras_split", "--help"], env=env,
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert help_run.returncode == 0 and "export" in help_run.stdout and help_run.stderr == ""

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import write_tiny_cifar
+from tests.zoo import write_tiny_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +52,10 @@ def test_imagenet_mbv2_smoke_with_mirrored_strategy(tmp_path):
     assert stage["n_selected"] > 0
     assert rows[0]["macs"] < rows[1]["macs"] <= 1.5 * rows[0]["macs"], (
         stage["guard"], stage["loss_before"], stage["loss_after"], proc.stderr[-2000:])
-    assert all(0 <= r["top1"] <= r["top5"] <= 1 for r in rows)
+    # Fractions of the 20 validation images; the top-5 of 10 classes holds more of them.
+    for r in rows:
+        assert {round(20 * r[k], 4) for k in ("top1", "top5")} <= set(range(21)), r
+        assert r["top1"] < r["top5"], r
 
 
 def test_fast_eigenpairs_split_across_replicas_match_exact():

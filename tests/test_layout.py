@@ -1,11 +1,13 @@
 """The package's layout rules: Keras internals only in compat, packages that depend one
-way, small modules and functions."""
+way, small modules and functions (in the tests too)."""
 
 import ast
 import pathlib
 import re
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_split"
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+TESTS = pathlib.Path(__file__).resolve().parent
 
 # Private Keras structures the package reads (each wrapped in keras_split/compat.py).
 KERAS_PRIVATE = re.compile(
@@ -73,15 +75,24 @@ def test_packages_depend_one_way():
     assert not wrong, "\n".join(wrong)
 
 
+def _too_long(path, rel, tree):
+    lines = len(path.read_text().splitlines())
+    if lines > MAX_MODULE_LINES:
+        yield f"{rel}: {lines} lines"
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            if n > MAX_FUNCTION_LINES:
+                yield f"{rel}:{node.lineno} {node.name}: {n} lines"
+
+
 def test_modules_and_functions_are_small():
-    long = []
-    for path, rel, tree in _modules():
-        lines = len(path.read_text().splitlines())
-        if lines > MAX_MODULE_LINES:
-            long.append(f"{rel}: {lines} lines")
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                n = node.end_lineno - node.lineno + 1
-                if n > MAX_FUNCTION_LINES:
-                    long.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
+    long = [line for module in _modules() for line in _too_long(*module)]
+    assert not long, "\n".join(long)
+
+
+def test_test_and_benchmark_modules_and_functions_are_small():
+    long = [line for folder in (TESTS, BENCHMARKS) for path in sorted(folder.rglob("*.py"))
+            for line in _too_long(path, path.relative_to(TESTS.parent),
+                                  ast.parse(path.read_text()))]
     assert not long, "\n".join(long)

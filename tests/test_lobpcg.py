@@ -15,7 +15,6 @@ from keras_split.estimate.eigenpairs import eigen_passes
 from keras_split.growing import growth_settings, guard
 from keras_split.select.budget import without_noise
 from tests import zoo
-from tests.test_splitting import _compiled, assert_matches_exact, estimate_and_exact
 
 
 def _relative_errors(exact, estimate, matrices=None):
@@ -59,10 +58,10 @@ def test_rayleigh_ritz_ignores_a_dependent_basis_vector():
 
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "separable", "flatten_dense"])
 def test_lobpcg_matches_exact(topology):
-    eig, exact = estimate_and_exact(topology, 48, 16, method="lobpcg", eigen_epochs=30,
+    eig, exact = zoo.estimate_and_exact(topology, 48, 16, method="lobpcg", eigen_epochs=30,
                                     eigen_tol=None)
     assert {e.passes for e in eig.values() if e.passes} == {30}
-    assert_matches_exact(eig, exact, rtol=1e-3, min_cos=0.999, norm_rtol=1e-10,
+    zoo.assert_matches_exact(eig, exact, rtol=1e-3, min_cos=0.999, norm_rtol=1e-10,
                          residual_rtol=1e-2)
     assert ks.GrowthSettings().method == "lobpcg"  # grow's default
     assert inspect.signature(ks.GrowingModel.splitting_eigenpairs).parameters[
@@ -72,7 +71,7 @@ def test_lobpcg_matches_exact(topology):
 def test_lobpcg_beats_rmsprop_for_the_same_passes():
     """Twelve passes over four mini-batches: LOBPCG's eigenvalues are mostly within
     2 % of the exact ones, the paper's per-batch RMSprop steps are still far from them."""
-    model = _compiled("cnn_bn_swish", surrogate="softplus")
+    model = zoo.compiled_topology("cnn_bn_swish", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=64, seed=1)
     graph, loss_fn = model._graph, model._loss_fn()
     matrices = splitting_matrices(graph, loss_fn, (x, y), batch_size=16)
@@ -87,7 +86,7 @@ def test_lobpcg_beats_rmsprop_for_the_same_passes():
 
 
 def test_eval_data_measures_lambda_on_other_batches(float64):
-    model = _compiled("mlp", surrogate="softplus")
+    model = zoo.compiled_topology("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=32, seed=2)
     xe, ye = zoo.data_for(model.network, n=16, seed=3)
     graph, loss_fn = model._graph, model._loss_fn()
@@ -104,7 +103,7 @@ def test_eval_data_measures_lambda_on_other_batches(float64):
 
 
 def test_the_held_out_pass_measures_the_models_loss(float64):
-    model = _compiled("mlp", surrogate="softplus")
+    model = zoo.compiled_topology("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=32, seed=2)
     xe, ye = zoo.data_for(model.network, n=24, seed=3)
     eig = lobpcg.lobpcg_eigenpairs(model._graph, model._loss_fn(), (x, y), epochs=2,
@@ -121,7 +120,7 @@ def test_the_held_out_pass_measures_the_models_loss(float64):
 
 
 def test_lobpcg_is_the_default_and_validates_epochs():
-    model = _compiled("mlp", surrogate="softplus")
+    model = zoo.compiled_topology("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=16)
     default = model.splitting_eigenpairs((x, y), batch_size=16, eigen_epochs=3, seed=4)
     explicit = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=3,
@@ -147,7 +146,11 @@ def test_layers_without_signal_get_zero_eigenvalues():
     # relu without a surrogate: sigma'' = 0, no signal
     np.testing.assert_array_equal(eig["d1"].values, 0.0)
     np.testing.assert_allclose(np.linalg.norm(eig["d1"].vectors, axis=1), 1.0, rtol=1e-12)
-    assert np.all(eig["d2"].values != 0.0)  # swish
+    # swish: a signal, whose most negative eigenvalue is the exact matrices' within 1 %
+    exact = relu.splitting_eigenpairs((x, y), method="exact", batch_size=8)
+    np.testing.assert_array_equal(exact["d1"].values, 0.0)
+    assert exact["d2"].values.min() < -0.1
+    assert eig["d2"].values.min() == pytest.approx(exact["d2"].values.min(), rel=1e-2)
 
 
 def test_unconverged_estimates_are_reported_from_their_residuals(caplog):
@@ -155,7 +158,7 @@ def test_unconverged_estimates_are_reported_from_their_residuals(caplog):
     (measured: eigenvalues 65 % off, residuals ~100 % of |lambda|); LOBPCG with its
     defaults stops within ``EIGEN_TOL`` (residuals at most 20 % of |lambda|, below the
     warning's 25 %) and says nothing."""
-    model = _compiled("mlp", surrogate="softplus")
+    model = zoo.compiled_topology("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=64, seed=1)
     with caplog.at_level("WARNING", logger="keras_split.growing.growing_model"):
         fast = model.splitting_eigenpairs((x, y), method="fast", batch_size=16)
@@ -179,7 +182,7 @@ def test_unconverged_estimates_are_reported_from_their_residuals(caplog):
 def test_lobpcg_stops_once_the_candidates_have_converged(topology):
     """With ``tol`` the passes stop at the first pass (from the second on) where every
     neuron that may have a negative eigenvalue has a residual within ``tol |lambda|``."""
-    model = _compiled(topology, surrogate="softplus")
+    model = zoo.compiled_topology(topology, surrogate="softplus")
     x, y = zoo.data_for(model.network, n=48)
     graph, loss_fn = model._graph, model._loss_fn()
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
@@ -237,15 +240,33 @@ def test_default_eigenpairs_put_every_candidate_within_5_percent_of_exact(build,
     assert passes <= growth_settings.EIGEN_EPOCHS
 
 
+def _candidate_residuals(eig):
+    """``r / |lambda|`` of every neuron whose eigenvalue may be below ``RELATIVE_FLOOR``
+    (10 %) of its layer's most negative one, on the estimation data."""
+    ratios = []
+    for e in eig.values():
+        floor = lobpcg.RELATIVE_FLOOR * max(-float(e.fit_values.min()), 0.0)
+        wait = e.fit_values - e.fit_residuals < -floor
+        ratios.extend(e.fit_residuals[wait] / np.abs(e.fit_values[wait]))
+    return np.array(ratios)
+
+
 def test_grow_records_passes_and_residuals_and_names_unconverged_neurons(caplog):
-    model = _compiled("cnn_bn_swish", surrogate="softplus")
+    model = zoo.compiled_topology("cnn_bn_swish", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=80)
     stage = model.grow(x, y, batch_size=16, growth_ratio=0.2, dry_run=True)
-    assert 2 <= stage.eigen["passes"] < growth_settings.EIGEN_EPOCHS
-    # Stopped by the per-candidate criterion: no negative eigenvalue's residual is above
-    # 25 % of it (the warning's level), and the ratio is small.
+    passes = stage.eigen["passes"]
+    assert 2 <= passes < growth_settings.EIGEN_EPOCHS
     assert sum(stage.eigen["unconverged"].values()) == 0
-    assert stage.eigen["fit_residual_ratio"] <= 0.05
+    # The default eigen_tol (0.1) stops the passes at the first one where every candidate
+    # (within its residual of 10 % of its layer's most negative eigenvalue) has a residual
+    # at most 10 % of its |lambda|: the same estimate by hand (grow's first 4 batches of
+    # 5), then one pass fewer.
+    assert growth_settings.EIGEN_TOL == 0.1
+    ratios = [_candidate_residuals(model.splitting_eigenpairs(
+        (x[:64], y[:64]), batch_size=16, eigen_epochs=n)) for n in (10, passes - 1)]
+    assert ratios[0].max() <= 0.1 < ratios[1].max()
+    assert stage.eigen["fit_residual_ratio"] <= 0.1
     assert stage.eigen["residual_ratio"] is not None
     assert ks.GrowthStage.from_json(stage.to_json()).eigen == stage.eigen
     once = model.grow(x, y, batch_size=16, growth_ratio=0.2, dry_run=True, eigen_epochs=1)

@@ -35,6 +35,7 @@ def _final_weights(out_dir, stage):
     return model.get_weights(), model
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reaches_the_same_model(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     job = _job(full)
@@ -219,9 +220,11 @@ def test_keras_callbacks_across_a_split(tmp_path):
             model.fit(x, y, epochs=1, verbose=0, callbacks=[grower(), callback])
     for a, b in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(a, b)
-    # Without a GrowthCallback nothing is refused.
-    model.fit(x, y, epochs=1, verbose=0, callbacks=[
+    # Without a GrowthCallback nothing is refused: the epoch runs and trains the model.
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[
         keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(model.get_weights(), weights))
 
 
 def test_growth_epochs_grow_early_and_schedule_takes_a_list(tmp_path):

@@ -54,10 +54,17 @@ def test_antisymmetric_children_and_outgoing_shares(float64):
     np.testing.assert_allclose(new1[:, 2], d1[:, 2] + step * eig["d1"].vectors[2], atol=1e-12)
     np.testing.assert_allclose(new1[:, 3], d1[:, 2] - step * eig["d1"].vectors[2], atol=1e-12)
     np.testing.assert_array_equal(np.delete(new1, [2, 3], axis=1), np.delete(d1, 2, axis=1))
-    # The children's outgoing rows sum to the parent's, and differ by 2 z (RMS ~ the kernel's).
+    # The children's outgoing rows sum to the parent's, and differ by 2 z, z normal with
+    # noise (1.0) times the RMS of the consumer's kernel once the split row is halved:
+    # the rule's draw from default_rng(seed), reproduced here.
     np.testing.assert_allclose(new2[2] + new2[3], d2[2], atol=1e-12)
     z = (new2[2] - new2[3]) / 2
-    assert 0.2 < np.sqrt(np.mean(z ** 2)) / np.sqrt(np.mean((d2 / 1) ** 2)) < 3.0
+    halved = np.insert(d2, 3, d2[2] / 2, axis=0)
+    halved[2] /= 2
+    rms = lambda a: np.sqrt(np.mean(a ** 2))  # noqa: E731
+    draw = np.random.default_rng(3).normal(size=4)
+    np.testing.assert_allclose(z, draw * rms(halved), rtol=1e-10)
+    assert rms(z) / rms(halved) == pytest.approx(rms(draw), rel=1e-10)   # 1.673
     np.testing.assert_array_equal(np.delete(new2, [2, 3], axis=0), np.delete(d2, 2, axis=0))
 
 
@@ -142,11 +149,9 @@ def test_split_rule_arguments_are_validated():
 
 
 def _trained_cnn():
-    from tests.test_growth import compiled, data
-
     keras.utils.set_random_seed(7)
-    model = compiled()
-    x, y = data()
+    model = zoo.compiled_cnn()
+    x, y = zoo.cnn_data()
     model.fit(x, y, epochs=3, batch_size=16, verbose=0)
     return model, x, y
 
@@ -207,7 +212,6 @@ def test_twin_statistics_counts_twins_and_distinct_filters():
 
 def test_grow_records_children_and_twins():
     model, x, y = _trained_cnn()
-    assert ks.GrowingModel.grow.__defaults__ is not None and growth_settings.DEFAULT_SPLIT_RULE == "fresh"
     # One budget for the network: this selection keeps its full step (the guard shrinks
     # the step of the per-resolution one to 0.025, whose children are closer).
     stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16,
@@ -224,7 +228,11 @@ def test_grow_records_children_and_twins():
 
 def test_found_architecture_is_fresh_with_the_grown_widths():
     model, x, y = _trained_cnn()
-    model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16)
+    stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16)
+    # grow's default rule is "fresh": a kept parent and a silent child at half the kernel's RMS.
+    assert growth_settings.DEFAULT_SPLIT_RULE == "fresh"
+    assert stage.split_rule == ks.SplitRule(epsilon=0.0, incoming="fresh", outgoing="parent",
+                                            reset_slots=True, fresh_scale=0.5).get_config()
     fresh = model.found_architecture(seed=0)
     assert not isinstance(fresh, ks.GrowingModel)
     assert fresh.get_config()["layers"] == model.network.get_config()["layers"]

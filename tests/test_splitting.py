@@ -20,14 +20,6 @@ POINTS = {
 }
 
 
-def _compiled(topology, surrogate=None, rng=None):
-    base = zoo.TOPOLOGIES[topology]()
-    zoo.randomize_batchnorm(base, rng or np.random.default_rng(3))
-    model = ks.GrowingModel(base, surrogate=surrogate)
-    model.compile(optimizer="sgd", loss="mse")
-    return model
-
-
 def reference_matrices(model, x, y, layer_name, point_name):
     """S_i from the autodiff Hessian of sum_n dL/da_n * a_n w.r.t. the layer's kernel.
 
@@ -54,7 +46,7 @@ def reference_matrices(model, x, y, layer_name, point_name):
 
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "flatten_dense"])
 def test_exact_matrices_match_autodiff_hessian(float64, topology):
-    model = _compiled(topology)
+    model = zoo.compiled_topology(topology)
     x, y = zoo.data_for(model.network, n=12)
     mats = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=12)
     assert set(mats) == set(POINTS[topology])
@@ -66,7 +58,7 @@ def test_exact_matrices_match_autodiff_hessian(float64, topology):
 
 
 def test_exact_matrices_average_over_batches(float64):
-    model = _compiled("mlp")
+    model = zoo.compiled_topology("mlp")
     x, y = zoo.data_for(model.network, n=24)
     whole = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=24)
     parts = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=8)
@@ -74,40 +66,11 @@ def test_exact_matrices_average_over_batches(float64):
         np.testing.assert_allclose(parts[name], whole[name], rtol=1e-10, atol=1e-14)
 
 
-def estimate_and_exact(topology, n, batch_size, **kwargs):
-    """A zoo model's exact eigenpairs and another method's (``kwargs``), on the same data."""
-    model = _compiled(topology, surrogate="softplus")
-    x, y = zoo.data_for(model.network, n=n)
-    exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=batch_size)
-    estimate = model.splitting_eigenpairs((x, y), batch_size=batch_size, **kwargs)
-    assert set(estimate) == set(exact) == set(model.splittable_layers)
-    return estimate, exact
-
-
-def assert_matches_exact(estimate, exact, rtol, min_cos, norm_rtol, residual_rtol=None):
-    """Every neuron with ``|lambda| >= 1 %`` of the largest: eigenvalue within ``rtol``,
-    vector within ``min_cos`` (and residual within ``residual_rtol * |lambda|``)."""
-    top = max(np.abs(e.values).max() for e in exact.values())
-    checked = 0
-    for name, e in exact.items():
-        f = estimate[name]
-        assert f.vectors.shape == e.vectors.shape
-        np.testing.assert_allclose(np.linalg.norm(f.vectors, axis=1), 1.0, rtol=norm_rtol)
-        for k in np.flatnonzero(np.abs(e.values) >= 0.01 * top):
-            assert abs(f.values[k] - e.values[k]) <= rtol * abs(e.values[k]), (
-                name, k, f.values[k], e.values[k])
-            assert abs(f.vectors[k] @ e.vectors[k]) >= min_cos, (name, k)
-            if residual_rtol is not None:
-                assert f.residuals[k] <= residual_rtol * abs(e.values[k]), (name, k)
-            checked += 1
-    assert checked >= 5
-
-
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "separable", "flatten_dense"])
 def test_fast_matches_exact(topology):
-    fast, exact = estimate_and_exact(topology, 32, 32, method="fast", eigen_epochs=400,
+    fast, exact = zoo.estimate_and_exact(topology, 32, 32, method="fast", eigen_epochs=400,
                                      learning_rate=0.01)
-    assert_matches_exact(fast, exact, rtol=0.02, min_cos=0.99, norm_rtol=1e-5)
+    zoo.assert_matches_exact(fast, exact, rtol=0.02, min_cos=0.99, norm_rtol=1e-5)
 
 
 def _loss(model, x, y):
@@ -117,7 +80,7 @@ def _loss(model, x, y):
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual"])
 def test_steepest_descent_identity(float64, topology):
     """Loss change of splitting negative-lambda neurons = eps^2 / 2 * sum(lambda) within 1 %."""
-    model = _compiled(topology)
+    model = zoo.compiled_topology(topology)
     x, y = zoo.data_for(model.network, n=40)
     eig = model.splitting_eigenpairs((x, y), method="exact", batch_size=40)
     plan, total = {}, 0.0
@@ -143,7 +106,7 @@ def test_steepest_descent_identity(float64, topology):
 
 
 def test_surrogate_gives_relu_nets_a_signal():
-    model = _compiled("mlp")  # tanh/swish: surrogate irrelevant
+    model = zoo.compiled_topology("mlp")  # tanh/swish: surrogate irrelevant
     x, y = zoo.data_for(model.network)
     relu = ks.GrowingModel(zoo.mlp(act="relu"), surrogate=None)
     relu.compile(optimizer="sgd", loss="mse")

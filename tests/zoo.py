@@ -1,7 +1,10 @@
-"""Small models of every supported topology, shared by the engine tests."""
+"""The tests' shared helpers: small models of every supported topology, their data,
+compiled GrowingModels, eigenpair comparisons and a tiny CIFAR-10 folder."""
 
 import keras
 import numpy as np
+
+import keras_split as ks
 
 L = keras.layers
 
@@ -112,3 +115,88 @@ def data_for(model, n=32, seed=0):
     x = rng.normal(size=shape).astype(keras.config.floatx())
     y = rng.normal(size=(n,) + tuple(model.outputs[0].shape[1:])).astype(keras.config.floatx())
     return x, y
+
+
+def compiled_topology(topology, surrogate=None, rng=None):
+    """A zoo model with random BatchNorm statistics, as a GrowingModel compiled with mse."""
+    base = TOPOLOGIES[topology]()
+    randomize_batchnorm(base, rng or np.random.default_rng(3))
+    model = ks.GrowingModel(base, surrogate=surrogate)
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def estimate_and_exact(topology, n, batch_size, **kwargs):
+    """A zoo model's exact eigenpairs and another method's (``kwargs``), on the same data."""
+    model = compiled_topology(topology, surrogate="softplus")
+    x, y = data_for(model.network, n=n)
+    exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=batch_size)
+    estimate = model.splitting_eigenpairs((x, y), batch_size=batch_size, **kwargs)
+    assert set(estimate) == set(exact) == set(model.splittable_layers)
+    return estimate, exact
+
+
+def assert_matches_exact(estimate, exact, rtol, min_cos, norm_rtol, residual_rtol=None):
+    """Every neuron with ``|lambda| >= 1 %`` of the largest: eigenvalue within ``rtol``,
+    vector within ``min_cos`` (and residual within ``residual_rtol * |lambda|``)."""
+    top = max(np.abs(e.values).max() for e in exact.values())
+    checked = 0
+    for name, e in exact.items():
+        f = estimate[name]
+        assert f.vectors.shape == e.vectors.shape
+        np.testing.assert_allclose(np.linalg.norm(f.vectors, axis=1), 1.0, rtol=norm_rtol)
+        for k in np.flatnonzero(np.abs(e.values) >= 0.01 * top):
+            assert abs(f.values[k] - e.values[k]) <= rtol * abs(e.values[k]), (
+                name, k, f.values[k], e.values[k])
+            assert abs(f.vectors[k] @ e.vectors[k]) >= min_cos, (name, k)
+            if residual_rtol is not None:
+                assert f.residuals[k] <= residual_rtol * abs(e.values[k]), (name, k)
+            checked += 1
+    assert checked >= 5
+
+
+def small_cnn():
+    """Layers with very different per-neuron costs: a full-resolution conv, a pooled one, a dense."""
+    x = keras.Input((12, 12, 3), name="x")
+    h = L.Conv2D(6, 3, padding="same", use_bias=False, name="wide")(x)
+    h = L.BatchNormalization(name="bn1")(h)
+    h = L.Activation("swish", name="a1")(h)
+    h = L.MaxPooling2D(4, name="pool")(h)
+    h = L.Conv2D(6, 1, activation="swish", name="narrow")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    h = L.Dense(8, activation="tanh", name="fc")(h)
+    return keras.Model(x, L.Dense(3, name="logits")(h), name="small_cnn")
+
+
+def cnn_data(n=96, seed=0):
+    """Three classes that depend on the mean colour of ``small_cnn``'s images."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12, 12, 3)).astype("float32")
+    w = rng.normal(size=(3, 3))
+    y = np.argmax(x.mean(axis=(1, 2)) @ w + 0.1 * rng.normal(size=(n, 3)), axis=1)
+    return x, y
+
+
+def compiled_cnn(model=None):
+    """``small_cnn`` (or ``model``) as a GrowingModel, compiled with SGD and cross-entropy."""
+    m = ks.GrowingModel(model or small_cnn())
+    m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+    return m
+
+
+def write_tiny_cifar(root, train_per_class=4, test_per_class=2, seed=0):
+    """A CIFAR-10 folder layout of random 32x32 JPEGs under ``root``; returns its path."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c in range(10):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                (folder / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    return root

@@ -64,10 +64,14 @@ def _demo(args):
 
 
 def _grow(args):
+    from keras_split.apps import cli_inputs
+
+    # The whole configuration is checked before any file is written or step trained.
+    cli_inputs.check_grow_options(args)
     if not os.path.exists(args.data):
         raise ValueError(f"Data directory '{args.data}' does not exist.")
     from keras_split import data, models
-    from keras_split.apps import cli_inputs, recipes
+    from keras_split.apps import recipes
     from keras_split.growing.schedule import epoch_schedule
 
     if args.width is None:

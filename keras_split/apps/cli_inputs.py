@@ -1,6 +1,7 @@
 """The data the command line's commands read: the datasets of ``grow`` and ``retrain``,
 the parity and calibration inputs of ``export``."""
 
+import math
 import os
 
 import numpy as np
@@ -8,7 +9,45 @@ import numpy as np
 from keras_split import data
 from keras_split.apps import recipes
 from keras_split.data.image_folder import ImageFolder
+from keras_split.growing.growth_settings import GrowthSettings
 from keras_split.growing.schedule import save_calibration
+
+
+def check_grow_options(args):
+    """Refuses a bad ``grow`` option before any file is written or any step trained.
+
+    Args:
+        args: the parsed options of ``grow``.
+
+    Returns:
+        The :class:`GrowthSettings` of the run's stages (the whole growth configuration).
+
+    Raises:
+        ValueError: naming the option and its value (the command exits 2).
+    """
+    positive = {"stages": args.stages, "batch_size": args.batch_size,
+                "eigen_batches": args.eigen_batches, "epochs_per_stage": args.epochs_per_stage,
+                "image_size": args.image_size, "grow_every": args.grow_every}
+    if args.epochs_per_stage is None:
+        positive["epochs"] = args.epochs
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1"
+                             + (" (grow needs a stage to grow in; `retrain` trains a fixed "
+                                "architecture)" if name == "stages" else "")
+                             + f". Received: --{name.replace('_', '-')} {value}")
+    for name in ("learning_rate", "width"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number. "
+                             f"Received: --{name.replace('_', '-')} {value}")
+    for name in ("growth_ratio", "cost", "seed"):
+        try:
+            GrowthSettings(**{name: getattr(args, name)})
+        except ValueError as err:
+            raise ValueError(f"--{name.replace('_', '-')}: {err}") from err
+    return GrowthSettings(growth_ratio=args.growth_ratio, cost=args.cost, seed=args.seed,
+                          eigen_epochs=recipes.GROW_EIGEN_EPOCHS)
 
 
 def run_datasets(args, dataset):

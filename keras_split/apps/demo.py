@@ -209,8 +209,8 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     Every seed is a whole run (its own train/test split of the 1 797 images,
     initialisation and shuffling; see :func:`run_seed`): the first in
     ``out_dir``, the others in ``out_dir/seeds/seed_<s>``. On 449 test images one
-    seed's difference is noise (a point is 4-5 images, and seeds move the width
-    multiplier alone by 2.5 points), so the verdict compares the means:
+    seed's difference is noise (a point is 4-5 images, and the seed alone moves the
+    width multiplier's accuracy by points), so the verdict compares the means:
     ``OUT_DIR/seeds.json`` holds every seed's three accuracies, the means and
     the sentence, which the report shows.
 

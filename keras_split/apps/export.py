@@ -90,7 +90,7 @@ def _as_numpy(x):
     return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
 
 
-def sample_inputs(model, data, n=64, seed=0):
+def sample_inputs(model, data, n=64, seed=0, name="sample_data"):
     """Up to ``n`` model inputs from ``data``, and where they came from.
 
     Args:
@@ -101,6 +101,7 @@ def sample_inputs(model, data, n=64, seed=0):
             be ``(x, y)``).
         n: at most this many inputs.
         seed: seed of the random inputs used when ``data`` is None.
+        name: the argument ``data`` came from, for error messages.
 
     Returns:
         ``(float32 array [m, *input_shape], description)``.
@@ -129,9 +130,10 @@ def sample_inputs(model, data, n=64, seed=0):
             count += len(xs[-1]) if xs[-1].ndim == rank else 1
             if count >= n:
                 break
-    if not xs:
-        raise ValueError("The sample data is empty.")
     xs = [a[None] if a.ndim == rank - 1 else a for a in xs]
+    if sum(len(a) for a in xs) == 0:
+        raise ValueError(f"The sample data is empty: {name} must hold at least one input. "
+                         f"Received: {name} with 0 examples")
     for a in xs:
         if not data_utils.fits_input(model.inputs[0].shape, a.shape):
             raise ValueError(f"Sample inputs of shape {tuple(a.shape[1:])} do not fit the "
@@ -271,12 +273,15 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
     parent = _check_new(path)
     plain = strip(model)
     x, source = sample_inputs(plain, sample_data if sample_data is not None
-                              else representative_data)
+                              else representative_data,
+                              name="sample_data" if sample_data is not None
+                              else "representative_data")
     if sample_data is None and representative_data is not None:
         source += " (representative_data)"
     calib = None
     if quantization == "int8":
-        calib, _ = sample_inputs(plain, representative_data, n=num_calibration_examples)
+        calib, _ = sample_inputs(plain, representative_data, n=num_calibration_examples,
+                                 name="representative_data")
     content = _convert(plain, quantization, calib)
     dtypes, quantized = _weight_types(content, quantization)
     reference = np.asarray(plain.predict(x, verbose=0))

@@ -26,7 +26,9 @@ def as_dataset(data, batch_size=32, name="data"):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         lengths = {len(a) for a in tf.nest.flatten(data)}
         if len(lengths) != 1:
-            raise ValueError(f"{name}: arrays have different lengths {sorted(lengths)}.")
+            raise ValueError(f"{name}'s arrays must have the same length (one entry per "
+                             f"example). Received: {name} with lengths "
+                             f"{[len(a) for a in tf.nest.flatten(data)]}")
         if lengths == {0}:
             raise ValueError(f"{name} is empty.")
         return tf.data.Dataset.from_tensor_slices(tuple(data)).batch(int(batch_size))

@@ -99,9 +99,8 @@ def relative_residual(eigenpairs, fit=False):
     ``||S v - lambda v||`` of the estimate ``lambda``, so this bounds the relative
     error of the candidates' eigenvalues, weighted towards the most negative
     ones (those a selection picks first; a median would be swayed by the many
-    near-zero eigenvalues of a barely trained network). Measured on the test
-    zoo's MLP and CNN: 0.02-0.1 for LOBPCG's 5 passes, about 1 for the paper's
-    RMSprop with 5 epochs.
+    near-zero eigenvalues of a barely trained network). Converged estimates give
+    ratios well below 1; the paper's RMSprop with a few epochs gives about 1.
 
     Args:
         eigenpairs: ``{layer: Eigenpairs}``.

@@ -3,9 +3,8 @@
 The fast method of :mod:`keras_split.estimate.rmsprop` takes one RMSprop step per
 mini-batch. Splitting matrices are expectations of terms of both signs
 (``dL/da`` changes sign between examples), so a mini-batch's ``S`` is a noisy
-estimate of the average one, and stochastic steps converge slowly (see the
-README's splitting-cost benchmark: 3-5 LOBPCG passes against more than 32
-RMSprop epochs for every candidate neuron within 2 % of ``eigh``).
+estimate of the average one, and stochastic steps converge slowly (the
+splitting-cost benchmark compares the two: see docs/benchmarks.md).
 
 :class:`LobpcgEigenSolver` uses the same auxiliary-activation products ``S v``
 (:class:`~keras_split.estimate.products.SvProducts`: never building ``S``, memory
@@ -14,7 +13,7 @@ RMSprop epochs for every candidate neuron within 2 % of ``eigh``).
 vectors (its two smallest Ritz pairs; one pass gives the products of both). Each
 further pass applies ``S_D`` to the normalised residuals ``R = S_D X - X Lambda``,
 and the new block is the best pair of ``span(X, R, P)`` (Rayleigh-Ritz, ``P`` the
-previous update), as in Knyazev's LOBPCG with a block of two per neuron: the second
+last update), as in Knyazev's LOBPCG with a block of two per neuron: the second
 vector speeds the first up (the rate depends on the gap to the third eigenvalue)
 and keeps a start nearly orthogonal to the smallest eigenvector from stalling on
 the second. The iterations stop once every candidate neuron's residual is within

@@ -113,7 +113,7 @@ def _softplus_second_derivative(z):
 
 # Closed forms of the commonest smooth activations, keyed by the Keras function itself
 # (a custom function of the same name goes through autodiff): nested autodiff costs
-# about 0.03 s of tracing per neuron layer, which a growth stage pays again after every
+# tracing per neuron layer, which a growth stage pays again after every
 # split (tests/test_splitting.py checks each against autodiff).
 CLOSED_FORMS = {
     keras.activations.silu: _silu_second_derivative,

@@ -14,7 +14,8 @@ from keras_split.graph.activations import validate_surrogate
 from keras_split.select.budget import layer_noise_floor
 from keras_split.graph.channel_graph import ChannelGraph
 from keras_split.graph.functional_model import as_functional
-from keras_split.growing.compiled_loss import check_inputs, check_labels, loss_function
+from keras_split.growing import input_data
+from keras_split.growing.compiled_loss import check_labels, loss_function
 from keras_split.growing.growth import run_stage
 from keras_split.growing.growth_settings import (EIGEN_EPOCHS, EIGEN_TOL, GrowthSettings,
                                                   validate_eigen_args)
@@ -198,10 +199,10 @@ class GrowingModel(keras.Model):
         Example:
             >>> eig = model.splitting_eigenpairs((x, y), method="exact")
         """
-        validate_eigen_args(method, eigen_epochs, eigen_tol)
+        validate_eigen_args(method, eigen_epochs, eigen_tol, seed)
         self._check_layers(layers)
         loss_fn = self._loss_fn()
-        check_inputs(self, data_utils.as_dataset(data, batch_size))
+        data, eval_data = input_data.estimation_datasets(self, data, eval_data, batch_size)
         try:
             if method == "exact":
                 return exact.exact_eigenpairs(
@@ -238,23 +239,11 @@ class GrowingModel(keras.Model):
     def split(self, plan, eigenpairs=None, epsilon=None, split_rule="copy", seed=0):
         """Splits the named units in place, each into two children made by ``split_rule``.
 
-        With the default rule (``"copy"``, the papers') the children are
-        ``theta +/- epsilon v`` and every consumer of a split channel gets it
-        twice with its incoming weights halved, so at ``epsilon = 0`` the
-        function is unchanged. Other rules (:class:`keras_split.SplitRule`:
-        ``"antisymmetric"``, ``"fresh"``) share the outgoing weights unevenly or
-        draw the second child afresh, and are function-preserving at
-        ``epsilon = 0`` too. Naming any producer of a coupled group (a residual
-        ``Add``) splits all of its producers, each along its own eigenvector.
-
-        Optimizer state: the optimizer is rebuilt from its config; its iteration
-        count is kept, slot variables (momentum, Adam moments, ...) of unchanged
-        weights are copied, and those of widened weights are copied entry by
-        entry: both children of a unit start with the parent's slots (the
-        second child's are zero when the rule has ``reset_slots``), and the
-        first moments (SGD momentum, Adam's m) of a consumer's duplicated input
-        rows are halved like the rows themselves, so that the pair keeps the
-        parent's momentum.
+        Every rule keeps the network's function at ``epsilon = 0`` (see
+        :class:`keras_split.SplitRule`). Naming any producer of a coupled group (a
+        residual ``Add``) splits all of its producers. The optimizer keeps its
+        iteration count and its slots; both children start with the parent's
+        (the second child's are zero when the rule has ``reset_slots``).
 
         Args:
             plan: ``{layer_name: [unit, ...]}``; a unit named twice is an error.
@@ -341,12 +330,9 @@ class GrowingModel(keras.Model):
         """One energy-aware growth stage: eigenpairs, costs, knapsack selection, split.
 
         The MACs after the stage are at most ``(1 + growth_ratio)`` times those
-        before. A stage never raises the held-out loss: the split is built aside
-        and its step shrunk (x 1/4, x 1/16, then 0, function-preserving) until
-        the loss is not above the loss before (to 1e-5 relative), else the model
-        is left as it was (``stage.guard``). Noise-level eigenvalues are ignored
-        (``stage.n_noise``). At most the first 200 batches (1 GiB) are read and
-        cached, so that every pass and the guard see the same examples.
+        before, and the held-out loss does not rise: the step shrinks, or the
+        split is undone (``stage.guard``). At most the first 200 batches (1 GiB)
+        of the data are read.
 
         Args:
             x: like ``fit``: input arrays with ``y``, or a batched ``tf.data.Dataset``

@@ -14,14 +14,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_split.data import data_utils
 from keras_split.estimate.eigenpairs import eigen_passes, relative_residual, unconverged_neurons
 from keras_split.growing.estimation_data import fixed_batches, split_holdout
 from keras_split.growing.growth_stage import GrowthStage
+from keras_split.growing.input_data import model_dataset
 from keras_split.growing.guard import children_pairs, guarded_split, mean_loss
 from keras_split.growing.twins import twin_statistics
 from keras_split.select import costs as cost_lib
-from keras_split.select.budget import NOISE_RTOL, select_groups, without_noise
+from keras_split.select.budget import NOISE_RTOL, check_max_widths, select_groups, without_noise
 from keras_split.select.flops import count_flops
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,12 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
     Returns:
         The :class:`~keras_split.GrowthStage`.
     """
-    estimate_on, held_out = _stage_data(data, eval_data, settings.estimation_batch_size)
-    graph, timer = model._graph, [time.perf_counter()]
+    graph = model._graph
+    # Checked before any work: caps below a layer's width, then the data.
+    check_max_widths(graph.splittable_layers, [graph.units(n) for n in graph.splittable_layers],
+                     settings.max_widths)
+    estimate_on, held_out = _stage_data(model, data, eval_data, settings.estimation_batch_size)
+    timer = [time.perf_counter()]
     eig = model.splitting_eigenpairs(
         estimate_on, method=settings.method, eigen_epochs=settings.eigen_epochs,
         learning_rate=settings.learning_rate, eval_data=held_out, seed=settings.seed,
@@ -67,12 +71,13 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
     return stage
 
 
-def _stage_data(data, eval_data, batch_size):
-    """``(estimation, held_out)`` batches, both fixed for the stage."""
-    dataset = fixed_batches(data_utils.as_dataset(data, batch_size))
+def _stage_data(model, data, eval_data, batch_size):
+    """``(estimation, held_out)`` batches, both fixed for the stage (converted as ``fit``
+    converts them)."""
+    dataset = fixed_batches(model_dataset(model, data, batch_size))
     if eval_data is None:
         return split_holdout(dataset)
-    return dataset, fixed_batches(data_utils.as_dataset(eval_data, batch_size, "eval_data"))
+    return dataset, fixed_batches(model_dataset(model, eval_data, batch_size, "eval_data"))
 
 
 def _select(graph, eig, reference_loss, settings):

@@ -5,6 +5,7 @@ import logging
 
 import keras
 
+from keras_split.growing import input_data
 from keras_split.growing.growing_model import GrowingModel
 from keras_split.growing.growth_settings import (GrowthSettings, capped_growth_ratio,
                                                   validate_max_macs)
@@ -75,7 +76,10 @@ class GrowthCallback(keras.callbacks.Callback):
             ``method``, ``split_rule``...); checked here, not at epoch N.
 
     Raises:
-        ValueError: for a bad schedule argument or a bad ``grow`` argument.
+        ValueError: for a bad schedule argument or a bad ``grow`` argument; when
+            ``fit`` begins, for data whose first batch does not fit the model or
+            holds NaN (before any training step).
+        TypeError: in ``fit``, for a model that is not a ``GrowingModel``.
 
     Example:
         >>> model.fit(train, epochs=16, callbacks=[GrowthCallback(train.take(16))])
@@ -115,7 +119,20 @@ class GrowthCallback(keras.callbacks.Callback):
         self.restorers = []
         self._counted = (None, None)  # (network, its MACs): counted once per architecture
 
+    def set_model(self, model):
+        """Refuses a model that cannot grow before ``fit`` trains it."""
+        if not isinstance(model, GrowingModel):
+            raise TypeError(
+                "GrowthCallback grows a keras_split GrowingModel: wrap the model before "
+                "compiling it, model = ks.GrowingModel(model). "
+                f"Received: model={type(model).__name__} '{getattr(model, 'name', '')}'")
+        super().set_model(model)
+
     def on_train_begin(self, logs=None):
+        # One batch of the growth data, checked before the first training step (shapes,
+        # numbers, NaN), rather than at the first stage.
+        input_data.check_batch(self.model, input_data.model_dataset(
+            self.model, self.data, self._settings.estimation_batch_size), finite=True)
         epochs = (self.params or {}).get("epochs")
         if self.every_n_epochs is None:
             stages = DEFAULT_STAGES if self.max_stages is None else self.max_stages

@@ -16,24 +16,22 @@ from keras_split.surgery.split_rule import SplitRule
 METHODS = ("lobpcg", "fast", "exact")
 MAX_GROWTH_RATIO = 100.0
 # The split rule grow() uses unless told otherwise (chosen on a CIFAR-10 validation
-# split, see benchmarks/cifar10_growth.py and the README).
+# split, see docs/benchmarks.md).
 DEFAULT_SPLIT_RULE = "fresh"
 # LOBPCG stops once every candidate neuron's residual ||S v - lambda v|| is at most this
-# fraction of its |lambda| (the neurons that may reach below 5 % of their layer's most
-# negative eigenvalue, above the selection's noise level): the eigenvalue is then
-# within about tol**2 |lambda| of the matrix's, far inside the 5 % that the tests ask
-# of every such candidate against the exact matrices.
+# fraction of its |lambda| (the neurons that may reach below 10 % of their layer's most
+# negative eigenvalue, lobpcg.RELATIVE_FLOOR, and above the selection's noise level):
+# the eigenvalue is then within about tol**2 |lambda| of the matrix's, far inside the
+# 5 % that the tests ask of every such candidate against the exact matrices.
 EIGEN_TOL = 0.1
 # One budget per output resolution: with one budget for the network, energy-aware
-# selection starved the full-resolution layers, whose units cost the most MACs (on a
-# CIFAR-10 VGG the two 32x32 layers grew from 6 to 7 and 6 units while the 8x8 ones
-# reached 58 and 53, and the found architecture trained worse than the uniform width).
+# selection starves the full-resolution layers, whose units cost the most MACs, and the
+# found architecture trains worse than the uniform width (see docs/benchmarks.md).
 DEFAULT_BUDGET_GROUPS = "resolution"
 # The most LOBPCG passes of a stage (each with a block of two vectors per neuron).
 EIGEN_EPOCHS = 10
 # Batch sizes of array data by default. Full-data products (lobpcg, exact) give the same
-# result at any batch size and cost less per example in larger batches (a CIFAR-10 VGG
-# stage on 2 CPU cores: 0.85 s per pass of 1 024 images at 128 against 1.2 s at 32); the
+# result at any batch size and cost less per example in larger batches; the
 # fast method takes one RMSprop step per batch and keeps its smaller batches.
 PRODUCTS_BATCH_SIZE = 128
 FAST_BATCH_SIZE = 32
@@ -43,8 +41,9 @@ def _is_number(value):
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
-def validate_eigen_args(method, eigen_epochs, eigen_tol):
+def validate_eigen_args(method, eigen_epochs, eigen_tol, seed=0):
     """Raises ValueError, naming the argument, for a bad estimator setting."""
+    validate_seed(seed)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if method != "exact" and (not isinstance(eigen_epochs, (int, np.integer))
@@ -54,6 +53,12 @@ def validate_eigen_args(method, eigen_epochs, eigen_tol):
     if eigen_tol is not None and not (_is_number(eigen_tol) and 0 <= eigen_tol < np.inf):
         raise ValueError("eigen_tol must be None or a number >= 0. "
                          f"Received: eigen_tol={eigen_tol!r}")
+
+
+def validate_seed(seed):
+    """Raises ValueError for a ``seed`` that is not a non-negative integer."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer. Received: seed={seed!r}")
 
 
 def capped_growth_ratio(macs, growth_ratio, max_macs):
@@ -90,8 +95,8 @@ def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold)
     """Raises ValueError, naming the argument, for a bad selection or split setting."""
     if not (_is_number(growth_ratio) and math.isfinite(growth_ratio)
             and 0 < growth_ratio <= MAX_GROWTH_RATIO):
-        raise ValueError(f"growth_ratio must be a finite number in (0, {MAX_GROWTH_RATIO}], "
-                         f"got {growth_ratio!r}.")
+        raise ValueError(f"growth_ratio must be a finite number in (0, {MAX_GROWTH_RATIO}]. "
+                         f"Received: growth_ratio={growth_ratio!r}")
     if not (_is_number(epsilon) and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"epsilon must be a finite non-negative number, got {epsilon!r}.")
     if not (callable(cost) or cost in cost_lib.COST_MODES):
@@ -121,7 +126,7 @@ class GrowthSettings:
             lobpcg the most it makes).
         eigen_tol: lobpcg stops before ``eigen_epochs`` once every candidate
             neuron's residual ``||S v - lambda v||`` is at most this fraction of
-            its ``|lambda|`` (the neurons that may reach below 5 % of their
+            its ``|lambda|`` (the neurons that may reach below 10 % of their
             layer's most negative eigenvalue, above the noise level; None: never).
         cost: ``"flops"`` (energy-aware, the paper), ``"params"``,
             ``"uniform"`` (vanilla splitting: by lambda alone under the MACs
@@ -178,7 +183,7 @@ class GrowthSettings:
     def __post_init__(self):
         validate_growth_args(self.growth_ratio, self.rule.epsilon, self.cost, self.solver,
                              self.method, self.threshold)
-        validate_eigen_args(self.method, self.eigen_epochs, self.eigen_tol)
+        validate_eigen_args(self.method, self.eigen_epochs, self.eigen_tol, self.seed)
         if not (self.budget_groups in budget_lib.BUDGET_GROUPS
                 or isinstance(self.budget_groups, dict)):
             raise ValueError("budget_groups must be None, 'resolution' or a dict {layer: "

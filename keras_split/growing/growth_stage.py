@@ -12,9 +12,8 @@ class GrowthStage:
         stage: index of the stage in the model's growth history.
         method, cost, solver: how eigenpairs, costs and the selection were made.
         growth_ratio, epsilon, budget: the budget is ``growth_ratio`` times the
-            network's cost in the cost mode's unit (MACs for ``"flops"``);
-            ``epsilon`` is the step of the committed split (after the guard's
-            shrinking), 0 when the guard rolled the split back.
+            network's cost (MACs for ``"flops"``); ``epsilon`` is the step the
+            guard kept (0: rolled back).
         macs_before, macs_after, params_before, params_after: network totals.
         n_candidates, n_selected: coupled groups with ``lambda < threshold``, and chosen.
         selected_value: ``sum(lambda)`` of the chosen groups.
@@ -22,34 +21,23 @@ class GrowthStage:
         loss_before, loss_after, measured_loss_change: the compiled loss on the
             evaluation batches around the split (None for a dry run).
         layers: per producer, ``units_before``, ``units_after``,
-            ``split_indices``, its ``lambdas`` (every unit's eigenvalue), and the
-            statistics of ``lambda`` and of the fast solver's residual
-            ``||S v - lambda v||``.
+            ``split_indices``, ``lambdas`` and statistics of the eigenvalues and
+            residuals.
         seconds: wall time of ``eigen``, ``select`` and ``split``.
         dry_run: True when the model was not changed.
         split_rule: the :class:`keras_split.SplitRule` config used.
-        guard: what the loss guard did: ``action`` (``"split"``, ``"shrunk"``,
+        guard: the loss guard's ``action`` (``"split"``, ``"shrunk"``,
             ``"rolled_back"`` or ``"none"``) and its ``tries`` (step, held-out loss).
-        children: ``{layer: [[first, second], ...]}``, the new indices of every
-            split unit's two children.
+        children: ``{layer: [[first, second], ...]}``, every split unit's children.
         twins: :func:`keras_split.twin_statistics` totals right after the stage.
-        n_noise: neurons whose negative eigenvalue was ignored as noise: a step
-            as large as the neuron's own weights would change the loss by less
-            than ``NOISE_RTOL`` (1e-6) of it (see ``keras_split.growing.growth``).
-        eigen: how the eigenpairs were estimated: ``passes`` over the estimation
-            data (lobpcg stops once converged), the residual ratios
-            ``sum(residual) / sum(|lambda|)`` over the negative eigenvalues on the
-            estimation data (``fit_residual_ratio``, convergence) and on the
-            held-out batches (``residual_ratio``, which also holds the difference
-            between the two samples), and ``unconverged``, per layer, the neurons
-            whose residual exceeds 25 % of ``|lambda|``.
-        stability: how much the selection depends on the sample (lobpcg):
-            the knapsack is solved again with the eigenvalues measured on
-            the estimation data instead of the held-out batches (the same
-            vectors, two disjoint samples); ``jaccard`` is the Jaccard index of
-            the two sets of chosen groups (1: the same; None when both are
-            empty), ``n_held_out`` and ``n_estimation`` their sizes. Empty for
-            the exact method.
+        n_noise: negative eigenvalues ignored as noise (too small to change the loss).
+        eigen: the estimate's ``passes``, its residual ratios ``sum(residual) /
+            sum(|lambda|)`` on the estimation data (``fit_residual_ratio``) and on
+            the held-out batches (``residual_ratio``), and ``unconverged``, per
+            layer, the neurons whose residual exceeds 25 % of ``|lambda|``.
+        stability: ``jaccard``, the Jaccard index of the groups chosen with the
+            held-out and with the estimation eigenvalues (lobpcg; empty for exact),
+            and the sizes of the two selections.
 
     Example:
         >>> stage = model.grow(train, growth_ratio=0.5)

@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 # mean_loss joins consecutive batches up to this many examples and bytes, so that a
 # candidate network runs eagerly once per chunk instead of once per small batch (the
-# eager call's fixed cost, ~60 ms on a small MobileNet, was most of the guard's time).
+# eager call's fixed cost, not the examples, dominates the guard's time on small batches).
 CHUNK_EXAMPLES = 512
 CHUNK_BYTES = 64 * 2**20
 

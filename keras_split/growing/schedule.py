@@ -89,7 +89,7 @@ def growth_epochs(epochs, stages, every=None):
 
     Each growth stage trains ``every`` epochs, by default ``epochs // (2 * stages)``
     (at least 1), and the final width gets the rest: by default at least half of
-    the run, what measured best on CIFAR-10 (README), and 70-75 % of the MAC-epochs
+    the run, what did best on CIFAR-10 (docs/benchmarks.md), and 70-75 % of the MAC-epochs
     of training the final width for the whole run. The digits demo grows every 2
     epochs (chosen on its validation split).
 
@@ -160,7 +160,7 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         stages: number of growth stages after the seed's training.
         epochs_per_stage: training epochs of every stage, or a list of ``stages
             + 1`` of them (``[4, 4, 4, 12]``: grow early, train the final width
-            longest, which measured best).
+            longest, which did best on CIFAR-10).
         growth_ratio, seed: passed to ``grow``; stage K uses ``seed + K``.
         grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable), of ``fit``.
         config: JSON-serialisable settings that identify the run (data path,

@@ -12,8 +12,8 @@ from keras_split.select import knapsack
 
 logger = logging.getLogger(__name__)
 
-# At most this many knapsack solves per selection: each one lowers the budget by the
-# previous selection's overshoot of the exact cost or MACs bound.
+# At most this many knapsack solves per selection: each one lowers the budget by how far
+# the last solve's selection overshot the exact cost or MACs bound.
 MAX_BUDGET_ROUNDS = 50
 
 
@@ -50,8 +50,26 @@ def _layer_membership(graph, groups):
     return names, m
 
 
+def check_max_widths(names, widths, max_widths):
+    """Raises ValueError for a ``max_widths`` entry below its layer's current width.
+
+    Args:
+        names: the splittable layers; widths: their current widths.
+        max_widths: None or ``{layer: int}``.
+    """
+    if not isinstance(max_widths, dict):
+        return   # None, or a type _caps refuses
+    for name, width in zip(names, widths):
+        cap = max_widths.get(name)
+        if isinstance(cap, (int, float, np.integer, np.floating)) and cap < width:
+            raise ValueError(
+                f"max_widths of layer '{name}' ({cap!r}) is below its current width of "
+                f"{width} units; a layer cannot narrow. Received: max_widths={max_widths!r}")
+
+
 def _caps(names, widths, max_units, max_widths):
     """Per-layer caps on new units from ``max_units`` (int or dict) and ``max_widths`` (dict)."""
+    check_max_widths(names, widths, max_widths)
     caps = np.full(len(names), np.inf)
     for arg, label in ((max_units, "max_units"), (max_widths, "max_widths")):
         if arg is None:

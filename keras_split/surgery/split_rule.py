@@ -4,8 +4,8 @@ Splitting steepest descent replaces a neuron ``theta`` (incoming weights) with
 outgoing weights ``w`` by two children. The seed papers make them
 ``theta +/- epsilon * v`` with ``w / 2`` each: at ``epsilon = 0`` the network
 computes the same function, and for small ``epsilon`` the loss drops by about
-``epsilon**2 / 2 * lambda``. Measured on CIFAR-10 (issue 12), such children stay
-near copies of each other through training: the same halved outgoing weights
+``epsilon**2 / 2 * lambda``. Such children stay near copies of each other
+through training (on CIFAR-10, see docs/benchmarks.md): the same halved outgoing weights
 receive the same gradients, and the ``epsilon * v`` difference grows far too
 slowly. A rule decides three things, each function-preserving at ``epsilon = 0``:
 
@@ -148,7 +148,7 @@ class SplitRule:
 # on CIFAR-10 validation splits across network families (benchmarks/growth_families.py).
 FRESH_SCALE = 0.5
 
-# Named rules. "copy" is the seed papers' split; see the README for what was measured.
+# Named rules. "copy" is the seed papers' split; docs/benchmarks.md compares them.
 RULES = {
     "copy": SplitRule(epsilon=1e-2),
     "antisymmetric": SplitRule(epsilon=0.1, relative=True, outgoing="antisymmetric",

@@ -1,0 +1,71 @@
+"""The tables of README.md and docs/ are the ones benchmarks/results/*.json give."""
+
+import os
+import re
+
+from benchmarks import table_sources, tables
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _one_digit_changed(text, match):
+    """``text`` with the first digit inside ``match``'s block changed (d -> d + 1 mod 10)."""
+    start = match.start(3)
+    digit = re.search(r"\d", match.group(3))
+    assert digit, f"table {match.group(2)} has no digit"
+    at = start + digit.start()
+    return text[:at] + str((int(text[at]) + 1) % 10) + text[at + 1:]
+
+
+def test_committed_tables_are_current():
+    stale = tables.check()
+    assert stale == [], ("stale tables (run `python -m benchmarks.tables`):\n"
+                         + "\n".join(stale))
+
+
+def test_every_block_is_registered_and_every_table_is_used():
+    names = [m.group(2) for path in tables.documents()
+             for m in tables.BLOCK.finditer(_read(path))]
+    assert set(names) <= set(tables.TABLES), set(names) - set(tables.TABLES)
+    assert set(tables.TABLES) <= set(names), set(tables.TABLES) - set(names)
+    assert "families_summary" in [m.group(2) for m in tables.BLOCK.finditer(
+        _read(os.path.join(tables.ROOT, "README.md")))]
+
+
+def test_a_one_digit_change_of_any_table_is_reported(tmp_path):
+    """Each generated block, one digit changed in a copy: the check names that block alone."""
+    checked = 0
+    for path in tables.documents():
+        fresh, _ = tables.render(_read(path))
+        copy = tmp_path / os.path.basename(path)
+        for match in tables.BLOCK.finditer(fresh):
+            copy.write_text(_one_digit_changed(fresh, match), encoding="utf-8")
+            stale = tables.check([str(copy)])
+            assert len(stale) == 1 and stale[0].endswith(f": {match.group(2)}"), \
+                (path, match.group(2), stale)
+            checked += 1
+        copy.write_text(fresh, encoding="utf-8")
+        assert tables.check([str(copy)]) == []
+    assert checked >= len(tables.TABLES)
+
+
+def test_write_repairs_a_stale_block_and_main_check_fails_on_it(tmp_path, monkeypatch, capsys):
+    text, _ = tables.render(_read(os.path.join(tables.ROOT, "README.md")))
+    match = next(tables.BLOCK.finditer(text))
+    copy = tmp_path / "README.md"
+    copy.write_text(_one_digit_changed(text, match), encoding="utf-8")
+    monkeypatch.setattr(tables, "documents", lambda root=None: [str(copy)])
+    assert tables.main(["--check"]) == 1
+    assert f": {match.group(2)}" in capsys.readouterr().out
+    assert tables.main([]) == 0
+    assert copy.read_text(encoding="utf-8") == text
+    assert tables.main(["--check"]) == 0
+
+
+def test_accuracies_are_mean_and_sample_std_with_n():
+    assert table_sources.ms([0.5, 0.6, 0.7]) == "0.6000 ± 0.1000 (n=3)"
+    assert table_sources.ms([0.5]) == "0.5000 (n=1)"
+    assert table_sources.ms([1.0, 2.0], digits=1) == "1.5 ± 0.7 (n=2)"
