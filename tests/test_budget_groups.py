@@ -127,3 +127,24 @@ def test_every_stage_records_the_selections_stability():
     assert f"stability (Jaccard) {s['jaccard']:.2f}" in stage.summary()
     exact = model.grow(x, y, batch_size=16, growth_ratio=0.3, dry_run=True, method="exact")
     assert exact.stability == {}
+
+
+def test_group_share_keeps_part_of_each_budget_and_shares_the_rest():
+    model = _two_resolutions()
+    graph, eig = model._graph, _all_negative(model)
+    # The cheap low-resolution units are worth almost nothing: one budget spends it all on
+    # "hi" (4 x 8 064 MACs of the 32 272 budget).
+    eig["lo"] = ks.Eigenpairs(eig["lo"].values * 1e-3, eig["lo"].vectors)
+    chosen_by = {}
+    for share in (0.0, 0.5, 1.0):
+        groups, _, chosen, _, _ = budget.select_groups(
+            graph, eig, 0.5, budget_groups="resolution", group_share=share)
+        chosen_by[share] = _chosen_per_layer(graph, groups, chosen)
+    assert chosen_by[0.0] == {"hi": 4, "lo": 0}
+    assert chosen_by[1.0] == {"hi": 3, "lo": 3}
+    # Half of each own budget: 1 "hi" (14 113) and 1 "lo" (2 023); the 23 052 left buys 2
+    # more "hi", then "lo" units while the exact cost of the shared part (with the input
+    # channels the new "hi" units add to "lo") stays within it: 3 more.
+    assert chosen_by[0.5] == {"hi": 3, "lo": 4}
+    with pytest.raises(ValueError, match="Received: group_share=1.5"):
+        ks.GrowthSettings(group_share=1.5)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_split.apps import cli
+from tests import zoo
 from tests.zoo import write_tiny_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +52,13 @@ def test_demo_reduced_setting_writes_results_and_report(demo_run, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert "| 1 |" in report and (demo_run / "report" / "report.html").exists()
     assert comparison["verdict"] in report and "found architecture, retrained" in report
+
+
+def test_demo_rerun_with_the_same_seed_is_identical(demo_run, tmp_path):
+    from keras_split.apps.demo import run_seed
+
+    run_seed(str(tmp_path / "again"), stages=1, epochs_per_stage=2, seed=0, baselines=False)
+    zoo.assert_same_runs(demo_run, tmp_path / "again", stages=1)
 
 
 def test_digits_validation_split_is_carved_from_the_training_images():
@@ -152,7 +160,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     for flag in ("--model", "--width", "--data", "--stages", "--epochs-per-stage",
-                 "--growth-ratio", "--out", "--cost", "--seed"):
+                 "--growth-ratio", "--out", "--cost", "--seed", "--no-deterministic"):
         assert flag in help_text
 
 
@@ -172,6 +180,11 @@ def test_cli_grow_on_a_cifar_folder_and_refuses_other_config(tmp_path, capsys):
 
     optimizer = keras.saving.load_model(tmp_path / "run" / "stage_1" / "model.keras").optimizer
     assert optimizer.get_config()["learning_rate"]["config"]["decay_steps"] == 2 * (40 // 16)
+    # The same command again: bit-identical stages and results.
+    again = list(args)
+    again[again.index("--out") + 1] = str(tmp_path / "again")
+    assert cli.main(again + ["--verbose", "0"]) == 0
+    zoo.assert_same_runs(tmp_path / "run", tmp_path / "again", stages=1)
     other = list(args)
     other[other.index("--width") + 1] = "16"
     assert cli.main(other) == 2

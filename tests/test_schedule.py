@@ -2,67 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 
 import keras_split as ks
-from tests import resume_job
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _job(out_dir, stages=3):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-m", "tests.resume_job", str(out_dir), str(stages)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _completed(out_dir):
-    try:
-        with open(os.path.join(out_dir, "run.json")) as f:
-            return json.load(f)["completed"]
-    except (OSError, ValueError, KeyError):
-        return -1
-
-
-def _final_weights(out_dir, stage):
-    model = keras.saving.load_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
-    return model.get_weights(), model
-
-
-@pytest.mark.slow
-def test_kill_and_resume_reaches_the_same_model(tmp_path):
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    job = _job(full)
-    out, _ = job.communicate(timeout=600)
-    assert job.returncode == 0, out.decode()[-3000:]
-    job = _job(killed)
-    deadline = time.time() + 600
-    while _completed(killed) < 1 and job.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert job.poll() is None, "the run ended before it could be killed"
-    job.kill()  # mid-stage 2 (stage 1 is complete)
-    job.wait()
-    assert 1 <= _completed(killed) < 3
-    job = _job(killed)
-    out, _ = job.communicate(timeout=600)
-    assert job.returncode == 0, out.decode()[-3000:]
-    want, model_a = _final_weights(full, 3)
-    got, model_b = _final_weights(killed, 3)
-    assert [w.shape for w in got] == [w.shape for w in want]
-    for a, b in zip(got, want):
-        np.testing.assert_array_equal(a, b)
-    def strip_timing(history):
-        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
-
-    assert strip_timing(model_b.growth_history) == strip_timing(model_a.growth_history)
-    assert len(model_b.growth_history) == 3
-    assert not any(name.endswith(".tmp") for name in os.listdir(killed))
+from tests import resume_job, zoo
 
 
 def test_bad_run_directories(tmp_path):
@@ -80,7 +26,7 @@ def test_bad_run_directories(tmp_path):
     run = tmp_path / "run"
     ks.grow_schedule(resume_job.build, resume_job.data, str(run), stages=0, epochs_per_stage=1,
                      growth_ratio=0.5)
-    assert _completed(run) == 0
+    assert zoo.completed_stage(run) == 0
     with pytest.raises(ValueError, match="different configuration .*growth_ratio"):
         ks.grow_schedule(resume_job.build, resume_job.data, str(run), stages=1,
                          epochs_per_stage=1, growth_ratio=0.25)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_split as ks
+from keras_split.data import data_utils
 from keras_split.growing import growth, growth_settings
 from keras_split.surgery import split_rule
 from tests import zoo
@@ -178,7 +179,7 @@ def test_guard_shrinks_a_step_that_raises_the_held_out_loss():
     assert stage.loss_after <= stage.loss_before * (1 + 1e-5)
     assert stage.epsilon == tries[-1]["epsilon"] < 3.0
     # The recorded loss is the model's real held-out loss after the stage.
-    assert growth.mean_loss(model, growth.data_utils.as_dataset(held, 16)) == pytest.approx(
+    assert growth.mean_loss(model, data_utils.as_dataset(held, 16)) == pytest.approx(
         stage.loss_after, rel=1e-5)
 
 
@@ -186,7 +187,7 @@ def test_guard_rolls_back_and_leaves_the_model_unchanged():
     model, x, y = _trained_cnn()
     weights, config = model.get_weights(), model.network.get_config()
     eig = model.splitting_eigenpairs((x[:64], y[:64]), method="exact")
-    held = growth.data_utils.as_dataset((x[-32:], y[-32:]), 16)
+    held = data_utils.as_dataset((x[-32:], y[-32:]), 16)
     groups = sorted(model._graph.groups)[:4]
     rule = ks.SplitRule(epsilon=3.0)
     before, after, tries, action = growth.guarded_split(model, groups, eig, rule, held,

@@ -1,5 +1,11 @@
 """The tests' shared helpers: small models of every supported topology, their data,
-compiled GrowingModels, eigenpair comparisons and a tiny CIFAR-10 folder."""
+compiled GrowingModels, eigenpair comparisons, a tiny CIFAR-10 folder, and jobs in a
+subprocess with the comparison of their run directories."""
+
+import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -200,3 +206,88 @@ def write_tiny_cifar(root, train_per_class=4, test_per_class=2, seed=0):
                 image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
                 (folder / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
     return root
+
+
+# ------------------------------------------------------------------ run directories
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The wall-clock fields of a run's records (growth stages' ``seconds``): the only
+# entries two identical runs may differ in.
+TIMING_FIELDS = ("seconds",)
+
+
+def job_env(kill=None):
+    """The environment of a job in a subprocess: the repository importable, and
+    ``RESUME_JOB_KILL=kill`` when given (see ``tests/resume_job.py``)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RESUME_JOB_KILL", None)
+    if kill:
+        env["RESUME_JOB_KILL"] = kill
+    return env
+
+
+def job(args, kill=None, timeout=600):
+    """Runs ``python -m ARGS`` from the repository root (``kill``: see :func:`job_env`);
+    returns the ``CompletedProcess`` with its text output."""
+    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT,
+                          env=job_env(kill), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def completed_stage(out_dir):
+    """The last complete stage in ``out_dir/run.json`` (-1 without one)."""
+    try:
+        with open(os.path.join(out_dir, "run.json")) as f:
+            return json.load(f)["completed"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def without_timing(records):
+    """``records`` (dicts, lists) without the :data:`TIMING_FIELDS` of any dict."""
+    if isinstance(records, dict):
+        return {k: without_timing(v) for k, v in records.items() if k not in TIMING_FIELDS}
+    if isinstance(records, list):
+        return [without_timing(r) for r in records]
+    return records
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def assert_same_stage(a, b):
+    """Stage directories ``a`` and ``b`` hold the same model: architecture, weights,
+    optimizer state (every slot and the step), growth records and training state."""
+    model_a, model_b = (keras.saving.load_model(os.path.join(d, "model.keras")) for d in (a, b))
+    assert model_a.network.get_config() == model_b.network.get_config()
+    for name, (va, vb) in (("weights", (model_a.weights, model_b.weights)),
+                           ("optimizer", (model_a.optimizer.variables,
+                                          model_b.optimizer.variables))):
+        # Names, not paths: an optimizer's path holds its process-dependent name.
+        assert [v.name for v in va] == [v.name for v in vb], name
+        for x, y in zip(va, vb):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=x.path)
+    assert without_timing(model_a.growth_history) == without_timing(model_b.growth_history)
+    assert without_timing(_json(os.path.join(a, "history.json"))) == without_timing(
+        _json(os.path.join(b, "history.json")))
+    states = [os.path.join(d, "training_state.npz") for d in (a, b)]
+    assert os.path.exists(states[0]) == os.path.exists(states[1])
+    if os.path.exists(states[0]):
+        with np.load(states[0]) as sa, np.load(states[1]) as sb:
+            assert sorted(sa.files) == sorted(sb.files)
+            for key in sa.files:
+                np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
+
+
+def assert_same_runs(a, b, stages):
+    """Run directories ``a`` and ``b`` are bit-identical but for timing: every stage
+    (:func:`assert_same_stage`), ``run.json`` and ``results.json``; ``b`` holds no
+    leftover ``*.tmp``."""
+    for stage in range(stages + 1):
+        assert_same_stage(os.path.join(a, f"stage_{stage}"), os.path.join(b, f"stage_{stage}"))
+    for name in ("run.json", "results.json"):
+        assert _json(os.path.join(a, name)) == _json(os.path.join(b, name)), name
+    leftovers = [os.path.join(root, n) for root, dirs, files in os.walk(b)
+                 for n in dirs + files if n.endswith(".tmp")]
+    assert not leftovers, leftovers

@@ -96,7 +96,7 @@ def _grow(args):
         steps_per_epoch=max(n_train // args.batch_size, 1), learning_rate=args.learning_rate,
         growth_ratio=args.growth_ratio, eigen_batches=args.eigen_batches, seed=args.seed,
         cost=args.cost, label_smoothing=0.1 if dataset == "imagenet" else 0.0,
-        verbose=args.verbose,
+        verbose=args.verbose, deterministic=args.deterministic,
         config={"model": args.model, "width": args.width, "dataset": dataset,
                 "data": os.path.abspath(args.data), "batch_size": args.batch_size,
                 "image_size": args.image_size},
@@ -111,8 +111,13 @@ def _retrain(args):
     import json
 
     from keras_split.apps import cli_inputs, recipes
+    from keras_split.apps.results import write_json
     from keras_split.growing.schedule import epoch_schedule, load_stage_model, read_run
 
+    if args.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     run = read_run(args.run_dir)
     if run is None:
         raise ValueError(f"'{args.run_dir}' is not a keras-split run directory.")
@@ -133,7 +138,8 @@ def _retrain(args):
     if not os.path.exists(user["data"]):
         raise ValueError(f"The run's data directory '{user['data']}' does not exist.")
     config = argparse.Namespace(data=user["data"], batch_size=user["batch_size"],
-                                seed=run["config"]["seed"], image_size=user.get("image_size"))
+                                seed=run["config"]["seed"], image_size=user.get("image_size"),
+                                deterministic=args.deterministic)
     train_fn, test, n_train, _, _ = cli_inputs.run_datasets(config, user["dataset"])
     epochs = sum(epoch_schedule(None, run["config"]["stages"], run["config"]["epochs_per_stage"]))
     model = load_stage_model(os.path.join(args.run_dir, f"stage_{run['completed']}",
@@ -146,8 +152,7 @@ def _retrain(args):
     os.makedirs(os.path.join(args.run_dir, "retrained"), exist_ok=True)
     fresh.save(os.path.join(args.run_dir, "retrained", "model.keras"))
     record["accuracy"] = record["top1"]
-    with open(os.path.join(args.run_dir, "retrained.json"), "w") as f:
-        json.dump(record, f, indent=1)
+    write_json(os.path.join(args.run_dir, "retrained.json"), record)
     print(f"found architecture, retrained: {record['macs']:,} MACs, {epochs} epochs, "
           f"top-1 {record['top1']:.4f}, top-5 {record['top5']:.4f}")
     return 0
@@ -222,6 +227,14 @@ def _schedule_arguments(parser, epochs, grow_every=None):
                         help="MACs budget of each stage as a fraction (default: 0.5)")
 
 
+def _determinism(parser):
+    """The ``--no-deterministic`` option of ``grow`` and ``retrain``."""
+    parser.add_argument("--no-deterministic", dest="deterministic", action="store_false",
+                        help="faster, not reproducible: no TensorFlow op determinism and an "
+                             "unordered input pipeline (default: bit-identical reruns and "
+                             "resumes for the same --seed on the same machine)")
+
+
 def _verbosity(parser, default, help_text):
     """The ``--verbose`` option (Keras verbosity) of ``demo``, ``grow`` and ``retrain``."""
     parser.add_argument("--verbose", type=int, default=default, choices=(0, 1, 2),
@@ -270,12 +283,14 @@ def _grow_options(grow):
                       help="training batches for eigen estimation per stage (default: 50)")
     grow.add_argument("--image-size", type=int, default=None,
                       help="ImageNet input size (default: 224)")
+    _determinism(grow)
     _verbosity(grow, 1, "Keras verbosity (default: 1, progress bars)")
 
 
 def _retrain_options(ret):
     """Adds the options of ``retrain``."""
     ret.add_argument("run_dir", help="a run directory of `grow` or `demo`")
+    _determinism(ret)
     _verbosity(ret, 1, "Keras verbosity (default: 1)")
 
 

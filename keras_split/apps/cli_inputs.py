@@ -54,7 +54,8 @@ def run_datasets(args, dataset):
     """The training and test data of a ``grow`` or ``retrain`` run.
 
     Args:
-        args: the parsed options (``data``, ``batch_size``, ``seed``, ``image_size``).
+        args: the parsed options (``data``, ``batch_size``, ``seed``, ``image_size`` and
+            ``deterministic``: a seeded, ordered training pipeline, the default).
         dataset: ``"imagenet"`` or ``"cifar10"``.
 
     Returns:
@@ -62,11 +63,12 @@ def run_datasets(args, dataset):
         the test dataset (one-hot labels both), the training examples (a folder
         split's real count), the image size and the class count.
     """
+    ordered = getattr(args, "deterministic", True)
     if dataset == "imagenet":
         size, classes = args.image_size or 224, 1000
         train_fn = lambda stage: recipes.one_hot(data.imagenet_dataset(  # noqa: E731
             args.data, "train", batch_size=args.batch_size, image_size=size,
-            seed=args.seed + stage), classes)
+            seed=args.seed + stage, deterministic=ordered), classes)
         test = recipes.one_hot(data.imagenet_dataset(
             args.data, "validation", batch_size=args.batch_size, image_size=size), classes)
         n_train = 1_281_167
@@ -74,7 +76,7 @@ def run_datasets(args, dataset):
         size, classes = 32, 10
         train_fn = lambda stage: recipes.one_hot(data.cifar_dataset(  # noqa: E731
             args.data, "train", batch_size=args.batch_size, seed=args.seed + stage,
-            validate=False), classes)
+            validate=False, deterministic=ordered), classes)
         test = recipes.one_hot(data.cifar_dataset(args.data, "test", batch_size=500,
                                                   validate=False), classes)
         n_train = 50_000

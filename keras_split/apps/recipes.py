@@ -26,9 +26,9 @@ GROW_EIGEN_EPOCHS = 4
 
 
 def one_hot(dataset, num_classes):
-    """Maps integer labels to one-hot (label smoothing needs them)."""
+    """Maps integer labels to one-hot (label smoothing needs them), keeping the order."""
     return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes)),
-                       num_parallel_calls=tf.data.AUTOTUNE)
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def compiled_model(network, learning_rate, total_steps, label_smoothing=0.1, momentum=0.9,
@@ -50,7 +50,7 @@ def compiled_model(network, learning_rate, total_steps, label_smoothing=0.1, mom
 def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_stage,
                steps_per_epoch, learning_rate, growth_ratio=0.5, eigen_batches=100,
                seed=0, strategy=None, cost="flops", label_smoothing=0.1, verbose=1,
-               config=None):
+               config=None, deterministic=True):
     """Runs (or resumes) the recipe and returns one row per stage.
 
     Args:
@@ -68,6 +68,8 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
         label_smoothing: of the loss.
         verbose: Keras verbosity.
         config: extra settings that identify the run.
+        deterministic: TensorFlow op determinism (see ``grow_schedule``); ``train_fn``
+            must then also be seeded and ordered (``deterministic=True`` pipelines).
 
     Returns:
         A list of ``{stage, macs, params, top1, top5}``; also written to
@@ -78,7 +80,7 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
     grow_schedule(
         lambda: compiled_model(build_network(), learning_rate, total_steps, label_smoothing),
         train_fn, out_dir, stages=stages, epochs_per_stage=epochs,
-        growth_ratio=growth_ratio, seed=seed, strategy=strategy, deterministic=False,
+        growth_ratio=growth_ratio, seed=seed, strategy=strategy, deterministic=deterministic,
         grow_data=lambda stage: train_fn(stage).take(eigen_batches),
         grow_kwargs={"eigen_epochs": GROW_EIGEN_EPOCHS, "cost": cost},
         config=dict(config or {}, learning_rate=learning_rate,

@@ -4,10 +4,9 @@ Shared by the digits demo, the growth recipe and the command line.
 """
 
 import contextlib
-import json
 import os
 
-from keras_split.growing.schedule import load_stage_model
+from keras_split.growing.checkpoint import load_stage_model, write_json_atomic
 
 # ``(row key, header, width, format)`` of the columns of :func:`format_table`.
 RECIPE_COLUMNS = (("stage", "stage", 5, ""), ("macs", "MACs", 14, ","),
@@ -16,9 +15,9 @@ RECIPE_COLUMNS = (("stage", "stage", 5, ""), ("macs", "MACs", 14, ","),
 
 
 def write_json(path, obj):
-    """Writes ``obj`` to ``path`` as indented JSON."""
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
+    """Writes ``obj`` to ``path`` as indented JSON, atomically (a run killed while
+    writing it leaves the old file or none)."""
+    write_json_atomic(path, obj, sort_keys=False)
 
 
 def evaluate_stages(out_dir, stages, measure, scope=None):

@@ -81,6 +81,16 @@ class GrowingModel(keras.Model):
         with compat.gradient_transform(self.optimizer, transform):
             return super().train_step(data)
 
+    @property
+    def catch_up(self):
+        """The :class:`~keras_split.surgery.catch_up.CatchUp` record of the entries splits
+        created: training state that a ``.keras`` file does not hold."""
+        return self._catch_up
+
+    @catch_up.setter
+    def catch_up(self, record):
+        self._catch_up = record
+
     def compute_output_shape(self, input_shape):
         return self.network.compute_output_shape(input_shape)
 
@@ -185,7 +195,7 @@ class GrowingModel(keras.Model):
             layers: restrict to these layer names (default: all splittable).
             eval_data: lobpcg and fast methods: data on which the final
                 eigenvalues are measured (default: ``data``).
-            max_bytes: exact method: memory limit for the matrices.
+            max_bytes: exact method: the cap on its memory (4 GiB; see exact.splitting_matrices).
             verbose: 0 silent, 1 progress bar.
 
         Returns:

@@ -140,6 +140,10 @@ class GrowthSettings:
         budget_groups: ``"resolution"`` (the default: one budget per output
             resolution, each ``growth_ratio`` times its own layers' cost), None
             (one budget for the network) or ``{layer: label}``.
+        group_share: with several budget groups, the fraction (0 to 1) of its
+            own budget that each group keeps; the rest of the network's budget
+            goes to the best remaining candidates of any group (1: separate
+            budgets only, 0: as one budget).
         max_growth: None, or the largest factor by which a layer's width may
             grow in one stage (2.0: at most doubling).
         batch_size: examples per batch of array data; None (the default):
@@ -174,6 +178,7 @@ class GrowthSettings:
     max_widths: dict = None
     round_to: int = None
     budget_groups: object = DEFAULT_BUDGET_GROUPS
+    group_share: float = 1.0
     max_growth: float = None
     batch_size: int = None
     learning_rate: float = 0.01
@@ -188,6 +193,9 @@ class GrowthSettings:
                 or isinstance(self.budget_groups, dict)):
             raise ValueError("budget_groups must be None, 'resolution' or a dict {layer: "
                              f"label}}. Received: budget_groups={self.budget_groups!r}")
+        if not (_is_number(self.group_share) and 0.0 <= self.group_share <= 1.0):
+            raise ValueError("group_share must be a number from 0 to 1. "
+                             f"Received: group_share={self.group_share!r}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(
                 self.batch_size, (int, np.integer)) or self.batch_size < 1):
             raise ValueError("batch_size must be None or a positive integer. "

@@ -1,87 +1,30 @@
 """Resumable growth: train -> grow -> train ..., checkpointed atomically after every stage.
 
-Run directory layout::
-
-    RUN_DIR/run.json          {"format", "config", "completed"}: the last complete stage
-    RUN_DIR/stage_K/model.keras   the model (with its optimizer state) after stage K
-    RUN_DIR/stage_K/history.json  growth records and fit histories up to stage K
-
-Stage 0 trains the seed; stage K >= 1 grows, then trains. Every stage seeds
-Keras, NumPy and TensorFlow with ``seed + K`` and (by default) turns on
-TensorFlow op determinism, so a run killed at any moment and restarted with the
-same call resumes from the last complete stage and ends with the same weights as
-an uninterrupted run.
+The run directory is described in :mod:`keras_split.growing.checkpoint`. Stage 0
+trains the seed; stage K >= 1 grows, then trains. Every stage seeds Python,
+NumPy, Keras and TensorFlow with ``seed + K`` and gets its data from
+``train_data(K)``, so that it depends only on the checkpoint of stage K - 1 and
+the run's configuration; with TensorFlow op determinism (the default) and
+seeded, ordered input pipelines, a run killed at any moment and restarted with
+the same call resumes from the last complete stage and ends bit-identical to an
+uninterrupted run (same widths, weights and optimizer state).
 """
 
 import json
 import logging
 import os
-import shutil
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from keras_split.growing.checkpoint import (  # noqa: F401 - re-exported
+    CALIBRATION_BYTES, FORMAT, load_stage, load_stage_model, read_run, save_calibration,
+    save_stage, write_run)
 from keras_split.growing.growing_model import GrowingModel
 from keras_split.growing.growth_settings import capped_growth_ratio, validate_max_macs
 from keras_split.select.flops import count_flops
 
 logger = logging.getLogger(__name__)
-
-FORMAT = "keras_split.run/1"
-
-
-def _write_json_atomic(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_run(out_dir):
-    """The ``run.json`` of a run directory, or None for a missing or empty directory.
-
-    Raises:
-        ValueError: for a directory that is not a keras_split run directory,
-            an unreadable ``run.json``, or a missing stage checkpoint.
-    """
-    if not os.path.exists(out_dir):
-        return None
-    if not os.path.isdir(out_dir):
-        raise ValueError(f"'{out_dir}' exists and is not a directory.")
-    path = os.path.join(out_dir, "run.json")
-    if not os.path.exists(path):
-        leftovers = [n for n in os.listdir(out_dir) if not n.startswith(".")]
-        if leftovers:
-            raise ValueError(
-                f"'{out_dir}' is not empty and holds no run.json: not a keras_split "
-                "run directory. Choose an empty or new directory; nothing was overwritten."
-            )
-        return None
-    try:
-        with open(path) as f:
-            run = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"'{path}' is corrupt ({err}); nothing was overwritten.") from err
-    if not isinstance(run, dict) or run.get("format") != FORMAT or "completed" not in run:
-        raise ValueError(f"'{path}' is not a {FORMAT} file; nothing was overwritten.")
-    stage_model = os.path.join(out_dir, f"stage_{run['completed']}", "model.keras")
-    if run["completed"] >= 0 and not os.path.exists(stage_model):
-        raise ValueError(f"'{stage_model}' is missing: the run directory is damaged.")
-    return run
-
-
-def _save_stage(out_dir, stage, model, history):
-    final = os.path.join(out_dir, f"stage_{stage}")
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    model.save(os.path.join(tmp, "model.keras"))
-    _write_json_atomic(os.path.join(tmp, "history.json"), history)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
 
 
 def growth_epochs(epochs, stages, every=None):
@@ -158,19 +101,19 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
             with a seeded shuffle, so that resumed stages see the same data).
         out_dir: the run directory (created if missing).
         stages: number of growth stages after the seed's training.
-        epochs_per_stage: training epochs of every stage, or a list of ``stages
-            + 1`` of them (``[4, 4, 4, 12]``: grow early, train the final width
-            longest, which did best on CIFAR-10).
+        epochs_per_stage: training epochs of every stage, or a list of ``stages + 1``
+            of them (``[4, 4, 4, 12]``: grow early, the final width longest).
         growth_ratio, seed: passed to ``grow``; stage K uses ``seed + K``.
         grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable), of ``fit``.
         config: JSON-serialisable settings that identify the run (data path,
             model name...); a restart with other settings is refused.
-        deterministic: turn on TensorFlow op determinism.
+        deterministic: TensorFlow op determinism (for the whole process): with seeded,
+            ordered ``train_data`` and ``grow_data``, runs and resumptions are
+            bit-identical on one machine. False: faster on some hardware.
         verbose: passed to ``fit`` and ``grow``.
         grow_data: the batches for eigen estimation (a dataset or ``stage ->
             dataset``); default: the training data of the stage.
-        strategy: a ``tf.distribute.Strategy`` in whose scope models are built
-            and loaded, so that training and splitting run under it.
+        strategy: a ``tf.distribute.Strategy`` to build, load, train and split under.
         max_macs: a MACs cap: the stage that reaches it grows only that far, later
             ones not at all (no ``history["stages"]`` record). None: no cap.
 
@@ -195,7 +138,7 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         tf.config.experimental.enable_op_determinism()
     scope = (strategy or tf.distribute.get_strategy()).scope
     os.makedirs(out_dir, exist_ok=True)
-    completed, model, history = _resumed(out_dir, run, scope)
+    completed, model, history = _resumed(out_dir, run, run_config, scope)
     for stage in range(completed + 1, stages + 1):
         keras.utils.set_random_seed(seed + stage)
         if model is None:
@@ -208,19 +151,21 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
     return (model if model is not None else _built(build_model, scope)), history
 
 
-def _resumed(out_dir, run, scope):
-    """``(completed stage, model, history)`` of the run so far (``-1, None, empty`` if new)."""
-    if run is not None and run["completed"] >= 0:
-        return (run["completed"], *_load_checkpoint(out_dir, run["completed"], scope))
+def _resumed(out_dir, run, run_config, scope):
+    """``(completed stage, model, history)`` of the run so far; ``(-1, None, empty)`` for
+    a new run, whose run.json is written now (so that a run killed before its first
+    checkpoint is still a run directory)."""
+    if run is None:
+        write_run(out_dir, run_config, -1)
+    elif run["completed"] >= 0:
+        return (run["completed"], *load_stage(out_dir, run["completed"], scope))
     return -1, None, {"stages": [], "fit": []}
 
 
 def _checkpoint(out_dir, stage, model, history, run_config, resumes):
     """Saves stage ``stage`` and then run.json, which names it the last completed one."""
-    _save_stage(out_dir, stage, model, history)
-    _write_json_atomic(os.path.join(out_dir, "run.json"),
-                       {"format": FORMAT, "config": run_config, "completed": stage,
-                        **({"resumes": resumes} if resumes else {})})
+    save_stage(out_dir, stage, model, history)
+    write_run(out_dir, run_config, stage, resumes)
     logger.info("Stage %d of '%s' saved", stage, out_dir)
 
 
@@ -300,20 +245,6 @@ def _resumes(out_dir, run, run_config):
     return resumes
 
 
-def _load_checkpoint(out_dir, completed, scope):
-    """``(model, history)`` of stage ``completed``, loaded in ``scope``."""
-    stage_dir = os.path.join(out_dir, f"stage_{completed}")
-    try:
-        with scope():
-            model = load_stage_model(os.path.join(stage_dir, "model.keras"))
-        with open(os.path.join(stage_dir, "history.json")) as f:
-            history = json.load(f)
-    except Exception as err:  # noqa: BLE001 - any failure means a bad checkpoint
-        raise ValueError(f"Cannot load the checkpoint in '{stage_dir}': {err}") from err
-    logger.info("Resuming '%s' after stage %d", out_dir, completed)
-    return model, history
-
-
 def _built(build_model, scope):
     """``build_model()`` in ``scope``; it must return a GrowingModel."""
     with scope():
@@ -321,61 +252,3 @@ def _built(build_model, scope):
     if not isinstance(model, GrowingModel):
         raise ValueError("build_model must return a compiled GrowingModel.")
     return model
-
-
-# Calibration and parity inputs a run keeps for `keras-split export` (at most this many bytes).
-CALIBRATION_BYTES = 64 << 20
-
-
-def save_calibration(run_dir, x):
-    """Writes ``RUN_DIR/calibration.npz``: model inputs ``keras-split export`` uses by default.
-
-    They serve as the parity inputs of every export and as the int8 calibration
-    set, so they must be what the model takes (preprocessed). At most
-    ``CALIBRATION_BYTES`` of them are kept.
-
-    Args:
-        run_dir: the run directory.
-        x: model inputs, ``[n, *input_shape]``.
-
-    Returns:
-        The path written.
-
-    Example:
-        >>> save_calibration("runs/demo", x_test[:256])
-    """
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim < 2 or not len(x):
-        raise ValueError(f"x must be a non-empty batch of inputs. Received: shape {x.shape}")
-    keep = max(1, min(len(x), CALIBRATION_BYTES // x[0].nbytes))
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, "calibration.npz")
-    np.savez(path, x=x[:keep])
-    return path
-
-
-def load_stage_model(path):
-    """Loads a ``.keras`` file of a run, with errors that say what is wrong with it.
-
-    Args:
-        path: the ``.keras`` file (e.g. ``RUN_DIR/stage_K/model.keras``).
-
-    Returns:
-        The loaded model (a :class:`keras_split.GrowingModel` for a run's stages).
-
-    Raises:
-        ValueError: for a missing file, or one that is not a complete ``.keras``
-            archive (truncated or corrupt), naming the path.
-
-    Example:
-        >>> model = load_stage_model("runs/demo/stage_3/model.keras")
-    """
-    import zipfile
-
-    if not os.path.isfile(path):
-        raise ValueError(f"'{path}' does not exist.")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"'{path}' is not a complete .keras archive ({os.path.getsize(path):,} "
-                         "bytes; truncated or corrupt): re-save the model, or resume the run "
-                         "from an earlier stage.")
-    return keras.saving.load_model(path)

@@ -133,7 +133,7 @@ def growth_caps(graph, max_growth):
 
 def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
                   threshold=0.0, max_units=None, round_to=None, max_widths=None,
-                  budget_groups=None, max_growth=None):
+                  budget_groups=None, max_growth=None, group_share=1.0):
     """Chooses the coupled groups to split under ``growth_ratio`` times the network's cost.
 
     The knapsack is solved with per-group marginal costs. The exact cost of the
@@ -147,7 +147,9 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     (a coupled group counts in the budget of its first member); ``max_growth``
     caps every layer's new units at ``(max_growth - 1)`` times its width. The
     MACs bound holds over all budget groups together, which are solved in graph
-    order (a later group gets what an earlier one left of it).
+    order (a later group gets what an earlier one left of it). With
+    ``group_share`` below 1 a budget group keeps that fraction of its budget and
+    the rest of the network's goes to any candidate not chosen yet.
 
     Returns:
         ``(groups, values, chosen, budget, solver_used)``; ``cost="uniform"``
@@ -164,6 +166,35 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     solver_used = "greedy_value" if cost == "uniform" else solver
     group_cost, total, exact_total = _costs(graph, groups, "flops" if cost == "uniform" else cost)
     budget = growth_ratio * total
+    options = _knapsack_options(graph, groups, solver_used, max_units, max_widths,
+                                max_growth, round_to)
+    masked = np.where(values < threshold, values, 0.0)
+    labels = budget_labels(graph, budget_groups)
+    of_group = [labels[graph.group_members(g)[0][0]] for g in groups]
+    chosen = []
+    separate = len(set(labels.values())) > 1
+    for label in dict.fromkeys(labels.values()):
+        mine = np.array([lab == label for lab in of_group])
+        if not mine.any():
+            continue
+        if not separate:
+            part_budget = budget
+        else:
+            # This group's own cost: its layers' units, each at its cost now.
+            part_budget = group_share * growth_ratio * _part_cost(group_cost, mine, total)
+        chosen.extend(_within_bounds(graph, groups, np.where(mine, masked, 0.0), group_cost,
+                                     (total, part_budget, exact_total), growth_ratio, options,
+                                     fixed=chosen))
+    if separate and group_share < 1.0:
+        chosen.extend(_share_the_rest(graph, groups, masked, group_cost, chosen,
+                                      (total, budget, exact_total), growth_ratio, options))
+    chosen = np.array(sorted(chosen), dtype=np.int64)
+    return groups, values, chosen, budget, solver_used
+
+
+def _knapsack_options(graph, groups, solver, max_units, max_widths, max_growth, round_to):
+    """The knapsack's keyword arguments: layer membership, per-layer caps (``max_units``,
+    ``max_widths``, ``max_growth``), rounding and the current widths."""
     names, membership = _layer_membership(graph, groups)
     widths = [graph.units(n) for n in names]
     caps = _caps(names, widths, max_units, max_widths)
@@ -171,26 +202,27 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     if stage_caps is not None:
         caps = np.minimum(np.inf if caps is None else caps,
                           np.array([stage_caps[n] for n in names], dtype=np.float64))
-    options = dict(solver=solver_used, layer_of=membership, max_units=caps,
-                   round_to=round_to, widths=widths)
-    masked = np.where(values < threshold, values, 0.0)
-    labels = budget_labels(graph, budget_groups)
-    of_group = [labels[graph.group_members(g)[0][0]] for g in groups]
-    chosen = []
-    for label in dict.fromkeys(labels.values()):
-        mine = np.array([lab == label for lab in of_group])
-        if not mine.any():
-            continue
-        if len(set(labels.values())) == 1:
-            part_budget = budget
-        else:
-            # This group's own cost: its layers' units, each at its cost now.
-            part_budget = growth_ratio * _part_cost(group_cost, mine, total)
-        chosen.extend(_within_bounds(graph, groups, np.where(mine, masked, 0.0), group_cost,
-                                     (total, part_budget, exact_total), growth_ratio, options,
-                                     fixed=chosen))
-    chosen = np.array(sorted(chosen), dtype=np.int64)
-    return groups, values, chosen, budget, solver_used
+    return dict(solver=solver, layer_of=membership, max_units=caps, round_to=round_to,
+                widths=widths)
+
+
+def _share_the_rest(graph, groups, masked, group_cost, chosen, budget_terms, growth_ratio,
+                    options):
+    """The shared pass: what the network's budget has left after the separate budgets'
+    ``chosen``, over every candidate not chosen yet, with every layer's cap and width
+    counting the units chosen already."""
+    total, budget, exact_total = budget_terms
+    left = budget - float(group_cost[chosen].sum())
+    if left <= 0:
+        return []
+    rest = masked.copy()
+    rest[chosen] = 0.0
+    taken = options["layer_of"][:, chosen].sum(axis=1)
+    shared = dict(options, widths=[w + int(t) for w, t in zip(options["widths"], taken)])
+    if options["max_units"] is not None:
+        shared["max_units"] = np.maximum(options["max_units"] - taken, 0.0)
+    return list(_within_bounds(graph, groups, rest, group_cost, (total, left, exact_total),
+                               growth_ratio, shared, fixed=chosen))
 
 
 def _part_cost(group_cost, mine, total):

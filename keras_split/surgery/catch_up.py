@@ -17,7 +17,8 @@ channel-wise parameters (BatchNormalization, depthwise filters, biases) and thei
 rows in every consumer; a first child keeps its parent's record.
 
 The record is training state, like an optimizer's slots: it follows the model
-through splits, and is not saved with it.
+through splits; a ``.keras`` file does not hold it, the checkpoints of
+``keras_split.grow_schedule`` do (:meth:`CatchUp.to_arrays`).
 
 Example:
     >>> state = CatchUp().after_split(var_edits, network.trainable_variables,
@@ -60,6 +61,21 @@ class CatchUp:
     def active(self):
         """True when some entry has a boost (``gain != 1``) to apply."""
         return bool(self.records)
+
+    def to_arrays(self):
+        """The record as named arrays (for ``np.savez``; :meth:`from_arrays` reads them)."""
+        arrays = {"paths": np.array(sorted(self.records), dtype=str)}
+        for i, path in enumerate(arrays["paths"]):
+            arrays[f"birth_{i}"] = self.records[path].birth
+            arrays[f"gain_{i}"] = self.records[path].gain
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        """The record :meth:`to_arrays` wrote (``arrays``: a mapping, e.g. ``np.load``'s)."""
+        return cls({str(path): EntryRecord(np.asarray(arrays[f"birth_{i}"]),
+                                           np.asarray(arrays[f"gain_{i}"]))
+                    for i, path in enumerate(arrays["paths"])})
 
     def after_split(self, var_edits, variables, iteration, gain):
         """The record after a split at optimizer step ``iteration``.
