@@ -10,7 +10,6 @@ import os
 
 import numpy as np
 
-from benchmarks import growth_families_report as report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,86 +33,6 @@ def rows_to_markdown(head, rows, right=()):
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-# --- the network-family benchmark (growth_families.py) -------------------------------
-
-def families(results, name="growth_families.json"):
-    """Every row and paired difference of the family benchmark's results file ``name``."""
-    data = load(results, name)
-    rows = report.table(data["runs"], data["settings"]["train_examples"])
-    return report.markdown(rows)
-
-
-def families_screening(results):
-    """One line per run of the one-seed screening files ``probe_*.json``."""
-    return report.screening("probe", results)
-
-
-# The targets growth is held to, per family (test accuracy, paired by seed, in points):
-# (label, run, baseline, lowest acceptable mean difference).
-CHECKS = (("found architecture - scratch", "retrained", "scratch", 0.0),
-          ("in place - scratch", "energy", "scratch", -1.0),
-          ("in place - uniform in place", "energy", "uniform", 0.0),
-          ("in place - random in place", "energy", "random", 0.0))
-
-
-def families_checks(results, name="growth_families.json"):
-    """Per family: each target's paired difference (mean ± sample std, points) and whether
-    it is met, the in-place runs' MAC-epochs against scratch's (target <= 0.80), and the
-    mean over families of the first two (targets >= +1.0 and >= -0.5)."""
-    runs = load(results, name)["runs"]
-    key = "test" if runs and "test" in runs[0] else "val"
-    out, means = [], {label: [] for label, *_ in CHECKS[:2]}
-    for family in dict.fromkeys(r["family"] for r in runs):
-        by = {}
-        for r in runs:
-            if r["family"] == family:
-                by.setdefault(r["method"], {})[r["seed"]] = r
-        cells = [family]
-        for label, run, base, target in CHECKS:
-            seeds = sorted(set(by.get(run, {})) & set(by.get(base, {})))
-            diff = [100 * (by[run][s][key] - by[base][s][key]) for s in seeds]
-            if not diff:
-                cells.append("")
-                continue
-            mean = float(np.mean(diff))
-            if label in means:
-                means[label].append(mean)
-            std = f" ± {np.std(diff, ddof=1):.2f}" if len(diff) > 1 else ""
-            cells.append(f"{mean:+.2f}{std} pt (n={len(diff)}) "
-                         f"{'met' if mean >= target else 'missed'}")
-        ratio = [by["energy"][s]["mac_epochs"] / by["scratch"][s]["mac_epochs"]
-                 for s in sorted(set(by.get("energy", {})) & set(by.get("scratch", {})))]
-        cells.append(f"{np.mean(ratio):.3f} {'met' if np.mean(ratio) <= 0.8 else 'missed'}"
-                     if ratio else "")
-        out.append(cells)
-    out.append(["mean over families"]
-               + [f"{np.mean(v):+.2f} pt (target {'+1.0' if i == 0 else '-0.5'})" if v else ""
-                  for i, v in enumerate(means.values())] + ["", "", ""])
-    head = (["family"] + [f"{label} (target >= {target:+.1f})" for label, _, _, target in CHECKS]
-            + ["in-place MAC-epochs / scratch (target <= 0.80)"])
-    return rows_to_markdown(head, out, right=range(1, 6))
-
-
-SUMMARY = (("scratch", "target width from scratch"), ("energy", "grown in place"),
-           ("uniform", "uniform widening in place"), ("retrained", "found architecture, retrained"))
-
-
-def families_summary(results):
-    """Per family: test accuracy of the four runs that matter, and their MACs."""
-    runs = load(results, "growth_families.json")["runs"]
-    key = "test" if runs and "test" in runs[0] else "val"
-    out = []
-    for family in dict.fromkeys(r["family"] for r in runs):
-        cells, macs = [family], []
-        for method, _ in SUMMARY:
-            rs = [r for r in runs if (r["family"], r["method"]) == (family, method)]
-            cells.append(ms([r[key] for r in rs]) if rs else "")
-            macs.append(f"{np.mean([r['macs'] for r in rs]) / 1e6:.2f} M" if rs else "-")
-        out.append(cells + [" / ".join(macs)])
-    head = ["family"] + [label for _, label in SUMMARY] + ["MACs (same order)"]
-    return rows_to_markdown(head, out, right=range(1, 6))
 
 
 # --- costs of the machinery -----------------------------------------------------------

@@ -18,16 +18,18 @@ import os
 import re
 import sys
 
+from benchmarks import family_tables as fam
 from benchmarks import table_sources as src
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 TABLES = {
-    "families_summary": src.families_summary,
-    "families": src.families,
-    "families_checks": src.families_checks,
-    "families_screening": src.families_screening,
+    "families_summary": fam.families_summary,
+    "families": fam.families,
+    "families_checks": fam.families_checks,
+    "families_budgets": fam.families_budgets,
+    "families_screening": fam.families_screening,
     "splitting_cost": src.splitting_cost,
     "data_throughput": src.data_throughput,
     "selection": src.selection,

@@ -137,7 +137,7 @@ def test_cli_export_and_report(demo_run, tmp_path, capsys):
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     (tmp_path / "x.txt").write_text("not a run")
-    assert cli.main(["demo", "--out", str(tmp_path), "--stages", "0"]) == 2
+    assert cli.main(["demo", "--out", str(tmp_path), "--stages", "1"]) == 2
     assert "not a keras_split run directory" in capsys.readouterr().err
     assert cli.main(["grow", "--data", str(tmp_path / "missing"), "--out",
                      str(tmp_path / "r")]) == 2

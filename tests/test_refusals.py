@@ -1,8 +1,13 @@
 """Inputs as fit takes them (float64, integer, lists), and clear refusals before any work:
 string and fractional labels, bad seeds, mismatched eval_data, max_widths below a
-width, empty export samples, GrowthCallback on a plain model or with NaN data, and bad
-`keras-split grow` options (exit 2, nothing written)."""
+width, empty export samples, GrowthCallback on a plain model or with NaN data, bad
+`keras-split grow` and `demo` options (exit 2, nothing written), a log_dir or export
+folder that cannot be written, one-example growth, non-finite int8 calibration; and
+exported files with the mode of every other output."""
 
+import os
+import re
+import stat
 import time
 
 import keras
@@ -120,13 +125,13 @@ def test_empty_export_samples_are_named(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _fit_with_callback(model, callback_data):
+def _fit_with_callback(model, callback_data, **grow_kwargs):
     x, y = data(32)
     model.compile(optimizer="sgd",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=4, batch_size=16, verbose=0,
               callbacks=[ks.GrowthCallback(callback_data, every_n_epochs=1,
-                                           method="exact")])
+                                           method="exact", **grow_kwargs)])
 
 
 def test_growth_callback_refuses_a_plain_model_before_training():
@@ -138,8 +143,8 @@ def test_growth_callback_refuses_a_plain_model_before_training():
     assert int(plain.optimizer.iterations) == 0
 
 
-@pytest.mark.parametrize("bad", ["nan", "inf", "shape", "string"])
-def test_growth_callback_checks_its_data_before_training(bad):
+@pytest.mark.parametrize("bad", ["nan", "inf", "shape", "string", "one", "log_dir"])
+def test_growth_callback_checks_its_data_before_training(bad, tmp_path):
     model = compiled()
     x, y = data(32)
     weights = model.get_weights()
@@ -149,10 +154,16 @@ def test_growth_callback_checks_its_data_before_training(bad):
         match = r"data holds NaN or infinite values in x.*Received: data with non-finite x"
     elif bad == "shape":
         x, match = x[:, :10, :10], r"The inputs have shape \(32, 10, 10, 3\)"
-    else:
+    elif bad == "string":
         y, match = y.astype(str), r"y must hold numbers"
+    elif bad == "one":
+        x, y, match = x[:1], y[:1], r"data must hold at least 2 .*Received: data with 1 example"
+    else:
+        (tmp_path / "file").write_text("")
+        match = r"log_dir cannot be created .*Received: log_dir='.*file/tb'"
     with pytest.raises(ValueError, match=match):
-        _fit_with_callback(model, (x, y))
+        _fit_with_callback(model, (x, y), **(
+            {"log_dir": tmp_path / "file" / "tb"} if bad == "log_dir" else {}))
     assert int(model.optimizer.iterations) == 0
     _unchanged(model, weights)
 
@@ -198,3 +209,129 @@ def test_cli_grow_corrected_rerun_into_the_same_directory(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(args + ["--growth-ratio", "0.5"]) == 0
     assert (tmp_path / "run" / "stage_1" / "model.keras").exists()
+
+
+DEMO = ["demo", "--epochs-per-stage", "1", "--seeds", "1", "--no-baselines"]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--stages", "0", "--stages must be at least 1 (growth needs a stage to grow in; "
+                      "`retrain` trains a fixed architecture). Received: --stages 0"),
+    ("--seeds", "0", "Received: --seeds 0"),
+    ("--grow-every", "0", "Received: --grow-every 0"),
+    ("--target-width", "-1", "Received: --target-width -1"),
+    ("--growth-ratio", "-1", "--growth-ratio: growth_ratio must be a finite number"),
+    ("--seed", "-3", "Received: seed=-3"),
+])
+def test_cli_demo_refuses_bad_settings_before_any_work(tmp_path, capsys, option, value,
+                                                       message):
+    out = tmp_path / "demo"
+    start = time.perf_counter()
+    assert cli.main(DEMO + ["--out", str(out), option, value]) == 2
+    assert time.perf_counter() - start < 5
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1, captured.err
+    assert captured.out == "" and not out.exists()
+
+
+def _refused_before_estimation(monkeypatch, model, call, match, error=ValueError):
+    """``call(model)`` raises ``error`` matching ``match`` before any eigen estimation,
+    and leaves ``model`` unchanged."""
+    weights = model.get_weights()
+    calls = []
+    monkeypatch.setattr(GrowingModel, "splitting_eigenpairs", lambda *a, **k: calls.append(1))
+    with pytest.raises(error, match=match):
+        call(model)
+    assert calls == []
+    _unchanged(model, weights)
+    monkeypatch.undo()
+
+
+def _read_only(monkeypatch, folder):
+    """``folder``, made read-only; for root, whom the mode does not stop, ``os.access``
+    reports it so."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: (
+            False if os.fspath(path) == str(folder) else access(path, mode, **kwargs)))
+    return folder
+
+
+def test_log_dir_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
+    model = compiled()
+    x, y = data(16)
+    (tmp_path / "file").write_text("")
+    for log_dir, match in (
+            (tmp_path / "file" / "tb", r"log_dir cannot be created \(.*not a directory\)"),
+            (tmp_path / "file", r"log_dir cannot be created"),
+            (str(tmp_path / "file" / "a" / "b"), r"log_dir cannot be created")):
+        _refused_before_estimation(
+            monkeypatch, model, lambda m: m.grow(x, y, method="exact", log_dir=log_dir),
+            rf"{match}.*Received: log_dir='{re.escape(str(tmp_path / 'file'))}")
+    _refused_before_estimation(
+        monkeypatch, model, lambda m: m.grow(x, y, method="exact", log_dir=3),
+        r"log_dir must be a folder path .*Received: log_dir=3", TypeError)
+    read_only = _read_only(monkeypatch, tmp_path / "read_only")
+    with pytest.raises(ValueError, match=r"log_dir cannot be written. Received: "
+                                         rf"log_dir='{re.escape(str(read_only))}'$"):
+        model.grow(x, y, method="exact", log_dir=read_only)
+    read_only.chmod(0o755)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "read_only"]
+
+
+def test_grow_on_one_example_is_refused(monkeypatch):
+    model = compiled()
+    x, y = data(16)
+    for one in ((x[:1], y[:1]), (tf.data.Dataset.from_tensor_slices((x[:1], y[:1])).batch(4),)):
+        _refused_before_estimation(
+            monkeypatch, model, lambda m: m.grow(*one, method="exact"),
+            r"x must hold at least 2 examples to estimate .*Received: x with 1 example$")
+    stage = model.grow(x[:2], y[:2], method="exact", dry_run=True)   # the fewest taken
+    assert stage.dry_run and model.growth_history == []
+
+
+def test_export_into_a_folder_that_cannot_be_written_names_the_path(tmp_path, monkeypatch):
+    model = compiled()
+    (tmp_path / "file").write_text("")
+    for path, match in ((tmp_path / "missing" / "m.tflite", "does not exist"),
+                        (tmp_path / "file" / "m.tflite", "is not a directory")):
+        for write in (export.tflite, export.saved_model):
+            with pytest.raises(ValueError, match=rf"{match}. Received: "
+                                                 rf"path='{re.escape(str(path))}'$"):
+                write(model, str(path))
+    read_only = _read_only(monkeypatch, tmp_path / "read_only")
+    for write in (export.tflite, export.saved_model):
+        with pytest.raises(PermissionError, match=rf"'{re.escape(str(read_only))}', cannot be "
+                                                  rf"written. Received: path='.*read_only/m'$"):
+            write(model, str(read_only / "m"))
+    read_only.chmod(0o755)
+    assert list(read_only.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "read_only"]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_int8_calibration_with_nan_or_inf_is_refused(tmp_path, monkeypatch, value):
+    model = compiled()
+    x, _ = data(8)
+    x[5, 1, 2, 0] = value
+    monkeypatch.setattr(export, "_convert", lambda *a: 1 / 0)   # no conversion starts
+    with pytest.raises(ValueError, match=r"representative_data holds NaN or infinite values "
+                                         r"\(1 of the 3456 values of its first 8 inputs\).*"
+                                         r"Received: representative_data with non-finite"):
+        export.tflite(model, tmp_path / "m.tflite", "int8", representative_data=x)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exported_tflite_files_get_the_mode_of_other_outputs(tmp_path):
+    model = compiled()
+    umask = os.umask(0o027)
+    try:
+        export.tflite(model, tmp_path / "m.tflite")
+        (tmp_path / "other.json").write_text("{}")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.tflite").st_mode) == 0o666 & ~0o027 == \
+        stat.S_IMODE(os.stat(tmp_path / "other.json").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite", "other.json"]

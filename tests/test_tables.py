@@ -3,7 +3,7 @@
 import os
 import re
 
-from benchmarks import table_sources, tables
+from benchmarks import family_tables, table_sources, tables
 
 
 def _read(path):
@@ -69,3 +69,29 @@ def test_accuracies_are_mean_and_sample_std_with_n():
     assert table_sources.ms([0.5, 0.6, 0.7]) == "0.6000 ± 0.1000 (n=3)"
     assert table_sources.ms([0.5]) == "0.5000 (n=1)"
     assert table_sources.ms([1.0, 2.0], digits=1) == "1.5 ± 0.7 (n=2)"
+
+
+def _run(family, method, seed, val, test=None):
+    return {"family": family, "method": method, "seed": seed, "val": val,
+            "test": val if test is None else test}
+
+
+def test_budget_variants_are_paired_by_seed_against_the_main_files_baselines(tmp_path):
+    import json
+    main = [_run("vgg", m, s, v) for m, s, v in (
+        ("uniform", 0, 0.60), ("uniform", 1, 0.62), ("scratch", 0, 0.65), ("scratch", 1, 0.64),
+        ("energy", 0, 0.61), ("energy", 1, 0.64), ("retrained", 0, 0.66))]
+    share = [_run("vgg", "energy", 1, 0.65), _run("vgg", "retrained", 1, 0.61)]
+    (tmp_path / "growth_families.json").write_text(json.dumps({"runs": main}))
+    (tmp_path / "growth_families_share.json").write_text(json.dumps({"runs": share}))
+    rows = [r.split(" | ") for r in family_tables.families_budgets(str(tmp_path)).splitlines()]
+    by_label = {r[1]: r for r in rows[2:] if r[0] == "| vgg"}
+    # Energy - uniform: +1 and +2 points; retrained - scratch, seed 0 only: +1.
+    assert by_label["one per resolution"][2:4] == ["+1.50 ± 0.71 (n=2)"] * 2
+    assert by_label["one per resolution"][4] == "+1.00 (n=1)"
+    assert by_label["half per resolution, half shared"][2] == "+3.00 (n=1)"
+    assert by_label["half per resolution, half shared"][4] == "-3.00 (n=1)"
+    assert "one for the network" not in by_label
+    means = {r[1]: r[2] for r in rows[2:] if r[0] == "| mean over families"}
+    assert means == {"one per resolution": "+1.50 pt (1 families)",
+                     "half per resolution, half shared": "+3.00 pt (1 families)"}

@@ -22,8 +22,10 @@ def _print_rows(rows):
 
 
 def _demo(args):
+    from keras_split.apps import cli_inputs
     from keras_split.apps.demo import run_demo
 
+    cli_inputs.check_demo_options(args)   # before anything is printed, written or trained
     cap = f", up to the MACs of width {args.target_width}" if args.target_width else ""
     print(f"Growing the digits network ({args.stages} stages, "
           f"{args.epochs_per_stage or args.epochs} epochs"

@@ -25,17 +25,8 @@ def check_grow_options(args):
     Raises:
         ValueError: naming the option and its value (the command exits 2).
     """
-    positive = {"stages": args.stages, "batch_size": args.batch_size,
-                "eigen_batches": args.eigen_batches, "epochs_per_stage": args.epochs_per_stage,
-                "image_size": args.image_size, "grow_every": args.grow_every}
-    if args.epochs_per_stage is None:
-        positive["epochs"] = args.epochs
-    for name, value in positive.items():
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1"
-                             + (" (grow needs a stage to grow in; `retrain` trains a fixed "
-                                "architecture)" if name == "stages" else "")
-                             + f". Received: --{name.replace('_', '-')} {value}")
+    _check_at_least_one(args, ("stages", "batch_size", "eigen_batches", "epochs_per_stage",
+                               "image_size", "grow_every"))
     for name in ("learning_rate", "width"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -48,6 +39,44 @@ def check_grow_options(args):
             raise ValueError(f"--{name.replace('_', '-')}: {err}") from err
     return GrowthSettings(growth_ratio=args.growth_ratio, cost=args.cost, seed=args.seed,
                           eigen_epochs=recipes.GROW_EIGEN_EPOCHS)
+
+
+def check_demo_options(args):
+    """Refuses a bad ``demo`` option before anything is printed, written or trained.
+
+    Args:
+        args: the parsed options of ``demo``.
+
+    Raises:
+        ValueError: naming the option and its value (the command exits 2).
+    """
+    _check_at_least_one(args, ("stages", "epochs_per_stage", "grow_every", "seeds"))
+    if args.target_width is not None and args.target_width < 0:
+        raise ValueError(f"--target-width must be 0 (no cap) or a positive width. "
+                         f"Received: --target-width {args.target_width}")
+    for name in ("growth_ratio", "seed"):
+        try:
+            GrowthSettings(**{name: getattr(args, name)})
+        except ValueError as err:
+            raise ValueError(f"--{name.replace('_', '-')}: {err}") from err
+
+
+def _check_at_least_one(args, names):
+    """Refuses an option of ``names`` below 1 (and ``--epochs`` without
+    ``--epochs-per-stage``); None (not given) passes.
+
+    Raises:
+        ValueError: naming the option and its value.
+    """
+    if args.epochs_per_stage is None:
+        names = (*names, "epochs")
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1"
+                             + (" (growth needs a stage to grow in; `retrain` trains a fixed "
+                                "architecture)" if name == "stages" else "")
+                             + f". Received: --{name.replace('_', '-')} {value}")
 
 
 def run_datasets(args, dataset):

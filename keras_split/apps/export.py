@@ -7,6 +7,7 @@ keeps its variables outside the model, so nothing of splitting is left to strip.
 import dataclasses
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -150,11 +151,23 @@ def _parity(reference, got):
 
 
 def _check_new(path):
+    """The folder ``path`` will be written in, checked before any work.
+
+    Raises:
+        ValueError: if ``path`` exists, or its folder does not or is not a directory.
+        PermissionError: if its folder cannot be written.
+    """
     if os.path.exists(path):
-        raise ValueError(f"'{path}' already exists; nothing was overwritten.")
+        raise ValueError(f"'{path}' already exists; nothing was overwritten. "
+                         f"Received: path={os.fspath(path)!r}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise ValueError(f"The folder of '{path}' does not exist.")
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise ValueError(f"The folder of the export, '{parent}', {what}. "
+                         f"Received: path={os.fspath(path)!r}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"The folder of the export, '{parent}', cannot be written. "
+                              f"Received: path={os.fspath(path)!r}")
     return parent
 
 
@@ -177,6 +190,7 @@ def saved_model(model, path, sample_data=None):
     Raises:
         ValueError: if ``path`` exists or its folder does not, or for sample
             inputs that do not fit the model.
+        PermissionError: if the folder of ``path`` cannot be written (checked first).
 
     Example:
         >>> saved_model(grown, "export/grown", sample_data=x_test[:64]).max_abs_diff
@@ -257,10 +271,12 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
         and the types the weights were stored in.
 
     Raises:
-        ValueError: for an unknown quantization, int8 without data, an existing
-            path, sample inputs that do not fit the model, or a quantization
+        ValueError: for an unknown quantization, int8 without data or with NaN or
+            infinite calibration inputs, an existing path or a missing folder,
+            sample inputs that do not fit the model, or a quantization
             that stored no weight in a smaller type (TFLite leaves small weight
             tensors in float32 under ``"dynamic"``). Nothing is written then.
+        PermissionError: if the folder of ``path`` cannot be written (checked first).
 
     Example:
         >>> r = tflite(grown, "grown_int8.tflite", "int8", representative_data=test_ds)
@@ -278,10 +294,8 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
                               else "representative_data")
     if sample_data is None and representative_data is not None:
         source += " (representative_data)"
-    calib = None
-    if quantization == "int8":
-        calib, _ = sample_inputs(plain, representative_data, n=num_calibration_examples,
-                                 name="representative_data")
+    calib = None if quantization != "int8" else _calibration_inputs(
+        plain, representative_data, num_calibration_examples)
     content = _convert(plain, quantization, calib)
     dtypes, quantized = _weight_types(content, quantization)
     reference = np.asarray(plain.predict(x, verbose=0))
@@ -290,6 +304,23 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
     return ExportResult(path, "tflite", quantization, len(content), diff, rel, agree, len(x),
                         parity_inputs=source, weight_dtypes=dtypes,
                         quantized_fraction=quantized)
+
+
+def _calibration_inputs(plain, representative_data, n):
+    """Up to ``n`` int8 calibration inputs from ``representative_data``.
+
+    Raises:
+        ValueError: naming ``representative_data``, for NaN or infinite inputs (TFLite's
+            calibration fails on them, or records their range).
+    """
+    x, _ = sample_inputs(plain, representative_data, n=n, name="representative_data")
+    bad = int(np.size(x) - np.isfinite(x).sum())
+    if bad:
+        raise ValueError(
+            f"representative_data holds NaN or infinite values ({bad} of the {np.size(x)} "
+            f"values of its first {len(x)} inputs); int8 calibration needs finite inputs. "
+            "Nothing was written. Received: representative_data with non-finite values")
+    return x
 
 
 def _weight_types(content, quantization):
@@ -316,8 +347,23 @@ def _weight_types(content, quantization):
 
 def _write_aside(content, path, parent):
     """Writes ``content`` to a temporary file in ``parent``, then moves it to ``path``
-    (which must still not exist): ``path`` never holds a partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tflite", dir=parent)
+    (which must still not exist): ``path`` never holds a partial file.
+
+    The file gets the mode ``open`` gives every other output (``0o666`` less the
+    umask), not the owner-only mode of ``tempfile.mkstemp``.
+
+    Raises:
+        ValueError: if ``path`` appeared meanwhile.
+        OSError: naming ``path`` (of the type of the error), if the temporary file
+            cannot be created.
+    """
+    tmp = os.path.join(parent, f".export-{secrets.token_hex(8)}.tflite")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except OSError as err:
+        raise type(err)(f"Cannot write the export next to '{path}' ({err.strerror}). "
+                        f"Received: path={os.fspath(path)!r}") from err
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)

@@ -2,6 +2,7 @@
 
 import logging
 
+import keras
 import tensorflow as tf
 
 from keras_split.data import data_utils
@@ -11,6 +12,8 @@ logger = logging.getLogger(__name__)
 # Estimation batches grow reads and caches (at most; see fixed_batches).
 MAX_CACHED_BATCHES = 200
 MAX_CACHED_BYTES = 1 << 30
+# The fewest examples a growth stage estimates on (see check_examples).
+MIN_EXAMPLES = 2
 
 
 def split_holdout(dataset, fraction=0.2, max_batches=20):
@@ -71,3 +74,36 @@ def fixed_batches(dataset, max_batches=MAX_CACHED_BATCHES, max_bytes=MAX_CACHED_
                     "most %d batches and %.0f MiB are cached).", count,
                     n if n >= 0 else "an unknown number", max_batches, max_bytes / 2 ** 20)
     return cached.apply(tf.data.experimental.assert_cardinality(count))
+
+
+def check_examples(dataset, name="x", minimum=MIN_EXAMPLES):
+    """Refuses batches with fewer than ``minimum`` examples in all (reading only as many
+    batches as it takes to count ``minimum``).
+
+    The splitting matrices are averages over the examples, and with fewer than 5
+    batches (see :func:`split_holdout`) the held-out loss and eigenvalues are
+    measured on those same examples: from a single example, the stage would
+    split for that example alone and check the split on it.
+
+    Args:
+        dataset: batches of ``(x, y)`` or ``(x, y, sample_weight)``.
+        name: the argument the data came from, for the message.
+        minimum: the fewest examples accepted.
+
+    Raises:
+        ValueError: naming ``name`` and its example count, below ``minimum``.
+    """
+    n = 0
+    for batch in dataset:
+        n += batch_examples(batch)
+        if n >= minimum:
+            return
+    raise ValueError(
+        f"{name} must hold at least {minimum} examples to estimate the splitting matrices "
+        f"on (with fewer than 5 batches, the held-out loss is measured on the same "
+        f"examples). Received: {name} with {n} example{'s' if n != 1 else ''}")
+
+
+def batch_examples(batch):
+    """The number of examples in ``batch``, an ``(x, y)`` or ``(x, y, sample_weight)``."""
+    return int(tf.shape(keras.tree.flatten(data_utils.unpack(batch)[0])[0])[0])

@@ -349,13 +349,15 @@ class GrowingModel(keras.Model):
                 of ``(x, y)`` (or ``(x, y, sample_weight)``), or an ``(x, y)`` tuple.
                 Unless ``eval_data`` is given, the last 20 % of its batches (when
                 it has at least 5) are held out for the eigenvalues and the loss.
+                It must hold at least 2 examples (``estimation_data.MIN_EXAMPLES``).
             y: the targets when ``x`` holds input arrays.
             settings: a :class:`~keras_split.growing.growth_settings.GrowthSettings`
                 (default: its defaults: ``growth_ratio=0.5``, ``cost="flops"``,
                 ``method="lobpcg"``, ``split_rule="fresh"``, ...).
             eval_data: batches for the final eigenvalues and the loss change.
             dry_run: return the plan without changing the model.
-            log_dir: write TensorBoard scalars and lambda histograms there.
+            log_dir: write TensorBoard scalars and lambda histograms there
+                (created, or refused, before any work).
             verbose: 0 silent, 1 or ``"auto"`` progress bar and a one-line
                 summary, 2 the summary only.
             **overrides: settings by name, replacing those of ``settings``
@@ -366,8 +368,10 @@ class GrowingModel(keras.Model):
             ``growth_history`` unless ``dry_run``.
 
         Raises:
-            ValueError: for a bad argument (naming it), an uncompiled model, or
-                empty or non-finite data. A stage that splits nothing is not an error.
+            ValueError: for a bad argument (naming it), an uncompiled model, data
+                that is empty, non-finite or of fewer than 2 examples, or a ``log_dir``
+                that cannot be written. A stage that splits nothing is not an error.
+            TypeError: for a ``log_dir`` that is not a path.
 
         Example:
             >>> stage = model.grow(train_ds, growth_ratio=0.5)

@@ -7,6 +7,7 @@ stay free of the growing loop.
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 
@@ -15,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split.estimate.eigenpairs import eigen_passes, relative_residual, unconverged_neurons
-from keras_split.growing.estimation_data import fixed_batches, split_holdout
+from keras_split.growing.estimation_data import check_examples, fixed_batches, split_holdout
 from keras_split.growing.growth_stage import GrowthStage
 from keras_split.growing.input_data import model_dataset
 from keras_split.growing.guard import children_pairs, guarded_split, mean_loss
@@ -43,7 +44,9 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
         The :class:`~keras_split.GrowthStage`.
     """
     graph = model._graph
-    # Checked before any work: caps below a layer's width, then the data.
+    # Checked before any work: the TensorBoard folder, caps below a layer's width, the data.
+    if log_dir is not None:
+        log_dir = prepare_log_dir(log_dir)
     check_max_widths(graph.splittable_layers, [graph.units(n) for n in graph.splittable_layers],
                      settings.max_widths)
     estimate_on, held_out = _stage_data(model, data, eval_data, settings.estimation_batch_size)
@@ -71,10 +74,39 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
     return stage
 
 
+def prepare_log_dir(log_dir):
+    """Creates the TensorBoard folder ``log_dir`` (a local or ``tf.io.gfile`` path), so
+    that one that cannot be written is refused before any work.
+
+    Args:
+        log_dir: a str or path-like.
+
+    Returns:
+        ``log_dir`` as a str.
+
+    Raises:
+        TypeError: if ``log_dir`` is not a path.
+        ValueError: naming ``log_dir``, if it cannot be created or written.
+    """
+    if not isinstance(log_dir, (str, os.PathLike)) or isinstance(os.fspath(log_dir), bytes):
+        raise TypeError(f"log_dir must be a folder path (a str or path-like). "
+                        f"Received: log_dir={log_dir!r}")
+    path = os.fspath(log_dir)
+    try:
+        tf.io.gfile.makedirs(path)
+    except (tf.errors.OpError, OSError) as err:
+        raise ValueError(f"log_dir cannot be created ({getattr(err, 'message', err)}). "
+                         f"Received: log_dir={path!r}") from err
+    if "://" not in path and not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"log_dir cannot be written. Received: log_dir={path!r}")
+    return path
+
+
 def _stage_data(model, data, eval_data, batch_size):
     """``(estimation, held_out)`` batches, both fixed for the stage (converted as ``fit``
-    converts them)."""
+    converts them); estimation batches of fewer than ``MIN_EXAMPLES`` are refused."""
     dataset = fixed_batches(model_dataset(model, data, batch_size))
+    check_examples(dataset)
     if eval_data is None:
         return split_holdout(dataset)
     return dataset, fixed_batches(model_dataset(model, eval_data, batch_size, "eval_data"))

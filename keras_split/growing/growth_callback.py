@@ -6,7 +6,9 @@ import logging
 import keras
 
 from keras_split.growing import input_data
+from keras_split.growing.estimation_data import MIN_EXAMPLES
 from keras_split.growing.growing_model import GrowingModel
+from keras_split.growing.growth import prepare_log_dir
 from keras_split.growing.growth_settings import (GrowthSettings, capped_growth_ratio,
                                                   validate_max_macs)
 from keras_split.growing.twins import twin_statistics
@@ -78,8 +80,10 @@ class GrowthCallback(keras.callbacks.Callback):
     Raises:
         ValueError: for a bad schedule argument or a bad ``grow`` argument; when
             ``fit`` begins, for data whose first batch does not fit the model or
-            holds NaN (before any training step).
-        TypeError: in ``fit``, for a model that is not a ``GrowingModel``.
+            holds NaN, data of fewer than 2 examples, or a ``log_dir`` that
+            cannot be written (before any training step).
+        TypeError: in ``fit``, for a model that is not a ``GrowingModel``, or a
+            ``log_dir`` that is not a path.
 
     Example:
         >>> model.fit(train, epochs=16, callbacks=[GrowthCallback(train.take(16))])
@@ -130,9 +134,13 @@ class GrowthCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # One batch of the growth data, checked before the first training step (shapes,
-        # numbers, NaN), rather than at the first stage.
+        # numbers, NaN, enough examples), rather than at the first stage; the same for
+        # the TensorBoard folder.
         input_data.check_batch(self.model, input_data.model_dataset(
-            self.model, self.data, self._settings.estimation_batch_size), finite=True)
+            self.model, self.data, self._settings.estimation_batch_size), finite=True,
+            min_examples=MIN_EXAMPLES)
+        if self.grow_kwargs.get("log_dir") is not None:
+            prepare_log_dir(self.grow_kwargs["log_dir"])
         epochs = (self.params or {}).get("epochs")
         if self.every_n_epochs is None:
             stages = DEFAULT_STAGES if self.max_stages is None else self.max_stages

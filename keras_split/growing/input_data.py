@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_split.data import data_utils
 from keras_split.growing.compiled_loss import check_inputs
+from keras_split.growing.estimation_data import batch_examples, check_examples
 
 # The element names of an ``(x, y, sample_weight)`` tuple.
 ELEMENTS = ("x", "y", "sample_weight")
@@ -169,15 +170,19 @@ def _target(source, target):
     return None
 
 
-def check_batch(model, dataset, name="data", finite=False):
+def check_batch(model, dataset, name="data", finite=False, min_examples=None):
     """Checks the first batch of ``dataset``: inputs that fit the model, numeric labels
-    (whole numbers for a sparse loss) and, with ``finite``, no NaN or infinity.
+    (whole numbers for a sparse loss), with ``finite`` no NaN or infinity, and with
+    ``min_examples`` that many examples (later batches are read only when the first
+    holds fewer).
 
     Raises:
         ValueError: naming ``name`` and what is wrong.
     """
     check_inputs(model, dataset)
     for batch in dataset.take(1):
+        if min_examples is not None and batch_examples(batch) < min_examples:
+            check_examples(dataset, name, min_examples)
         x, y, _ = data_utils.unpack(batch)
         for label, value in (("x", x), ("y", y)):
             for leaf in keras.tree.flatten(value):
