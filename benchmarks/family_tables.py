@@ -71,9 +71,9 @@ def families_checks(results, name="growth_families.json"):
 
 
 # The budget variants of the ablation: (label, results file, in-place run, retrained run).
-BUDGETS = (("one per resolution", "growth_families.json", "energy", "retrained"),
-           ("one for the network", "growth_families.json", "energy-network",
-            "retrained-network"),
+BUDGETS = (("one for the network", "growth_families.json", "energy", "retrained"),
+           ("one per resolution", "growth_families.json", "energy-resolution",
+            "retrained-resolution"),
            ("half per resolution, half shared", "growth_families_share.json", "energy",
             "retrained"))
 

@@ -11,13 +11,15 @@ width (the width multiplier they are compared with):
 
 * ``energy``: ``GrowthCallback(data, max_macs=...)`` and nothing else (the shipped
   defaults; ``--rule`` and ``--grow`` replace settings, for choosing them);
-* ``energy-network``: the same with one budget for the network (``budget_groups=None``)
-  instead of the default budget per output resolution (the ablation);
+* ``energy-resolution``: the same with one budget per output resolution
+  (``budget_groups="resolution"``) instead of the default one budget for the network
+  (the ablation);
 * ``uniform``: every layer widened in place by the same factor per stage, to the target
   width's layer widths, at the same epochs and with the same split rule (the control
   that isolates the in-place recipe from the selection);
 * ``random``: random groups under the same MACs budget, same epochs and rule;
-* ``retrained`` / ``retrained-network``: the architecture ``energy`` / ``energy-network``
+* ``retrained`` / ``retrained-resolution``: the architecture ``energy`` /
+  ``energy-resolution``
   found, freshly initialised, trained from scratch;
 * ``scratch``: the target width from scratch; ``width-<w>``: other uniform widths from
   scratch (the width multiplier's curve, ``--curve``).
@@ -133,8 +135,8 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
             kwargs.update(json.loads(args.grow))
         if method == "energy":
             grower = ks.GrowthCallback(eig_data, **kwargs)
-        elif method == "energy-network":   # the ablation: one budget for the network
-            grower = ks.GrowthCallback(eig_data, budget_groups=None, **kwargs)
+        elif method == "energy-resolution":   # the ablation: a budget per resolution
+            grower = ks.GrowthCallback(eig_data, budget_groups="resolution", **kwargs)
         elif method == "uniform":
             grower = UniformGrowth(eig_data, layer_widths(fam.build(fam.target_width)),
                                    n_stages=3, **kwargs)

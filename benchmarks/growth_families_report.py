@@ -11,11 +11,11 @@ import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-GROWING = ("energy", "energy-network", "uniform", "random")
-METHODS = ("energy", "energy-network", "uniform", "random", "retrained", "retrained-network",
+GROWING = ("energy", "energy-resolution", "uniform", "random")
+METHODS = ("energy", "energy-resolution", "uniform", "random", "retrained", "retrained-resolution",
            "scratch")
 # The growing run whose found architecture each retrained run trains from scratch.
-RETRAINS = {"retrained": "energy", "retrained-network": "energy-network"}
+RETRAINS = {"retrained": "energy", "retrained-resolution": "energy-resolution"}
 
 
 def _stats(values):
@@ -71,8 +71,8 @@ def table(runs, train_examples=10_000):
                  "energy_vs_random": ("energy", "random"),
                  "found_vs_scratch": ("retrained", "scratch"),
                  "in_place_vs_scratch": ("energy", "scratch"),
-                 "network_budget_in_place_vs_uniform": ("energy-network", "uniform"),
-                 "network_budget_found_vs_scratch": ("retrained-network", "scratch")}
+                 "resolution_budgets_in_place_vs_uniform": ("energy-resolution", "uniform"),
+                 "resolution_budgets_found_vs_scratch": ("retrained-resolution", "scratch")}
         for label, (a, b) in pairs.items():
             ra = {r["seed"]: r for r in by_method.get(a, [])}
             rb = {r["seed"]: r for r in by_method.get(b, [])}
