@@ -80,7 +80,8 @@ def test_budget_variants_are_paired_by_seed_against_the_main_files_baselines(tmp
     import json
     main = [_run("vgg", m, s, v) for m, s, v in (
         ("uniform", 0, 0.60), ("uniform", 1, 0.62), ("scratch", 0, 0.65), ("scratch", 1, 0.64),
-        ("energy", 0, 0.61), ("energy", 1, 0.64), ("retrained", 0, 0.66))]
+        ("energy-resolution", 0, 0.61), ("energy-resolution", 1, 0.64),
+        ("retrained-resolution", 0, 0.66))]
     share = [_run("vgg", "energy", 1, 0.65), _run("vgg", "retrained", 1, 0.61)]
     (tmp_path / "growth_families.json").write_text(json.dumps({"runs": main}))
     (tmp_path / "growth_families_share.json").write_text(json.dumps({"runs": share}))
@@ -91,7 +92,7 @@ def test_budget_variants_are_paired_by_seed_against_the_main_files_baselines(tmp
     assert by_label["one per resolution"][4] == "+1.00 (n=1)"
     assert by_label["half per resolution, half shared"][2] == "+3.00 (n=1)"
     assert by_label["half per resolution, half shared"][4] == "-3.00 (n=1)"
-    assert "one for the network" not in by_label
+    assert "one for the network" not in by_label   # no energy runs in the main file
     means = {r[1]: r[2] for r in rows[2:] if r[0] == "| mean over families"}
     assert means == {"one per resolution": "+1.50 pt (1 families)",
                      "half per resolution, half shared": "+3.00 pt (1 families)"}
