@@ -39,11 +39,7 @@ def families_checks(results, name="growth_families.json"):
     runs = load(results, name)["runs"]
     key = "test" if runs and "test" in runs[0] else "val"
     out, means = [], {label: [] for label, *_ in CHECKS[:2]}
-    for family in dict.fromkeys(r["family"] for r in runs):
-        by = {}
-        for r in runs:
-            if r["family"] == family:
-                by.setdefault(r["method"], {})[r["seed"]] = r
+    for family, by in _by_family(runs).items():
         cells = [family]
         for label, run, base, target in CHECKS:
             seeds = sorted(set(by.get(run, {})) & set(by.get(base, {})))
@@ -87,27 +83,28 @@ def families_budgets(results):
     """Per family and budget variant: the in-place run against uniform widening in place
     and the found architecture against scratch (validation, paired by seed, points), and
     both on the test images; then each variant's mean over families (validation)."""
-    baseline = _by_family(load(results, "growth_families.json")["runs"])
+    files = {name: _by_family(load(results, name)["runs"])
+             for name in dict.fromkeys(name for _, name, _, _ in BUDGETS)
+             if os.path.exists(os.path.join(results, name))}
+    baseline = files["growth_families.json"]
     out, means = [], {}
     for family in baseline:
         for label, name, grown, found in BUDGETS:
-            path = os.path.join(results, name)
-            by = _by_family(load(results, name)["runs"]).get(family, {}) \
-                if os.path.exists(path) else {}
+            by = files.get(name, {}).get(family, {})
             if grown not in by:
                 continue
             cells = [family, label]
-            for run, base in ((grown, "uniform"), (found, "scratch")):
+            for part, run, base in (("in place", grown, "uniform"), ("found", found, "scratch")):
                 for key in ("val", "test"):
                     diff = _paired(by.get(run, {}), baseline[family][base], key)
                     cells.append(_diff_cell(diff))
                     if key == "val" and diff:
-                        means.setdefault(label, {}).setdefault(run == grown, []).append(
+                        means.setdefault(label, {}).setdefault(part, []).append(
                             float(np.mean(diff)))
             out.append(cells)
     for label, parts in means.items():
-        cells = [f"{np.mean(parts[k]):+.2f} pt ({len(parts[k])} families)" if k in parts
-                 else "" for k in (True, False)]
+        cells = [f"{np.mean(parts[p]):+.2f} pt ({len(parts[p])} families)" if p in parts
+                 else "" for p in ("in place", "found")]
         out.append(["mean over families", label, cells[0], "", cells[1], ""])
     head = ["family", "budgets", "in place - uniform in place, val", "(test)",
             "found - scratch, val", "(test)"]
