@@ -73,7 +73,7 @@ class RandomGrowth(ks.GrowthCallback):
         epoch = len(self.stages)
         model = self.model
         rng = np.random.default_rng([self.grow_kwargs.get("seed", 0), 1000 + epoch])
-        graph = model._graph
+        graph = model.channel_graph
         groups = sorted(graph.groups)
         macs = costs.network_cost(graph, "flops")
         chosen = []

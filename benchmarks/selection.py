@@ -43,10 +43,10 @@ def real_pairs():
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=5, batch_size=64, verbose=0)
     eig = model.splitting_eigenpairs((x, y), method="fast", eigen_epochs=3)
-    groups = sorted(model._graph.groups)
-    values = np.array([sum(eig[n].values[u] for n, u in model._graph.group_members(g))
+    groups = sorted(model.channel_graph.groups)
+    values = np.array([sum(eig[n].values[u] for n, u in model.channel_graph.group_members(g))
                        for g in groups])
-    cost = costs.group_costs(model._graph, groups, "flops")
+    cost = costs.group_costs(model.channel_graph, groups, "flops")
     return values, cost, ks.count_flops(model)
 
 

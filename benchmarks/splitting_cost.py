@@ -117,7 +117,7 @@ def equal_accuracy(growing, x, y, batch_size, tolerance, max_passes):
     """Exact seconds on ``(x, y)``, and the passes over it that LOBPCG and RMSprop
     need until every neuron that matters is within ``tolerance`` of the exact
     smallest eigenvalue (a fresh solver for every trial length)."""
-    graph, loss_fn = growing._graph, growing._loss_fn()
+    graph, loss_fn = growing.channel_graph, growing.splitting_loss()
     exact = ExactMatrices(graph, loss_fn)
     smallest_exact(exact, x[:batch_size], y[:batch_size], batch_size)  # tracing
     t0 = time.perf_counter()
@@ -177,15 +177,15 @@ def setup(width, x, y, exact_max_width):
 
         return run_steps
 
-    solver = FastEigenSolver(growing._graph, growing._loss_fn())
+    solver = FastEigenSolver(growing.channel_graph, growing.splitting_loss())
 
     def fast_steps(n):
         for _ in range(n):
-            solver._step_fn(xt, yt, None).numpy()
+            solver.step(xt, yt)
 
     runners = {"fit_steps": fit_steps, "train": fit_steps(plain), "fast": fast_steps}
     if width <= exact_max_width:
-        exact = ExactMatrices(growing._graph, growing._loss_fn())
+        exact = ExactMatrices(growing.channel_graph, growing.splitting_loss())
 
         def exact_steps(n):
             for _ in range(n):
@@ -241,10 +241,10 @@ def run(widths, batch_size, steps, repeats, data_dir, exact_max_width, eigen_exa
             row["exact"] = timed(runners["exact"], 1, 2)
         for name, peak in memory[width].items():
             row[f"peak_bytes_{name}"] = peak
-        units = sum(growing._graph.units(n) for n in growing.splittable_layers)
+        units = sum(growing.channel_graph.units(n) for n in growing.splittable_layers)
         row["neurons"] = units
         row["exact_matrix_bytes"] = int(sum(
-            growing._graph.units(n) * int(np.prod(growing.network.get_layer(n).kernel.shape[:-1])) ** 2 * 8
+            growing.channel_graph.units(n) * int(np.prod(growing.network.get_layer(n).kernel.shape[:-1])) ** 2 * 8
             for n in growing.splittable_layers))
         row["growing_over_plain"] = row["train_growing"] / row["train_plain"]
         row["fast_over_train"] = row["fast"] / row["train_plain"]

@@ -28,7 +28,8 @@ _PUBLIC = {
     "select_neurons": "keras_split.select.knapsack",
     "SplitRule": "keras_split.surgery.split_rule",
     "twin_statistics": "keras_split.growing.twins",
-    "register_handler": "keras_split.graph.handlers",
+    "register_handler": "keras_split.graph.handler_registry",
+    "unregister_handler": "keras_split.graph.handler_registry",
     "recalibrate_batchnorm": "keras_split.growing.batchnorm_statistics",
 }
 

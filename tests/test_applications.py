@@ -60,7 +60,7 @@ def test_mobilenet_v3_small_with_op_nodes(tmp_path):
     # hard-sigmoid and hard-swish are op nodes (x + 3.0, x * gate) in keras.applications.
     build = lambda: A.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,  # noqa: E731
                                        classes=10, classifier_activation=None)
-    ops = [n for n in ks.GrowingModel(build())._graph.nodes
+    ops = [n for n in ks.GrowingModel(build()).channel_graph.nodes
            if not isinstance(n.layer, keras.layers.Layer)]
     assert {type(n.layer).__name__ for n in ops} >= {"Add", "Multiply"}
     model, x = _check_family(build, tmp_path)

@@ -37,7 +37,7 @@ def _chosen_per_layer(graph, groups, chosen):
 
 
 def test_sqrt_flops_is_the_square_root_of_the_macs_each_group_adds():
-    graph = _two_resolutions()._graph
+    graph = _two_resolutions().channel_graph
     groups = sorted(graph.groups)
     flops = costs.group_costs(graph, groups, "flops")
     np.testing.assert_allclose(costs.group_costs(graph, groups, "sqrt_flops"), np.sqrt(flops))
@@ -52,7 +52,7 @@ def test_sqrt_flops_is_the_square_root_of_the_macs_each_group_adds():
 
 def test_one_budget_favours_the_cheap_layer_a_budget_per_resolution_grows_both_alike():
     model = _two_resolutions()
-    graph, eig = model._graph, _all_negative(model)
+    graph, eig = model.channel_graph, _all_negative(model)
     groups, _, chosen, _, _ = budget.select_groups(graph, eig, 0.5, cost="flops")
     # One budget: the cheap low-resolution units first (all 8), then 2 of the others.
     assert _chosen_per_layer(graph, groups, chosen) == {"hi": 2, "lo": 8}
@@ -77,7 +77,7 @@ def test_one_budget_favours_the_cheap_layer_a_budget_per_resolution_grows_both_a
 
 def test_max_growth_caps_every_layer_per_stage():
     model = _two_resolutions()
-    graph, eig = model._graph, _all_negative(model)
+    graph, eig = model.channel_graph, _all_negative(model)
     groups, _, chosen, _, _ = budget.select_groups(graph, eig, 5.0, cost="uniform",
                                                    max_growth=1.5)
     assert _chosen_per_layer(graph, groups, chosen) == {"hi": 4, "lo": 4}
@@ -116,9 +116,9 @@ def test_every_stage_records_the_selections_stability():
     chosen = []
     for values in ("values", "fit_values"):
         pairs = {n: ks.Eigenpairs(getattr(e, values), e.vectors) for n, e in eig.items()}
-        pairs = budget.without_noise(model._graph, pairs, eig.loss)[0]
+        pairs = budget.without_noise(model.channel_graph, pairs, eig.loss)[0]
         chosen.append(set(budget.select_groups(
-            model._graph, pairs, 0.3, budget_groups=growth_settings.DEFAULT_BUDGET_GROUPS)[2]
+            model.channel_graph, pairs, 0.3, budget_groups=growth_settings.DEFAULT_BUDGET_GROUPS)[2]
             .tolist()))
     a, b = chosen
     assert (s["n_held_out"], s["n_estimation"]) == (len(a), len(b))
@@ -131,7 +131,7 @@ def test_every_stage_records_the_selections_stability():
 
 def test_group_share_keeps_part_of_each_budget_and_shares_the_rest():
     model = _two_resolutions()
-    graph, eig = model._graph, _all_negative(model)
+    graph, eig = model.channel_graph, _all_negative(model)
     # The cheap low-resolution units are worth almost nothing: one budget spends it all on
     # "hi" (4 x 8 064 MACs of the 32 272 budget).
     eig["lo"] = ks.Eigenpairs(eig["lo"].values * 1e-3, eig["lo"].vectors)

@@ -48,7 +48,7 @@ def test_second_children_learn_catch_up_times_faster_then_as_fast(float64):
     np.testing.assert_allclose(np.delete(new2[0] - d2[0], 2, axis=0),
                                -lr * np.delete(g2, 2, axis=0), atol=1e-10)
     # The boost decays linearly to 1 over t0 steps: 2 at step 6, 1 from step 8 on.
-    record = model._catch_up
+    record = model.catch_up
     assert np.asarray(record.multiplier("d2/kernel", 6, "float64"))[2].tolist() == [2.0] * 4
     np.testing.assert_array_equal(record.multiplier("d2/kernel", 8, "float64"), 1.0)
     np.testing.assert_array_equal(record.multiplier("d1/kernel", 4, "float64")[:, :2], 1.0)
@@ -60,7 +60,7 @@ def test_children_inherit_and_a_rule_without_catch_up_adds_nothing(float64):
     x, y = zoo.data_for(model.network, n=16)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)               # 2 steps
     model.split({"d1": [0]}, epsilon=0.0, split_rule="fresh")
-    assert not model._catch_up.active
+    assert not model.catch_up.active
     model.split({"d1": [0]}, epsilon=0.0, split_rule=ks.SplitRule(
         epsilon=0.0, incoming="fresh", outgoing="parent", catch_up=2.0))
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)               # steps 3, 4
@@ -68,10 +68,10 @@ def test_children_inherit_and_a_rule_without_catch_up_adds_nothing(float64):
     # (born at 2, boost 2), the second is born at 4 with boost 4; d1 has 8 units now.
     model.split({"d1": [1]}, epsilon=0.0, split_rule=ks.SplitRule(
         epsilon=0.0, incoming="fresh", outgoing="parent", catch_up=4.0))
-    record = model._catch_up.records["d1/kernel"]
+    record = model.catch_up.records["d1/kernel"]
     assert record.birth[0].tolist() == [0, 2, 4, 0, 0, 0, 0, 0]
     assert record.gain[0].tolist() == [1.0, 2.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0]
-    assert model._catch_up.records["d2/kernel"].birth[:, 0].tolist() == [0, 2, 4, 0, 0, 0, 0, 0]
+    assert model.catch_up.records["d2/kernel"].birth[:, 0].tolist() == [0, 2, 4, 0, 0, 0, 0, 0]
 
 
 @pytest.mark.parametrize("topology", sorted(zoo.TOPOLOGIES))
@@ -87,7 +87,7 @@ def test_catch_up_keeps_the_function_and_is_validated(topology, float64):
                         fresh_scale=0.5, catch_up=3.0)
     model.split({name: [0] for name in model.splittable_layers}, epsilon=0.0, split_rule=rule)
     np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-10)
-    assert model._catch_up.active
+    assert model.catch_up.active
     model.fit(x, y, epochs=1, verbose=0)
     assert np.isfinite(model.predict(x, verbose=0)).all()
     with pytest.raises(ValueError, match="catch_up=0.5"):

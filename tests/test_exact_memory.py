@@ -86,8 +86,8 @@ def test_plan_chunks_cover_every_neuron_and_position_within_the_room():
 
 def _smallest_cap(model, x, y):
     """A cap with room for the float64 matrices and three examples' tensors."""
-    graph, loss_fn = model._graph, model._loss_fn()
-    plan = exact._plan(graph, graph.splittable_layers, 2 ** 40)
+    graph, loss_fn = model.channel_graph, model.splitting_loss()
+    plan = exact.memory_plan(graph, graph.splittable_layers, 2 ** 40)
     example = exact.ExactMatrices(graph, loss_fn).example_bytes(x, y, None)
     return 2 ** 40 - plan.room + 3 * example + plan.smallest_chunk + plan.smallest_eigh
 
@@ -119,7 +119,7 @@ def _assert_same(whole, parts, rtol=1e-10):
 def test_chunked_matrices_and_eigenpairs_equal_unchunked(float64, monkeypatch):
     model = zoo.compiled_topology("cnn_bn_swish")
     x, y = zoo.data_for(model.network, n=24)
-    graph, loss_fn = model._graph, model._loss_fn()
+    graph, loss_fn = model.channel_graph, model.splitting_loss()
     calls = []
     contract = exact.ExactMatrices.contract
     monkeypatch.setattr(exact.ExactMatrices, "contract",

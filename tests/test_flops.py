@@ -54,7 +54,7 @@ def test_count_flops_dilated_and_strided():
 @pytest.mark.parametrize("topology", sorted(zoo.TOPOLOGIES))
 def test_group_costs_equal_measured_increase(topology):
     base = zoo.TOPOLOGIES[topology]()
-    graph = ks.GrowingModel(base)._graph
+    graph = ks.GrowingModel(base).channel_graph
     groups = sorted(graph.groups)
     flops = costs.group_costs(graph, groups, "flops")
     params = costs.group_costs(graph, groups, "params")

@@ -104,10 +104,10 @@ def test_energy_aware_beats_vanilla_per_mac(trained_weights):
     from keras_split.select.budget import select_groups
     results = {}
     for cost in ("flops", "uniform"):
-        groups, values, chosen, budget, _ = select_groups(model._graph, eig, 0.3, cost=cost)
+        groups, values, chosen, budget, _ = select_groups(model.channel_graph, eig, 0.3, cost=cost)
         from keras_split.select import costs
-        added = costs.widened_cost(model._graph, [groups[i] for i in chosen]) - costs.network_cost(
-            model._graph)
+        added = costs.widened_cost(model.channel_graph, [groups[i] for i in chosen]) - costs.network_cost(
+            model.channel_graph)
         assert 0 < added <= budget
         results[cost] = (values[chosen].sum(), added, chosen)
     flops_value, flops_added, flops_chosen = results["flops"]
@@ -199,7 +199,7 @@ def test_noise_level_eigenvalues_are_not_split(trained_weights):
     x, y = data()
     model = compiled()
     model.set_weights(trained_weights)
-    graph = model._graph
+    graph = model.channel_graph
     eig = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
     # Per neuron: lambda * ||theta||^2 / 2 against 1e-6 of the loss.
     kernel = model.network.get_layer("wide").kernel.numpy()

@@ -35,7 +35,9 @@ def test_register_handler_makes_a_custom_layer_splittable():
         assert model.split({"d1": [1, 4]}, epsilon=0.0) == {"d1": (5, 7)}
         np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-6)
     finally:
-        handlers._REGISTRY.pop(Gain)
+        assert ks.unregister_handler(Gain) is handlers.CHANNELWISE
+    with pytest.raises(ValueError, match="No handler is registered"):
+        ks.unregister_handler(Gain)
     with pytest.raises(ValueError, match="must be a keras Layer subclass"):
         ks.register_handler(int, handlers.CHANNELWISE)
     with pytest.raises(ValueError, match="must be a LayerHandler"):

@@ -96,3 +96,43 @@ def test_test_and_benchmark_modules_and_functions_are_small():
             for line in _too_long(path, path.relative_to(TESTS.parent),
                                   ast.parse(path.read_text()))]
     assert not long, "\n".join(long)
+
+
+def _is_private(name):
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_reaches(tree):
+    """``(line, text)`` of every private name this module takes from another object or
+    module: ``obj._name`` where ``obj`` is not ``self``, ``cls`` or ``super()``, and
+    ``from keras_split... import _name``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            if (isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name)
+                    and owner.func.id == "super"):
+                continue
+            yield node.lineno, ast.unparse(node)
+        elif (isinstance(node, ast.ImportFrom) and node.module
+              and (node.level or node.module.startswith("keras_split"))):
+            yield from ((node.lineno, f"import {a.name}") for a in node.names
+                        if _is_private(a.name))
+
+
+def test_no_module_reaches_another_objects_private_names():
+    """The package, its benchmarks and its tests go through public API only (Keras'
+    own internals: in compat.py, checked above)."""
+    folders = (PACKAGE, BENCHMARKS, TESTS)
+    reaches = [f"{path.relative_to(PACKAGE.parent)}:{line}: {text}"
+               for folder in folders for path in sorted(folder.rglob("*.py"))
+               if path.name != "compat.py"
+               for line, text in _private_reaches(ast.parse(path.read_text()))]
+    assert not reaches, "\n".join(reaches)
+
+
+def test_the_private_name_check_sees_what_it_must():
+    tree = ast.parse("model._graph\nself._graph\nsuper()._x\nfrom keras_split.a import _b\n"
+                     "obj.__class__\n")
+    assert sorted(text for _, text in _private_reaches(tree)) == ["import _b", "model._graph"]

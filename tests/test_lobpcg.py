@@ -73,7 +73,7 @@ def test_lobpcg_beats_rmsprop_for_the_same_passes():
     2 % of the exact ones, the paper's per-batch RMSprop steps are still far from them."""
     model = zoo.compiled_topology("cnn_bn_swish", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=64, seed=1)
-    graph, loss_fn = model._graph, model._loss_fn()
+    graph, loss_fn = model.channel_graph, model.splitting_loss()
     matrices = splitting_matrices(graph, loss_fn, (x, y), batch_size=16)
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
     lob = model.splitting_eigenpairs((x, y), method="lobpcg", batch_size=16, eigen_epochs=12,
@@ -89,7 +89,7 @@ def test_eval_data_measures_lambda_on_other_batches(float64):
     model = zoo.compiled_topology("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=32, seed=2)
     xe, ye = zoo.data_for(model.network, n=16, seed=3)
-    graph, loss_fn = model._graph, model._loss_fn()
+    graph, loss_fn = model.channel_graph, model.splitting_loss()
     eig = lobpcg.lobpcg_eigenpairs(graph, loss_fn, (x, y), epochs=4, batch_size=16,
                                    eval_data=(xe, ye))
     held = splitting_matrices(graph, loss_fn, (xe, ye), batch_size=16)
@@ -106,13 +106,13 @@ def test_the_held_out_pass_measures_the_models_loss(float64):
     model = zoo.compiled_topology("mlp", surrogate="softplus")
     x, y = zoo.data_for(model.network, n=32, seed=2)
     xe, ye = zoo.data_for(model.network, n=24, seed=3)
-    eig = lobpcg.lobpcg_eigenpairs(model._graph, model._loss_fn(), (x, y), epochs=2,
+    eig = lobpcg.lobpcg_eigenpairs(model.channel_graph, model.splitting_loss(), (x, y), epochs=2,
                                    batch_size=16, eval_data=(xe, ye))
     # 24 examples in batches of 16 and 8: the mean weighs every example once.
     expected = guard.mean_loss(model, data_utils.as_dataset((xe, ye), 24))
     assert isinstance(eig, ks_eig.LayerEigenpairs)
     np.testing.assert_allclose(eig.loss, expected, rtol=1e-10)
-    fit_only = lobpcg.lobpcg_eigenpairs(model._graph, model._loss_fn(), (x, y), epochs=2,
+    fit_only = lobpcg.lobpcg_eigenpairs(model.channel_graph, model.splitting_loss(), (x, y), epochs=2,
                                         batch_size=16)
     np.testing.assert_allclose(
         fit_only.loss, guard.mean_loss(model, data_utils.as_dataset((x, y), 32)),
@@ -184,7 +184,7 @@ def test_lobpcg_stops_once_the_candidates_have_converged(topology):
     neuron that may have a negative eigenvalue has a residual within ``tol |lambda|``."""
     model = zoo.compiled_topology(topology, surrogate="softplus")
     x, y = zoo.data_for(model.network, n=48)
-    graph, loss_fn = model._graph, model._loss_fn()
+    graph, loss_fn = model.channel_graph, model.splitting_loss()
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
     stopped = lobpcg.LobpcgEigenSolver(graph, loss_fn, seed=0)
     stopped.fit((x, y), epochs=30, batch_size=16, tol=0.01, relative_floor=0.0)
@@ -229,7 +229,7 @@ def test_default_eigenpairs_put_every_candidate_within_5_percent_of_exact(build,
     exact = model.splitting_eigenpairs((x, y), method="exact", batch_size=16)
     eig = model.splitting_eigenpairs((x, y), batch_size=16)
     loss = float(model.evaluate(x, y, batch_size=16, verbose=0))
-    candidates, _ = without_noise(model._graph, exact, loss)
+    candidates, _ = without_noise(model.channel_graph, exact, loss)
     errors = []
     for name, e in candidates.items():
         pick = e.values < 0

@@ -188,7 +188,7 @@ def test_guard_rolls_back_and_leaves_the_model_unchanged():
     weights, config = model.get_weights(), model.network.get_config()
     eig = model.splitting_eigenpairs((x[:64], y[:64]), method="exact")
     held = data_utils.as_dataset((x[-32:], y[-32:]), 16)
-    groups = sorted(model._graph.groups)[:4]
+    groups = sorted(model.channel_graph.groups)[:4]
     rule = ks.SplitRule(epsilon=3.0)
     before, after, tries, action = growth.guarded_split(model, groups, eig, rule, held,
                                                         shrink=(1.0,))

@@ -48,7 +48,7 @@ def reference_matrices(model, x, y, layer_name, point_name):
 def test_exact_matrices_match_autodiff_hessian(float64, topology):
     model = zoo.compiled_topology(topology)
     x, y = zoo.data_for(model.network, n=12)
-    mats = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=12)
+    mats = splitting_matrices(model.channel_graph, model.splitting_loss(), (x, y), batch_size=12)
     assert set(mats) == set(POINTS[topology])
     for layer, point in POINTS[topology].items():
         ref = reference_matrices(model, x, y, layer, point)
@@ -60,8 +60,8 @@ def test_exact_matrices_match_autodiff_hessian(float64, topology):
 def test_exact_matrices_average_over_batches(float64):
     model = zoo.compiled_topology("mlp")
     x, y = zoo.data_for(model.network, n=24)
-    whole = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=24)
-    parts = splitting_matrices(model._graph, model._loss_fn(), (x, y), batch_size=8)
+    whole = splitting_matrices(model.channel_graph, model.splitting_loss(), (x, y), batch_size=24)
+    parts = splitting_matrices(model.channel_graph, model.splitting_loss(), (x, y), batch_size=8)
     for name in whole:
         np.testing.assert_allclose(parts[name], whole[name], rtol=1e-10, atol=1e-14)
 
@@ -87,10 +87,10 @@ def test_steepest_descent_identity(float64, topology):
     groups = {}
     for name, e in eig.items():
         for k in np.argsort(e.values)[:2]:
-            groups.setdefault(model._graph.group_of(name, int(k)), []).append((name, int(k)))
+            groups.setdefault(model.channel_graph.group_of(name, int(k)), []).append((name, int(k)))
     for members in groups.values():
         # The group's value is the sum over all its producers.
-        all_members = model._graph.group_members(model._graph.group_of(*members[0]))
+        all_members = model.channel_graph.group_members(model.channel_graph.group_of(*members[0]))
         value = sum(eig[n].values[u] for n, u in all_members)
         if value < 0:
             name, unit = members[0]

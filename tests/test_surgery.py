@@ -23,10 +23,10 @@ def test_split_at_epsilon_zero_preserves_outputs(topology):
     widths = {name: _units(model, name) for name in model.splittable_layers}
     plan = {name: [0, widths[name] - 1] for name in model.splittable_layers}
     # Every producer that shares a coupled group with a planned unit grows by one per group.
-    groups = {model._graph.group_of(n, u) for n, us in plan.items() for u in us}
+    groups = {model.channel_graph.group_of(n, u) for n, us in plan.items() for u in us}
     expected = dict(widths)
     for g in groups:
-        for name, _ in model._graph.group_members(g):
+        for name, _ in model.channel_graph.group_members(g):
             expected[name] += 1
     summary = model.split(plan, epsilon=0.0)
     after = model.predict(x, verbose=0)

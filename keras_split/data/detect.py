@@ -25,7 +25,7 @@ def detect_dataset(data_dir):
         >>> detect_dataset("/data/imagenet")
         'imagenet'
     """
-    if imagenet._shards(data_dir, "train") or os.path.isdir(os.path.join(data_dir, "val")):
+    if imagenet.shard_files(data_dir, "train") or os.path.isdir(os.path.join(data_dir, "val")):
         return "imagenet"
     if os.path.isdir(os.path.join(data_dir, "train")) and os.path.isdir(os.path.join(data_dir, "test")):
         return "cifar10"

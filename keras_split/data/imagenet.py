@@ -15,7 +15,13 @@ SPLITS = ("train", "validation")
 SOURCES = ("auto", "tfrecord", "folder", "tfds")
 
 
-def _shards(data_dir, split):
+def shard_files(data_dir, split):
+    """The sorted ``<split>-*-of-*`` TFRecord shard paths in ``data_dir`` (maybe none).
+
+    Example:
+        >>> shard_files("/data/imagenet", "train")[:1]
+        ['/data/imagenet/train-00000-of-01024']
+    """
     return sorted(glob.glob(os.path.join(data_dir, f"{split}-*-of-*")))
 
 
@@ -139,7 +145,7 @@ def _examples(data_dir, split, source, seed, deterministic, manual_dir):
 
 def _detect_source(data_dir, split):
     """``"tfrecord"`` or ``"folder"``: what ``data_dir`` holds for ``split`` (shards first)."""
-    if _shards(data_dir, split):
+    if shard_files(data_dir, split):
         return "tfrecord"
     if _folder(data_dir, split):
         return "folder"
@@ -152,7 +158,7 @@ def _detect_source(data_dir, split):
 def _tfrecord_examples(data_dir, split, seed, deterministic):
     """The ``(encoded image, 1-based label)`` examples of the shards, interleaved
     (the shards shuffled for training)."""
-    files = _shards(data_dir, split)
+    files = shard_files(data_dir, split)
     if not files:
         raise ValueError(f"No '{split}-*-of-*' TFRecord shards in '{data_dir}'.")
     ds = tf.data.Dataset.from_tensor_slices(files)

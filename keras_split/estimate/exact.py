@@ -136,8 +136,21 @@ class ExactMatrices:
         return out
 
 
-def _plan(graph, layers, max_bytes):
-    """The :class:`~keras_split.estimate.exact_memory.MemoryPlan` of ``layers``."""
+def memory_plan(graph, layers, max_bytes):
+    """How the exact matrices of ``layers`` are chunked within ``max_bytes``.
+
+    Args:
+        graph: the model's ChannelGraph.
+        layers: producer names.
+        max_bytes: the memory cap.
+
+    Returns:
+        The :class:`~keras_split.estimate.exact_memory.MemoryPlan` of ``layers``.
+
+    Example:
+        >>> memory_plan(graph, graph.splittable_layers, 2 ** 30).room > 0
+        True
+    """
     sizes = {name: _matrix_size(graph, name) for name in layers}
     itemsizes = {name: tf.as_dtype(graph_dtype(graph, name)).size
                  for name in layers_with_signal(graph, layers)}
@@ -244,7 +257,7 @@ def splitting_matrices(graph, loss_fn, data, layers=None, batch_size=32,
         >>> s = splitting_matrices(graph, loss_fn, (x, y))["dense"]
     """
     layers = list(graph.splittable_layers if layers is None else layers)
-    plan = _plan(graph, layers, max_bytes)
+    plan = memory_plan(graph, layers, max_bytes)
     return _build(graph, loss_fn, data, layers, batch_size, plan, verbose)
 
 
@@ -273,7 +286,7 @@ def exact_eigenpairs(graph, loss_fn, data, layers=None, batch_size=32,
         >>> eig = exact_eigenpairs(graph, loss_fn, (x, y))
     """
     layers = list(graph.splittable_layers if layers is None else layers)
-    plan = _plan(graph, layers, max_bytes)
+    plan = memory_plan(graph, layers, max_bytes)
     matrices = _build(graph, loss_fn, data, layers, batch_size, plan, verbose)
     result = LayerEigenpairs()
     for name in list(matrices):

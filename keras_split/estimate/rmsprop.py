@@ -83,6 +83,14 @@ class FastEigenSolver(SvProducts):
             var.assign(var.value / tf.sqrt(tf.reduce_sum(tf.square(var.value), axis=axes)))
         return tf.stack(finite) if finite else tf.constant([], tf.bool)
 
+    def step(self, x, y, sample_weight=None):
+        """One RMSprop step of every eigenvector on one batch.
+
+        Returns:
+            A boolean array: per active layer, whether its gradient was finite.
+        """
+        return self._step_fn(x, y, sample_weight).numpy()
+
     def fit(self, data, epochs=5, batch_size=32, verbose=0):
         """Runs ``epochs`` passes of RMSprop over ``data``. Returns ``self``.
 
@@ -106,7 +114,7 @@ class FastEigenSolver(SvProducts):
                     self.optimizer.learning_rate.assign(
                         self._learning_rate(step, epochs * steps_per_epoch))
                 x, y, sw = data_utils.unpack(batch)
-                finite = self._step_fn(x, y, sw).numpy()
+                finite = self.step(x, y, sw)
                 if not finite.all():
                     bad = self.active[int(np.argmin(finite))]
                     raise ValueError(

@@ -21,7 +21,8 @@ import numpy as np
 from keras_split.graph import activations as act_lib
 from keras_split import compat
 from keras_split.graph.channel_map import ChannelMap
-from keras_split.graph.handlers import SINK, get_handler
+from keras_split.graph.handler_registry import get_handler
+from keras_split.graph.handlers import SINK
 from keras_split.graph.walk import functional_nodes
 
 FIXED = 0

@@ -1,21 +1,17 @@
 """`GrowingModel`: a Keras model that can estimate splitting eigenpairs and widen itself."""
 
-import functools
 import logging
 
 import keras
-import tensorflow as tf
 
 from keras_split import compat
-from keras_split.data import data_utils
-from keras_split.estimate import exact, lobpcg, rmsprop
-from keras_split.estimate.eigenpairs import warn_unconverged
+from keras_split.estimate import exact
 from keras_split.graph.activations import validate_surrogate
-from keras_split.select.budget import layer_noise_floor
 from keras_split.graph.channel_graph import ChannelGraph
 from keras_split.graph.functional_model import as_functional
 from keras_split.growing import input_data
-from keras_split.growing.compiled_loss import check_labels, loss_function
+from keras_split.growing.compiled_loss import loss_function
+from keras_split.growing.eigen_methods import run_method
 from keras_split.growing.growth import run_stage
 from keras_split.growing.growth_settings import (EIGEN_EPOCHS, EIGEN_TOL, GrowthSettings,
                                                   validate_eigen_args)
@@ -173,7 +169,19 @@ class GrowingModel(keras.Model):
         """
         return [m for m in self._graph.groups.values() if len(m) > 1]
 
-    def _loss_fn(self):
+    @property
+    def channel_graph(self):
+        """The :class:`~keras_split.graph.channel_graph.ChannelGraph` of the current
+        network (producers, units, coupled groups), rebuilt at every split; read-only."""
+        return self._graph
+
+    def splitting_loss(self):
+        """``loss_fn(x, y, y_pred, sample_weight)``: the compiled loss in inference mode
+        (the batch mean), as the eigen estimators take it.
+
+        Raises:
+            ValueError: when the model is not compiled with a loss.
+        """
         return loss_function(self)
 
     def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
@@ -211,31 +219,11 @@ class GrowingModel(keras.Model):
         """
         validate_eigen_args(method, eigen_epochs, eigen_tol, seed)
         self._check_layers(layers)
-        loss_fn = self._loss_fn()
         data, eval_data = input_data.estimation_datasets(self, data, eval_data, batch_size)
-        try:
-            if method == "exact":
-                return exact.exact_eigenpairs(
-                    self._graph, loss_fn, data, layers=layers, batch_size=batch_size,
-                    max_bytes=max_bytes, verbose=verbose)
-            options = dict(layers=layers, epochs=eigen_epochs, batch_size=batch_size,
-                           eval_data=eval_data, seed=seed, verbose=verbose,
-                           strategy=self.distribute_strategy)
-            if method == "lobpcg":
-                eig = lobpcg.lobpcg_eigenpairs(self._graph, loss_fn, data, tol=eigen_tol,
-                                               floor=functools.partial(layer_noise_floor, self._graph),
-                                               **options)
-            else:
-                eig = rmsprop.fast_eigenpairs(self._graph, loss_fn, data,
-                                              learning_rate=learning_rate, **options)
-        except (ValueError, TypeError, tf.errors.InvalidArgumentError):
-            # Data that does not fit the model or its loss fails somewhere in the traced
-            # products; an eager forward pass on the first batch says where, clearly. It
-            # runs only on failure: it costs a tenth of a growth stage.
-            check_labels(self, data_utils.as_dataset(data, batch_size))
-            raise
-        warn_unconverged(eig, method)
-        return eig
+        return run_method(self, method, data, eval_data, layers=layers, batch_size=batch_size,
+                          eigen_epochs=eigen_epochs, eigen_tol=eigen_tol,
+                          learning_rate=learning_rate, seed=seed, max_bytes=max_bytes,
+                          verbose=verbose)
 
     def _check_layers(self, layers):
         """Raises ValueError for a name in ``layers`` that is not a splittable layer."""
@@ -278,18 +266,30 @@ class GrowingModel(keras.Model):
         """
         rule = SplitRule.get(split_rule, epsilon)
         groups = widening.resolve_plan(self._graph, plan)
-        network, var_edits = self._widened(groups, eigenpairs, rule, seed)
-        return self._commit(network, var_edits, rule)
+        return self.commit(self.widened_candidate(groups, eigenpairs, rule, seed), rule)
 
-    def _widened(self, groups, eigenpairs, rule, seed=0):
-        """``(network, var_edits)``: this model with ``groups`` split; ``self`` is unchanged."""
+    def widened_candidate(self, groups, eigenpairs, rule, seed=0):
+        """This network with coupled ``groups`` split by ``rule``, built aside (the model
+        is unchanged): a :class:`~keras_split.surgery.widening.WidenedNetwork` to
+        evaluate, then :meth:`commit` or drop.
+
+        Example:
+            >>> candidate = model.widened_candidate([0, 2], eig, rule)
+            >>> model.commit(candidate, rule)
+        """
         plans = widening.plan_edits(self._graph, groups, eigenpairs, rule, seed)
         # Under tf.distribute, the new variables must be created in the model's strategy.
         with self.distribute_strategy.scope():
             return widening.widen_model(self._graph, plans)
 
-    def _commit(self, network, var_edits, rule):
-        """Makes ``network`` (from :meth:`_widened`) this model's network."""
+    def commit(self, candidate, rule):
+        """Makes a :meth:`widened_candidate` of this network the model's network; the
+        optimizer keeps its iterations and its slots follow the weights.
+
+        Returns:
+            ``{layer_name: (units_before, units_after)}`` for every widened producer.
+        """
+        network, var_edits = candidate.network, candidate.var_edits
         new_graph = ChannelGraph(network, surrogate=self.surrogate)
         summary = {}
         for name in self._graph.producers:

@@ -43,7 +43,7 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
     Returns:
         The :class:`~keras_split.GrowthStage`.
     """
-    graph = model._graph
+    graph = model.channel_graph
     # Checked before any work: the TensorBoard folder, caps below a layer's width, the data.
     if log_dir is not None:
         log_dir = prepare_log_dir(log_dir)
@@ -154,7 +154,7 @@ def _stability(graph, eig, reference_loss, settings, chosen):
 def _split(model, selection, eig, settings, held_out, reference_loss, dry_run):
     """Splits the selection under the loss guard (or plans it, ``dry_run``): the costs
     before and after, the units split, the guard's record and the children's indices."""
-    graph, rule = model._graph, settings.rule
+    graph, rule = model.channel_graph, settings.rule
     chosen_groups = [selection["groups"][i] for i in selection["chosen"]]
     out = dict(macs_before=count_flops(model), params_before=int(model.count_params()),
                before_units={n: graph.units(n) for n in graph.splittable_layers},

@@ -107,9 +107,8 @@ def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tol
     tries = []
     # The candidate is widened once; a smaller step only moves the stepped kernels back
     # along their eigenvector steps (linear in epsilon): no second clone.
-    network, var_edits = model._widened(groups, eig, rule, seed)
-    stepped = [(v, var_edits[v.path].step) for v in network.weights
-               if v.path in var_edits and var_edits[v.path].step is not None]
+    candidate = model.widened_candidate(groups, eig, rule, seed)
+    network, stepped = candidate.network, candidate.stepped()
     current = 1.0
     for factor in shrink:
         if tries and (rule.epsilon * factor == tries[-1]["epsilon"] or not stepped):
@@ -122,7 +121,7 @@ def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tol
         # A step-0 candidate computes the same function by construction: what its loss
         # differs by is float32 rounding (5e-5 relative on a MobileNetV2), not a real rise.
         if math.isfinite(loss) and (loss <= bound or rule.epsilon * factor == 0):
-            model._commit(network, var_edits, rule.scaled(factor))
+            model.commit(candidate, rule.scaled(factor))
             return loss_before, loss, tries, "split" if len(tries) == 1 else "shrunk"
     logger.warning("Growth stage rolled back: every split raised the held-out loss (%s).",
                    tries)

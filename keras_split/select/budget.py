@@ -324,7 +324,7 @@ def without_noise(graph, eigenpairs, loss, rtol=NOISE_RTOL):
         of neurons whose negative eigenvalue was set to 0.
 
     Example:
-        >>> eig, n_noise = without_noise(model._graph, eig, loss=2.3)
+        >>> eig, n_noise = without_noise(model.channel_graph, eig, loss=2.3)
     """
     kept, count = {}, 0
     for name, e in eigenpairs.items():

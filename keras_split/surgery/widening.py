@@ -9,6 +9,7 @@ writes the new weights. At ``epsilon = 0`` the widened model computes the same
 function, whatever the rule.
 """
 
+import dataclasses
 import logging
 
 import keras
@@ -18,6 +19,31 @@ from keras_split.graph.channel_graph import FIXED
 from keras_split.surgery.split_rule import SplitRule
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class WidenedNetwork:
+    """A widened clone of a network and the edit behind each of its weights.
+
+    Attributes:
+        network: the widened functional model (the original is unchanged).
+        var_edits: ``{variable_path: WeightEdit}``, the edit that produced each
+            weight of ``network`` (optimizer slots and catch-up follow them).
+
+    Example:
+        >>> widened = widen_model(graph, plan_edits(graph, groups, eig, rule))
+        >>> [v.path for v, _ in widened.stepped()]
+        ['dense/kernel']
+    """
+
+    network: keras.Model
+    var_edits: dict
+
+    def stepped(self):
+        """``[(variable, step)]``: the kernels moved along an eigenvector step, with that
+        step (linear in epsilon: ``variable - (1 - f) * step`` is the step scaled by ``f``)."""
+        return [(v, self.var_edits[v.path].step) for v in self.network.weights
+                if v.path in self.var_edits and self.var_edits[v.path].step is not None]
 
 
 def resolve_plan(graph, plan):
@@ -219,9 +245,8 @@ def widen_model(graph, plans):
         plans: the result of :func:`plan_edits`.
 
     Returns:
-        ``(new_model, {variable_path: WeightEdit})``: the widened functional
-        model, and the edit that produced each of its weights (for optimizer
-        slot variables).
+        A :class:`WidenedNetwork`: the widened functional model, and the edit
+        that produced each of its weights (for optimizer slot variables).
     """
     model = graph.model
 
@@ -256,4 +281,4 @@ def widen_model(graph, plans):
                 )
             w.assign(value.astype(w.dtype))
     logger.debug("Widened model %s", new_model.name)
-    return new_model, var_edits
+    return WidenedNetwork(new_model, var_edits)

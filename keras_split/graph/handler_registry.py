@@ -1,0 +1,152 @@
+"""The table from layer class to :class:`~keras_split.graph.handlers.LayerHandler`.
+
+Every layer type keras_split knows is registered here once; a user's custom layer is
+registered the same way with :func:`register_handler`.
+
+Example:
+    >>> get_handler(keras.layers.ReLU()) is CHANNELWISE
+    True
+"""
+
+import keras
+
+from keras_split import compat
+from keras_split.graph.handlers import (
+    ActivationHandler,
+    BatchNormalizationHandler,
+    CHANNELWISE,
+    ConcatenateHandler,
+    Conv2DHandler,
+    DepthwiseConv2DHandler,
+    FlattenHandler,
+    LayerHandler,
+    MERGE,
+    OP,
+    PRODUCER,
+    ProducerHandler,
+    ReshapeHandler,
+    SINK,
+)
+
+_REGISTRY = {}
+
+
+def register_handler(layer_class, handler):
+    """Registers the handler used for layers of exactly ``layer_class``.
+
+    Args:
+        layer_class: a ``keras.layers.Layer`` subclass.
+        handler: a :class:`LayerHandler` instance (e.g. ``handlers.CHANNELWISE``
+            for a custom per-channel activation, ``handlers.SINK`` for a layer
+            that mixes channels).
+
+    Raises:
+        ValueError: if the arguments have the wrong types.
+
+    Example:
+        >>> register_handler(MyScaleLayer, CHANNELWISE)
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise ValueError(f"layer_class must be a keras Layer subclass, got {layer_class!r}.")
+    if not isinstance(handler, LayerHandler):
+        raise ValueError(f"handler must be a LayerHandler, got {handler!r}.")
+    _REGISTRY[layer_class] = handler
+
+
+def unregister_handler(layer_class):
+    """Removes the handler registered for ``layer_class``.
+
+    Args:
+        layer_class: a class given to :func:`register_handler`.
+
+    Returns:
+        The handler it had.
+
+    Raises:
+        ValueError: when no handler is registered for ``layer_class``.
+
+    Example:
+        >>> register_handler(MyScaleLayer, CHANNELWISE)
+        >>> unregister_handler(MyScaleLayer) is CHANNELWISE
+        True
+    """
+    if layer_class not in _REGISTRY:
+        raise ValueError(f"No handler is registered for {layer_class!r}.")
+    return _REGISTRY.pop(layer_class)
+
+
+# Element-wise keras ops (by class name in keras.ops.numpy / keras.ops.nn) that op nodes
+# of functional models may use; OP handles them.
+ELEMENTWISE_OPS = frozenset((
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Power",
+    "Negative", "Abs", "Square", "Sqrt", "Exp", "Clip", "Tanh", "Relu", "Relu6", "Sigmoid",
+    "HardSigmoid", "HardSilu", "Silu", "Gelu", "Elu", "Selu", "LeakyRelu", "Softplus",
+    "Softsign"))
+
+
+def get_handler(layer):
+    """The handler for ``layer``'s exact class (or, for an op node, for what it computes).
+
+    Raises:
+        ValueError: naming the layer and its type when none is registered.
+    """
+    handler = _REGISTRY.get(type(layer))
+    kind = type(layer).__name__
+    if isinstance(layer, keras.Model):
+        raise ValueError(
+            f"Layer '{layer.name}' is a nested model ({kind}); keras_split cannot see into "
+            "sub-models. Build the model flat (call the sub-model's layers directly).")
+    if handler is None and not isinstance(layer, keras.layers.Layer) and kind in ELEMENTWISE_OPS:
+        return OP
+    if handler is None and not isinstance(layer, keras.layers.Layer):
+        raise ValueError(
+            f"'{layer.name}' is an op node ({type(layer).__module__.split('.')[-1]}."
+            f"{kind}: a keras.ops call in the functional graph, e.g. `x + 3.0` or "
+            f"`keras.ops.multiply(x, gate)`), not a keras.layers.{kind} layer; of op "
+            f"nodes, the element-wise ones are supported ({', '.join(sorted(ELEMENTWISE_OPS))}): "
+            "use the equivalent layer (keras.layers.Reshape, ...) for this one."
+        )
+    if handler is None:
+        raise ValueError(
+            f"Layer '{layer.name}' of type {kind} is not supported by keras_split (no "
+            f"handler registered): if it computes channel by channel, "
+            f"ks.register_handler({kind}, ks.handlers.CHANNELWISE); if it mixes channels "
+            f"or cannot be widened, ks.handlers.SINK (its channels are then never split)."
+        )
+    if getattr(layer, "groups", 1) != 1 and isinstance(handler, ProducerHandler):
+        # A grouped convolution (ConvNeXt's depthwise Conv2D(groups=C)) is not widened:
+        # like a sink, its input and output channels are never split.
+        handler = SINK
+    handler.validate(layer)
+    return handler
+
+
+L = keras.layers
+for _cls in (
+    L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
+    L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
+    L.MaxPooling2D, L.AveragePooling2D, L.GlobalAveragePooling2D,
+    L.GlobalMaxPooling2D, L.ZeroPadding2D, L.Cropping2D, L.UpSampling2D,
+    L.Identity, L.ActivityRegularization,
+):
+    register_handler(_cls, CHANNELWISE)
+register_handler(L.Activation, ActivationHandler())
+register_handler(L.BatchNormalization, BatchNormalizationHandler())
+register_handler(L.Dense, PRODUCER)
+register_handler(L.Conv2D, Conv2DHandler())
+register_handler(L.DepthwiseConv2D, DepthwiseConv2DHandler())
+for _cls in (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum):
+    register_handler(_cls, MERGE)
+register_handler(L.Concatenate, ConcatenateHandler())
+register_handler(L.Flatten, FlattenHandler())
+# Sinks: layers that mix channels, and preprocessing layers keras_split does not widen
+# (they sit before the first splittable layer, where channels are fixed anyway).
+register_handler(L.Reshape, ReshapeHandler())
+for _cls in (L.Softmax, L.LayerNormalization, L.Permute, L.Rescaling,
+             L.Normalization, L.Resizing, L.CenterCrop):
+    register_handler(_cls, SINK)
+for _cls in compat.keras_applications_channelwise_layers():
+    register_handler(_cls, CHANNELWISE)
+for _cls in compat.keras_applications_merge_layers():
+    register_handler(_cls, MERGE)
+del L, _cls
