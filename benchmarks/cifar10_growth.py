@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_split as ks  # noqa: E402
 from keras_split import models  # noqa: E402
 from keras_split.growing import estimation_data, growth_settings, guard  # noqa: E402
+from keras_split.growing.stage_records import StageSeconds  # noqa: E402
 from keras_split.select import costs  # noqa: E402
 
 from cifar10_common import (RESULTS, command_line, evaluate, load, machine,  # noqa: E402
@@ -89,11 +90,10 @@ class RandomGrowth(ks.GrowthCallback):
         _, held_out = estimation_data.split_holdout(
             tf.data.Dataset.from_tensor_slices(self.data).batch(128))
         rule = ks.SplitRule.get(growth_settings.DEFAULT_SPLIT_RULE)
-        _, _, _, action = guard.guarded_split(model, [groups[i] for i in chosen], eig, rule,
-                                              held_out, seed=epoch)
-        self.stages.append(argparse.Namespace(seconds={"total": time.perf_counter() - t0},
-                                              guard={"action": action}, twins={},
-                                              epsilon=rule.epsilon))
+        record = guard.guarded_split(model, [groups[i] for i in chosen], eig, rule,
+                                     held_out, seed=epoch).record
+        self.stages.append(argparse.Namespace(seconds=StageSeconds(split=time.perf_counter() - t0),
+                                              guard=record, twins=None, epsilon=rule.epsilon))
 
 
 def run(method, args, seed, train_xy, sets, found=None, width=None):
@@ -116,10 +116,10 @@ def run(method, args, seed, train_xy, sets, found=None, width=None):
             # The stage's epoch (before the split), the next one (retraces the train step
             # of the widened model) and the one after (the widened model's steady epoch).
             before, first, steady = timer.epochs[(k + 1) * args.grow_every - 1:][:3]
-            seconds = sum(st.seconds.values())
+            seconds = st.seconds.total()
             stages.append({"seconds": seconds, "guard": st.guard["action"],
                            "epsilon": getattr(st, "epsilon", None),
-                           "twins_after_split": st.twins.get("twin_fraction"),
+                           "twins_after_split": st.twins and st.twins.twin_fraction,
                            "retrace_seconds": max(first - steady, 0.0),
                            "overhead_epochs": seconds / before,
                            "overhead_epochs_with_retrace": (seconds + max(first - steady, 0.0))

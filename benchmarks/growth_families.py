@@ -49,6 +49,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_split as ks  # noqa: E402
+from keras_split.growing.stage_records import GuardRecord, StageSeconds  # noqa: E402
 
 from cifar10_common import (RESULTS, command_line, evaluate, load, machine,  # noqa: E402
                             normalised, train)
@@ -93,9 +94,9 @@ class UniformGrowth(ks.GrowthCallback):
         t0 = time.perf_counter()
         if plan:
             model.split(plan, split_rule=self._settings.rule, seed=self._settings.seed + k)
-        self.stages.append(argparse.Namespace(seconds={"total": time.perf_counter() - t0},
-                                              guard={"action": "split" if plan else "none"},
-                                              twins={}, epsilon=0.0))
+        self.stages.append(argparse.Namespace(
+            seconds=StageSeconds(split=time.perf_counter() - t0),
+            guard=GuardRecord("split" if plan else "none"), twins=None, epsilon=0.0))
         return self.stages[-1]
 
 
@@ -115,6 +116,14 @@ def layer_widths(network):
     """``{producer: units}`` of a plain or growing network's splittable layers."""
     growing = network if isinstance(network, ks.GrowingModel) else ks.GrowingModel(network)
     return {n: int(growing.get_layer(n).kernel.shape[-1]) for n in growing.splittable_layers}
+
+
+def _stage_row(stage):
+    """A stage's seconds, guard action, LOBPCG passes and stability (JSON)."""
+    eigen, stability = getattr(stage, "eigen", None), getattr(stage, "stability", None)
+    return {"seconds": float(stage.seconds.total()), "guard": stage.guard.action,
+            "passes": eigen.passes if eigen is not None else None,
+            "stability": stability.to_dict() if stability is not None else None}
 
 
 def run(family, method, args, seed, train_xy, sets, found=None, width=None):
@@ -144,10 +153,7 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
             grower = RandomGrowth(eig_data, **kwargs)
         timer = train(model, args, seed, x, y, [grower])
         out["stage_epochs"] = list(getattr(grower, "stage_epochs", []))
-        out["stages"] = [{"seconds": float(sum(st.seconds.values())),
-                          "guard": st.guard["action"],
-                          "passes": getattr(st, "eigen", {}).get("passes"),
-                          "stability": getattr(st, "stability", None)} for st in grower.stages]
+        out["stages"] = [_stage_row(st) for st in grower.stages]
         out["widths"] = layer_widths(model)
         out["found"] = model.found_architecture(seed=seed)
     else:

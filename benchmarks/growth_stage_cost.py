@@ -75,7 +75,7 @@ def run(seed, args, train_xy):
         steady = timer.epochs[2 * k + 1] / args.segment_steps
         retrace = max(timer.epochs[2 * k + 2] - timer.epochs[2 * k + 3], 0.0)
         row = {"stage": k, "macs_before": stage.macs_before, "macs_after": stage.macs_after,
-               "grow_seconds": wall, "parts": dict(stage.seconds),
+               "grow_seconds": wall, "parts": stage.seconds.to_dict(),
                "guard": stage.guard["action"], "passes": stage.eigen["passes"],
                "retrace_seconds": retrace,
                "step_seconds": steady}

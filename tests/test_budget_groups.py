@@ -53,13 +53,13 @@ def test_sqrt_flops_is_the_square_root_of_the_macs_each_group_adds():
 def test_one_budget_favours_the_cheap_layer_a_budget_per_resolution_grows_both_alike():
     model = _two_resolutions()
     graph, eig = model.channel_graph, _all_negative(model)
-    groups, _, chosen, _, _ = budget.select_groups(graph, eig, 0.5, cost="flops")
+    sel = budget.select_groups(graph, eig, 0.5, cost="flops")
     # One budget: the cheap low-resolution units first (all 8), then 2 of the others.
-    assert _chosen_per_layer(graph, groups, chosen) == {"hi": 2, "lo": 8}
-    groups, _, chosen, _, _ = budget.select_groups(graph, eig, 0.5, cost="flops",
-                                                   budget_groups="resolution")
+    assert _chosen_per_layer(graph, sel.groups, sel.chosen) == {"hi": 2, "lo": 8}
+    sel = budget.select_groups(graph, eig, 0.5, cost="flops", budget_groups="resolution")
+    groups, chosen = sel.groups, sel.chosen
     # A budget each: both grow by the same share (their costs are 87.5 % and 12.5 %).
-    assert _chosen_per_layer(graph, groups, chosen) == {"hi": 3, "lo": 3}
+    assert _chosen_per_layer(graph, sel.groups, sel.chosen) == {"hi": 3, "lo": 3}
     # Each resolution keeps its own budget: ratio x its share of the summed group costs.
     group_cost = costs.group_costs(graph, groups, "flops")
     total = costs.network_cost(graph, "flops")
@@ -78,9 +78,8 @@ def test_one_budget_favours_the_cheap_layer_a_budget_per_resolution_grows_both_a
 def test_max_growth_caps_every_layer_per_stage():
     model = _two_resolutions()
     graph, eig = model.channel_graph, _all_negative(model)
-    groups, _, chosen, _, _ = budget.select_groups(graph, eig, 5.0, cost="uniform",
-                                                   max_growth=1.5)
-    assert _chosen_per_layer(graph, groups, chosen) == {"hi": 4, "lo": 4}
+    sel = budget.select_groups(graph, eig, 5.0, cost="uniform", max_growth=1.5)
+    assert _chosen_per_layer(graph, sel.groups, sel.chosen) == {"hi": 4, "lo": 4}
     assert budget.growth_caps(graph, 2.0) == {"hi": 8, "lo": 8}
     with pytest.raises(ValueError, match="Received: max_growth=1"):
         ks.GrowthSettings(max_growth=1)
@@ -118,7 +117,7 @@ def test_every_stage_records_the_selections_stability():
         pairs = {n: ks.Eigenpairs(getattr(e, values), e.vectors) for n, e in eig.items()}
         pairs = budget.without_noise(model.channel_graph, pairs, eig.loss)[0]
         chosen.append(set(budget.select_groups(
-            model.channel_graph, pairs, 0.3, budget_groups=growth_settings.DEFAULT_BUDGET_GROUPS)[2]
+            model.channel_graph, pairs, 0.3, budget_groups=growth_settings.DEFAULT_BUDGET_GROUPS).chosen
             .tolist()))
     a, b = chosen
     assert (s["n_held_out"], s["n_estimation"]) == (len(a), len(b))
@@ -126,7 +125,7 @@ def test_every_stage_records_the_selections_stability():
     assert ks.GrowthStage.from_json(stage.to_json()).stability == s
     assert f"stability (Jaccard) {s['jaccard']:.2f}" in stage.summary()
     exact = model.grow(x, y, batch_size=16, growth_ratio=0.3, dry_run=True, method="exact")
-    assert exact.stability == {}
+    assert exact.stability is None
 
 
 def test_group_share_keeps_part_of_each_budget_and_shares_the_rest():
@@ -137,9 +136,9 @@ def test_group_share_keeps_part_of_each_budget_and_shares_the_rest():
     eig["lo"] = ks.Eigenpairs(eig["lo"].values * 1e-3, eig["lo"].vectors)
     chosen_by = {}
     for share in (0.0, 0.5, 1.0):
-        groups, _, chosen, _, _ = budget.select_groups(
-            graph, eig, 0.5, budget_groups="resolution", group_share=share)
-        chosen_by[share] = _chosen_per_layer(graph, groups, chosen)
+        sel = budget.select_groups(graph, eig, 0.5, budget_groups="resolution",
+                                   group_share=share)
+        chosen_by[share] = _chosen_per_layer(graph, sel.groups, sel.chosen)
     assert chosen_by[0.0] == {"hi": 4, "lo": 0}
     assert chosen_by[1.0] == {"hi": 3, "lo": 3}
     # Half of each own budget: 1 "hi" (14 113) and 1 "lo" (2 023); the 23 052 left buys 2

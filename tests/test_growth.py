@@ -104,7 +104,8 @@ def test_energy_aware_beats_vanilla_per_mac(trained_weights):
     from keras_split.select.budget import select_groups
     results = {}
     for cost in ("flops", "uniform"):
-        groups, values, chosen, budget, _ = select_groups(model.channel_graph, eig, 0.3, cost=cost)
+        sel = select_groups(model.channel_graph, eig, 0.3, cost=cost)
+        groups, values, chosen, budget = sel.groups, sel.values, sel.chosen, sel.budget
         from keras_split.select import costs
         added = costs.widened_cost(model.channel_graph, [groups[i] for i in chosen]) - costs.network_cost(
             model.channel_graph)

@@ -190,9 +190,10 @@ def test_guard_rolls_back_and_leaves_the_model_unchanged():
     held = data_utils.as_dataset((x[-32:], y[-32:]), 16)
     groups = sorted(model.channel_graph.groups)[:4]
     rule = ks.SplitRule(epsilon=3.0)
-    before, after, tries, action = growth.guarded_split(model, groups, eig, rule, held,
-                                                        shrink=(1.0,))
-    assert action == "rolled_back" and after == before and tries[0]["loss"] > before
+    outcome = growth.guarded_split(model, groups, eig, rule, held, shrink=(1.0,))
+    before, tries = outcome.loss_before, outcome.record.tries
+    assert outcome.record.action == "rolled_back" and not outcome.committed
+    assert outcome.loss_after == before and tries[0].loss > before and tries[0].epsilon == 3.0
     assert model.network.get_config() == config
     for a, b in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(a, b)

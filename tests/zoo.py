@@ -268,7 +268,8 @@ def assert_same_stage(a, b):
         assert [v.name for v in va] == [v.name for v in vb], name
         for x, y in zip(va, vb):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=x.path)
-    assert without_timing(model_a.growth_history) == without_timing(model_b.growth_history)
+    assert (without_timing([s.to_dict() for s in model_a.growth_history])
+            == without_timing([s.to_dict() for s in model_b.growth_history]))
     assert without_timing(_json(os.path.join(a, "history.json"))) == without_timing(
         _json(os.path.join(b, "history.json")))
     states = [os.path.join(d, "training_state.npz") for d in (a, b)]

@@ -13,6 +13,7 @@ from keras_split.growing import input_data
 from keras_split.growing.compiled_loss import loss_function
 from keras_split.growing.eigen_methods import run_method
 from keras_split.growing.growth import run_stage
+from keras_split.growing.growth_stage import GrowthStage
 from keras_split.growing.growth_settings import (EIGEN_EPOCHS, EIGEN_TOL, GrowthSettings,
                                                   validate_eigen_args)
 from keras_split.surgery import widening
@@ -38,6 +39,8 @@ class GrowingModel(keras.Model):
             (ReLU family, identity) the second derivative of
             ``softplus(3 z) / 3``, as the splitting papers' code does; None uses
             the true second derivative everywhere (zero for those activations).
+        growth_history: earlier :class:`~keras_split.GrowthStage` objects or their
+            dicts (as ``.keras`` files hold them); the attribute lists objects.
         **kwargs: passed to ``keras.Model`` (e.g. ``name``).
 
     Raises:
@@ -60,7 +63,7 @@ class GrowingModel(keras.Model):
         super().__init__(**kwargs)
         self.network = network
         self._graph = graph
-        self.growth_history = list(growth_history or [])
+        self.growth_history = [GrowthStage.from_dict(s) for s in growth_history or []]
         self._catch_up = CatchUp()
         self.built = True
 
@@ -94,7 +97,7 @@ class GrowingModel(keras.Model):
         return {
             "model": keras.saving.serialize_keras_object(self.network),
             "surrogate": self.surrogate,
-            "growth_history": list(self.growth_history),
+            "growth_history": [s.to_dict() for s in self.growth_history],
             "name": self.name,
         }
 
@@ -364,7 +367,7 @@ class GrowingModel(keras.Model):
                 (``growth_ratio``, ``cost``, ``seed``, ``batch_size``, ...).
 
         Returns:
-            A :class:`keras_split.GrowthStage`, also appended (as a dict) to
+            A :class:`keras_split.GrowthStage`, also appended to
             ``growth_history`` unless ``dry_run``.
 
         Raises:
@@ -388,7 +391,7 @@ class GrowingModel(keras.Model):
             stage = run_stage(self, x if y is None else (x, y), settings, eval_data=eval_data,
                               dry_run=dry_run, log_dir=log_dir, verbose=verbose)
             if not dry_run:
-                self.growth_history.append(stage.to_dict())
+                self.growth_history.append(stage)
         except BaseException:
             # Whatever failed, before or after the split (statistics, TensorBoard, an
             # interrupt): the model is left as it was.

@@ -19,11 +19,14 @@ from keras_split.estimate.eigenpairs import eigen_passes, relative_residual, unc
 from keras_split.growing.estimation_data import check_examples, fixed_batches, split_holdout
 from keras_split.growing.growth_stage import GrowthStage
 from keras_split.growing.input_data import model_dataset
-from keras_split.growing.guard import children_pairs, guarded_split, mean_loss
+from keras_split.growing.guard import GuardOutcome, children_pairs, guarded_split, mean_loss
+from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerRecord,
+                                               StabilityRecord, StageSeconds, TwinRecord)
 from keras_split.growing.twins import twin_statistics
 from keras_split.select import costs as cost_lib
 from keras_split.select.budget import NOISE_RTOL, check_max_widths, select_groups, without_noise
 from keras_split.select.flops import count_flops
+from keras_split.select.selection import Selection
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +64,11 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
     reference_loss = eig.loss
     if reference_loss is None:
         reference_loss = mean_loss(model, held_out)
-    selection = _select(graph, eig, reference_loss, settings)
+    chosen = _select(graph, eig, reference_loss, settings)
     timer.append(time.perf_counter())
-    split = _split(model, selection, eig, settings, held_out, reference_loss, dry_run)
+    split = _split(model, chosen, eig, settings, held_out, reference_loss, dry_run)
     timer.append(time.perf_counter())
-    stage = _stage_record(model, settings, eig, selection, split, timer, dry_run)
+    stage = _stage_record(model, settings, eig, chosen, split, timer, dry_run)
     if log_dir is not None:
         _write_tensorboard(log_dir, stage, eig)
     if verbose:
@@ -112,21 +115,46 @@ def _stage_data(model, data, eval_data, batch_size):
     return dataset, fixed_batches(model_dataset(model, eval_data, batch_size, "eval_data"))
 
 
+@dataclasses.dataclass
+class _Chosen:
+    """The knapsack's :class:`Selection`, the units it splits per layer, the negative
+    eigenvalues ignored as noise and the choice's stability."""
+
+    selection: Selection
+    units: dict
+    n_noise: int
+    stability: StabilityRecord = None
+
+
+@dataclasses.dataclass
+class _SplitOutcome:
+    """What the split (or its plan) did: costs around it, the units split, the guard's
+    outcome, the children's indices and the per-layer records."""
+
+    macs_before: int
+    params_before: int
+    macs_after: int
+    params_after: int
+    units: dict
+    guard: GuardOutcome
+    pairs: dict
+    norms: dict
+    layers: dict
+
+
 def _select(graph, eig, reference_loss, settings):
-    """The knapsack's choice: ``dict(groups, values, chosen, budget, solver, n_noise,
-    units)``, ``units`` the split units per layer."""
+    """The knapsack's choice, as a :class:`_Chosen`."""
     candidates, n_noise = without_noise(graph, eig, reference_loss)
     if n_noise:
         logger.info("Ignored %d negative eigenvalues at noise level (|lambda| ||theta||^2 / 2 "
                     "< %g of the loss %.4g).", n_noise, NOISE_RTOL, reference_loss)
-    groups, values, chosen, budget, solver_used = _knapsack(graph, candidates, settings)
+    selection = _knapsack(graph, candidates, settings)
     units = {name: [] for name in graph.splittable_layers}
-    for i in chosen:
-        for name, unit in graph.group_members(groups[i]):
+    for group in selection.chosen_groups:
+        for name, unit in graph.group_members(group):
             units[name].append(int(unit))
-    return dict(groups=groups, values=values, chosen=chosen, budget=budget,
-                solver=solver_used, n_noise=n_noise, units=units,
-                stability=_stability(graph, eig, reference_loss, settings, chosen))
+    return _Chosen(selection, units, n_noise,
+                   _stability(graph, eig, reference_loss, settings, selection.chosen))
 
 
 def _knapsack(graph, candidates, settings):
@@ -137,115 +165,109 @@ def _knapsack(graph, candidates, settings):
 
 
 def _stability(graph, eig, reference_loss, settings, chosen):
-    """The Jaccard index between the groups chosen with the held-out eigenvalues and those
-    chosen with the estimation data's (same vectors); ``{}`` without the latter."""
+    """The :class:`StabilityRecord` of the groups chosen with the held-out eigenvalues
+    against those chosen with the estimation data's (same vectors); None without the
+    latter."""
     if all(e.fit_values is None for e in eig.values()):
-        return {}
+        return None
     # Layers without a splitting signal have no estimation-data values: zeros either way.
     on_fit = {name: e if e.fit_values is None else dataclasses.replace(e, values=e.fit_values)
               for name, e in eig.items()}
-    other = _knapsack(graph, without_noise(graph, on_fit, reference_loss)[0], settings)[2]
+    other = _knapsack(graph, without_noise(graph, on_fit, reference_loss)[0], settings).chosen
     a, b = set(int(i) for i in chosen), set(int(i) for i in other)
     union = a | b
-    return {"jaccard": len(a & b) / len(union) if union else None,
-            "n_held_out": len(a), "n_estimation": len(b)}
+    return StabilityRecord(len(a & b) / len(union) if union else None, len(a), len(b))
 
 
-def _split(model, selection, eig, settings, held_out, reference_loss, dry_run):
-    """Splits the selection under the loss guard (or plans it, ``dry_run``): the costs
-    before and after, the units split, the guard's record and the children's indices."""
+def _split(model, chosen, eig, settings, held_out, reference_loss, dry_run):
+    """Splits the selection under the loss guard (or plans it, ``dry_run``): a
+    :class:`_SplitOutcome`."""
     graph, rule = model.channel_graph, settings.rule
-    chosen_groups = [selection["groups"][i] for i in selection["chosen"]]
-    out = dict(macs_before=count_flops(model), params_before=int(model.count_params()),
-               before_units={n: graph.units(n) for n in graph.splittable_layers},
-               units=selection["units"], loss_before=None, loss_after=None, tries=[],
-               action="none", pairs={}, norms=_kernel_norms(graph, selection["units"]))
+    groups = chosen.selection.chosen_groups
+    macs_before, params_before = count_flops(model), int(model.count_params())
+    before_units = {n: graph.units(n) for n in graph.splittable_layers}
+    units, pairs = chosen.units, {}
+    norms = _kernel_norms(graph, units)
+    layers = _layer_records(graph, eig, units, before_units)
     if dry_run:
-        out["macs_after"] = int(cost_lib.widened_cost(graph, chosen_groups, "flops"))
-        out["params_after"] = int(cost_lib.widened_cost(graph, chosen_groups, "params"))
-        return _with_layers(out, graph, eig)
-    if chosen_groups:
-        out["loss_before"], out["loss_after"], out["tries"], out["action"] = guarded_split(
-            model, chosen_groups, eig, rule, held_out, seed=settings.seed,
-            loss_before=reference_loss)
+        return _SplitOutcome(
+            macs_before, params_before, int(cost_lib.widened_cost(graph, groups, "flops")),
+            int(cost_lib.widened_cost(graph, groups, "params")), units,
+            GuardOutcome(None, None, GuardRecord()), pairs, norms, layers)
+    if groups:
+        guard = guarded_split(model, groups, eig, rule, held_out, seed=settings.seed,
+                              loss_before=reference_loss)
     else:
-        out["loss_before"] = out["loss_after"] = reference_loss
-    if out["action"] in ("split", "shrunk"):
-        out["pairs"] = children_pairs(out["units"], out["before_units"])
+        guard = GuardOutcome(reference_loss, reference_loss, GuardRecord())
+    if guard.committed:
+        pairs = children_pairs(units, before_units)
     else:
-        out["units"] = {name: [] for name in out["units"]}
-    out["macs_after"], out["params_after"] = count_flops(model), int(model.count_params())
-    return _with_layers(out, graph, eig)
+        units = {name: [] for name in units}
+        layers = _layer_records(graph, eig, units, before_units)
+    return _SplitOutcome(macs_before, params_before, count_flops(model),
+                         int(model.count_params()), units, guard, pairs, norms, layers)
 
 
-def _with_layers(out, graph, eig):
-    """``out`` with the per-layer records of the graph before the split."""
-    out["layers"] = _layer_records(graph, eig, out["units"], out["before_units"])
-    return out
-
-
-def _stage_record(model, settings, eig, selection, split, timer, dry_run):
+def _stage_record(model, settings, eig, chosen, split, timer, dry_run):
     """The :class:`GrowthStage` of what the stage did."""
-    rule, values, chosen = settings.rule, selection["values"], selection["chosen"]
-    tries, action = split["tries"], split["action"]
+    rule, selection, guard = settings.rule, chosen.selection, split.guard
+    tries = guard.record.tries
     # The step of the committed split; a rolled-back stage split nothing.
-    used = 0.0 if action == "rolled_back" else tries[-1]["epsilon"] if tries else rule.epsilon
+    used = (0.0 if guard.record.action == "rolled_back" else tries[-1].epsilon if tries
+            else rule.epsilon)
     # The second-order term of the eigen step (the only term for "halves" outgoing).
-    predicted = sum(0.5 * (used * (split["norms"][name][u] if rule.relative else 1.0)) ** 2
-                    * eig[name].values[u] for name, units in split["units"].items()
+    predicted = sum(0.5 * (used * (split.norms[name][u] if rule.relative else 1.0)) ** 2
+                    * eig[name].values[u] for name, units in split.units.items()
                     for u in units)
     twins = twin_statistics(model)
     cost = settings.cost
     return GrowthStage(
         stage=len(model.growth_history), method=settings.method,
         cost=cost if isinstance(cost, str) else getattr(cost, "__name__", "callable"),
-        solver=selection["solver"], growth_ratio=float(settings.growth_ratio),
-        epsilon=float(used), budget=float(selection["budget"]),
-        macs_before=int(split["macs_before"]), macs_after=int(split["macs_after"]),
-        params_before=split["params_before"], params_after=int(split["params_after"]),
-        n_candidates=int((values < settings.threshold).sum()), n_selected=int(len(chosen)),
-        selected_value=float(values[chosen].sum()) if len(chosen) else 0.0,
+        solver=selection.solver, growth_ratio=float(settings.growth_ratio),
+        epsilon=float(used), budget=selection.budget,
+        macs_before=int(split.macs_before), macs_after=int(split.macs_after),
+        params_before=split.params_before, params_after=int(split.params_after),
+        n_candidates=int((selection.values < settings.threshold).sum()),
+        n_selected=int(len(selection.chosen)), selected_value=selection.chosen_value,
         predicted_loss_change=float(predicted),
-        loss_before=split["loss_before"], loss_after=split["loss_after"],
-        measured_loss_change=None if dry_run else split["loss_after"] - split["loss_before"],
-        layers=split["layers"],
-        seconds={"eigen": timer[1] - timer[0], "select": timer[2] - timer[1],
-                 "split": timer[3] - timer[2]},
-        dry_run=bool(dry_run), split_rule=rule.get_config(),
-        guard={"action": action, "tries": tries}, children=split["pairs"],
-        twins={k: twins[k] for k in ("units", "twins", "twin_fraction", "distinct")},
-        n_noise=selection["n_noise"], eigen=_eigen_record(eig),
-        stability=selection["stability"],
+        loss_before=guard.loss_before, loss_after=guard.loss_after,
+        measured_loss_change=None if dry_run else guard.loss_after - guard.loss_before,
+        layers=split.layers,
+        seconds=StageSeconds(timer[1] - timer[0], timer[2] - timer[1], timer[3] - timer[2]),
+        dry_run=bool(dry_run), split_rule=rule.get_config(), guard=guard.record,
+        children=split.pairs,
+        twins=TwinRecord(**{k: twins[k] for k in ("units", "twins", "twin_fraction",
+                                                   "distinct")}),
+        n_noise=chosen.n_noise, eigen=_eigen_record(eig), stability=chosen.stability,
     )
 
 
 def _layer_records(graph, eig, split_units, before_units):
-    """Per producer: widths before and after, the split indices and the eigenvalues."""
+    """Per producer, the :class:`LayerRecord` of the graph before the split."""
     layers = {}
     for name in graph.splittable_layers:
         e = eig[name]
         res = e.residuals if e.residuals is not None else np.zeros_like(e.values)
-        layers[name] = {
-            "units_before": before_units[name],
-            "units_after": before_units[name] + len(split_units[name]),
-            "split_indices": sorted(split_units[name]),
-            "lambda_min": float(e.values.min()),
-            "lambda_mean": float(e.values.mean()),
-            "n_negative": int((e.values < 0).sum()),
-            "residual_max": float(res.max()),
-            "residual_mean": float(res.mean()),
-            "lambdas": [float(v) for v in e.values],
-        }
+        layers[name] = LayerRecord(
+            units_before=before_units[name],
+            units_after=before_units[name] + len(split_units[name]),
+            split_indices=sorted(split_units[name]),
+            lambda_min=float(e.values.min()), lambda_mean=float(e.values.mean()),
+            n_negative=int((e.values < 0).sum()),
+            residual_max=float(res.max()), residual_mean=float(res.mean()),
+            lambdas=[float(v) for v in e.values])
     return layers
 
 
 def _eigen_record(eig):
-    """How far the estimate went and how well it converged, for ``GrowthStage.eigen``."""
+    """How far the estimate went and how well it converged: an :class:`EigenSummary`."""
     passes = eigen_passes(eig)
-    return {"passes": passes,
-            "fit_residual_ratio": relative_residual(eig, fit=True) if passes else None,
-            "residual_ratio": relative_residual(eig),
-            "unconverged": {n: len(u) for n, u in unconverged_neurons(eig).items()}}
+    return EigenSummary(
+        passes=passes,
+        fit_residual_ratio=relative_residual(eig, fit=True) if passes else None,
+        residual_ratio=relative_residual(eig),
+        unconverged={n: len(u) for n, u in unconverged_neurons(eig).items()})
 
 
 def _kernel_norms(graph, split_units):
@@ -267,10 +289,10 @@ def _write_tensorboard(log_dir, stage, eig):
         tf.summary.scalar("growth/predicted_loss_change", stage.predicted_loss_change)
         if stage.measured_loss_change is not None:
             tf.summary.scalar("growth/measured_loss_change", stage.measured_loss_change)
-        if stage.twins:
-            tf.summary.scalar("growth/twin_fraction", stage.twins["twin_fraction"])
-            tf.summary.scalar("growth/distinct_filters", stage.twins["distinct"])
+        if stage.twins is not None:
+            tf.summary.scalar("growth/twin_fraction", stage.twins.twin_fraction)
+            tf.summary.scalar("growth/distinct_filters", stage.twins.distinct)
         for name, e in eig.items():
             tf.summary.histogram(f"lambda/{name}", e.values)
-            tf.summary.scalar(f"width/{name}", stage.layers[name]["units_after"])
+            tf.summary.scalar(f"width/{name}", stage.layers[name].units_after)
     writer.flush()

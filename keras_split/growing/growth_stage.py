@@ -2,10 +2,14 @@
 
 import dataclasses
 import json
+import typing
+
+from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerRecord, Record,
+                                               StabilityRecord, StageSeconds, TwinRecord)
 
 
 @dataclasses.dataclass
-class GrowthStage:
+class GrowthStage(Record):
     """What one call of :meth:`keras_split.GrowingModel.grow` did (or would do).
 
     Attributes:
@@ -20,24 +24,28 @@ class GrowthStage:
         predicted_loss_change: ``epsilon**2 / 2 * selected_value``.
         loss_before, loss_after, measured_loss_change: the compiled loss on the
             evaluation batches around the split (None for a dry run).
-        layers: per producer, ``units_before``, ``units_after``,
-            ``split_indices``, ``lambdas`` and statistics of the eigenvalues and
-            residuals.
-        seconds: wall time of ``eigen``, ``select`` and ``split``.
+        layers: per producer, a :class:`~keras_split.growing.stage_records.LayerRecord`
+            (``units_before``, ``units_after``, ``split_indices``, ``lambdas`` and
+            statistics of the eigenvalues and residuals).
+        seconds: a :class:`~keras_split.growing.stage_records.StageSeconds`, the
+            wall time of ``eigen``, ``select`` and ``split``.
         dry_run: True when the model was not changed.
         split_rule: the :class:`keras_split.SplitRule` config used.
-        guard: the loss guard's ``action`` (``"split"``, ``"shrunk"``,
-            ``"rolled_back"`` or ``"none"``) and its ``tries`` (step, held-out loss).
+        guard: a :class:`~keras_split.growing.stage_records.GuardRecord`, the loss
+            guard's ``action`` (``"split"``, ``"shrunk"``, ``"rolled_back"`` or
+            ``"none"``) and its ``tries`` (step, held-out loss).
         children: ``{layer: [[first, second], ...]}``, every split unit's children.
-        twins: :func:`keras_split.twin_statistics` totals right after the stage.
+        twins: a :class:`~keras_split.growing.stage_records.TwinRecord`,
+            :func:`keras_split.twin_statistics` totals right after the stage.
         n_noise: negative eigenvalues ignored as noise (too small to change the loss).
-        eigen: the estimate's ``passes``, its residual ratios ``sum(residual) /
-            sum(|lambda|)`` on the estimation data (``fit_residual_ratio``) and on
-            the held-out batches (``residual_ratio``), and ``unconverged``, per
-            layer, the neurons whose residual exceeds 25 % of ``|lambda|``.
-        stability: ``jaccard``, the Jaccard index of the groups chosen with the
-            held-out and with the estimation eigenvalues (lobpcg; empty for exact),
-            and the sizes of the two selections.
+        eigen: an :class:`~keras_split.growing.stage_records.EigenSummary`: the
+            estimate's passes and residual ratios, and its unconverged neurons.
+        stability: a :class:`~keras_split.growing.stage_records.StabilityRecord`
+            (the Jaccard index of the groups chosen with the held-out and with the
+            estimation eigenvalues), or None (exact eigenpairs).
+
+    The dict view of :class:`~keras_split.growing.stage_records.Record` (``stage["macs_after"]``)
+    reads the same fields.
 
     Example:
         >>> stage = model.grow(train, growth_ratio=0.5)
@@ -63,27 +71,17 @@ class GrowthStage:
     loss_before: float = None
     loss_after: float = None
     measured_loss_change: float = None
-    layers: dict = dataclasses.field(default_factory=dict)
-    seconds: dict = dataclasses.field(default_factory=dict)
+    layers: typing.Dict[str, LayerRecord] = dataclasses.field(default_factory=dict)
+    seconds: StageSeconds = dataclasses.field(default_factory=StageSeconds)
     dry_run: bool = False
     split_rule: dict = dataclasses.field(default_factory=dict)
-    guard: dict = dataclasses.field(default_factory=dict)
-    children: dict = dataclasses.field(default_factory=dict)
-    twins: dict = dataclasses.field(default_factory=dict)
+    guard: GuardRecord = dataclasses.field(default_factory=GuardRecord)
+    children: typing.Dict[str, typing.List[typing.List[int]]] = dataclasses.field(
+        default_factory=dict)
+    twins: typing.Optional[TwinRecord] = None
     n_noise: int = 0
-    eigen: dict = dataclasses.field(default_factory=dict)
-    stability: dict = dataclasses.field(default_factory=dict)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"Unknown GrowthStage fields: {sorted(unknown)}.")
-        return cls(**d)
+    eigen: EigenSummary = dataclasses.field(default_factory=EigenSummary)
+    stability: typing.Optional[StabilityRecord] = None
 
     def to_json(self):
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -95,8 +93,8 @@ class GrowthStage:
     def summary(self):
         """One line: the stage, its MACs change, how many groups split, the loss change."""
         grown = ", ".join(
-            f"{n} {l['units_before']}->{l['units_after']}"
-            for n, l in self.layers.items() if l["units_after"] != l["units_before"]
+            f"{n} {l.units_before}->{l.units_after}"
+            for n, l in self.layers.items() if l.units_after != l.units_before
         )
         measured = (
             "n/a" if self.measured_loss_change is None else f"{self.measured_loss_change:+.3e}"
@@ -107,11 +105,11 @@ class GrowthStage:
             f"({self.macs_after / max(self.macs_before, 1):.2f}x), split "
             f"{self.n_selected}/{self.n_candidates} groups, loss change predicted "
             f"{self.predicted_loss_change:+.3e} measured {measured}"
-            + (f", step shrunk to {self.epsilon:g}" if self.guard.get("action") == "shrunk"
+            + (f", step shrunk to {self.epsilon:g}" if self.guard.action == "shrunk"
                else ", rolled back (every step raised the held-out loss)"
-               if self.guard.get("action") == "rolled_back" else "")
-            + (f", twins {self.twins['twin_fraction']:.1%}" if self.twins else "")
-            + (f", stability (Jaccard) {self.stability['jaccard']:.2f}"
-               if self.stability.get("jaccard") is not None else "")
+               if self.guard.action == "rolled_back" else "")
+            + (f", twins {self.twins.twin_fraction:.1%}" if self.twins is not None else "")
+            + (f", stability (Jaccard) {self.stability.jaccard:.2f}"
+               if self.stability is not None and self.stability.jaccard is not None else "")
             + (f" [{grown}]" if grown else "")
         )

@@ -1,5 +1,6 @@
 """The loss guard: a growth stage never raises the held-out loss."""
 
+import dataclasses
 import logging
 import math
 
@@ -8,6 +9,7 @@ import tensorflow as tf
 
 from keras_split.data import data_utils
 from keras_split.graph.channel_map import ChannelMap
+from keras_split.growing.stage_records import GuardRecord, GuardTry
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,28 @@ def children_pairs(split_units, before_units):
     return pairs
 
 
+@dataclasses.dataclass
+class GuardOutcome:
+    """What :func:`guarded_split` did: the held-out loss around it and its record.
+
+    Attributes:
+        loss_before: the held-out loss of the model before the split.
+        loss_after: the held-out loss of the model after it (``loss_before`` when
+            rolled back).
+        record: the :class:`~keras_split.growing.stage_records.GuardRecord`: the
+            action and the candidates measured.
+    """
+
+    loss_before: float
+    loss_after: float
+    record: GuardRecord
+
+    @property
+    def committed(self):
+        """True when a candidate was committed (``"split"`` or ``"shrunk"``)."""
+        return self.record.action in ("split", "shrunk")
+
+
 def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tolerance=1e-5,
                   loss_before=None):
     """Splits ``groups`` unless the held-out loss rises; shrinks the step first.
@@ -97,9 +121,12 @@ def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tol
     given, is the held-out loss already measured on the model as it is.
 
     Returns:
-        ``(loss_before, loss_after, tries, action)``: ``tries`` lists
-        ``{"epsilon", "loss"}`` per candidate, ``action`` is ``"split"``,
+        A :class:`GuardOutcome`; its record's ``action`` is ``"split"``,
         ``"shrunk"`` or ``"rolled_back"``.
+
+    Example:
+        >>> guarded_split(model, [0, 3], eig, SplitRule.get("fresh"), held_out).record.action
+        'split'
     """
     if loss_before is None:
         loss_before = mean_loss(model, held_out)
@@ -111,18 +138,19 @@ def guarded_split(model, groups, eig, rule, held_out, seed=0, shrink=SHRINK, tol
     network, stepped = candidate.network, candidate.stepped()
     current = 1.0
     for factor in shrink:
-        if tries and (rule.epsilon * factor == tries[-1]["epsilon"] or not stepped):
+        if tries and (rule.epsilon * factor == tries[-1].epsilon or not stepped):
             continue
         for var, step in stepped:
             var.assign(var - ((current - factor) * step).astype(var.dtype))
         current = factor
         loss = mean_loss(model, held_out, network=network)
-        tries.append({"epsilon": rule.epsilon * factor, "loss": loss})
+        tries.append(GuardTry(rule.epsilon * factor, loss))
         # A step-0 candidate computes the same function by construction: what its loss
         # differs by is float32 rounding (5e-5 relative on a MobileNetV2), not a real rise.
         if math.isfinite(loss) and (loss <= bound or rule.epsilon * factor == 0):
             model.commit(candidate, rule.scaled(factor))
-            return loss_before, loss, tries, "split" if len(tries) == 1 else "shrunk"
+            action = "split" if len(tries) == 1 else "shrunk"
+            return GuardOutcome(loss_before, loss, GuardRecord(action, tries))
     logger.warning("Growth stage rolled back: every split raised the held-out loss (%s).",
-                   tries)
-    return loss_before, loss_before, tries, "rolled_back"
+                   [(t.epsilon, t.loss) for t in tries])
+    return GuardOutcome(loss_before, loss_before, GuardRecord("rolled_back", tries))

@@ -9,6 +9,7 @@ import numpy as np
 
 from keras_split.select import costs as cost_lib
 from keras_split.select import knapsack
+from keras_split.select.selection import Selection
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +153,13 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     the rest of the network's goes to any candidate not chosen yet.
 
     Returns:
-        ``(groups, values, chosen, budget, solver_used)``; ``cost="uniform"``
+        A :class:`~keras_split.select.selection.Selection`; ``cost="uniform"``
         (vanilla splitting) always uses the ``"greedy_value"`` rule under the
         MACs budget.
 
     Example:
-        >>> groups, values, chosen, budget, _ = select_groups(graph, eig, 0.5)
+        >>> select_groups(graph, eig, 0.5).chosen_groups
+        [0, 3]
     """
     groups = sorted(graph.groups)
     values = np.array([
@@ -189,7 +191,7 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
         chosen.extend(_share_the_rest(graph, groups, masked, group_cost, chosen,
                                       (total, budget, exact_total), growth_ratio, options))
     chosen = np.array(sorted(chosen), dtype=np.int64)
-    return groups, values, chosen, budget, solver_used
+    return Selection(groups, values, chosen, float(budget), solver_used)
 
 
 def _knapsack_options(graph, groups, solver, max_units, max_widths, max_growth, round_to):
