@@ -136,3 +136,34 @@ def test_the_private_name_check_sees_what_it_must():
     tree = ast.parse("model._graph\nself._graph\nsuper()._x\nfrom keras_split.a import _b\n"
                      "obj.__class__\n")
     assert sorted(text for _, text in _private_reaches(tree)) == ["import _b", "model._graph"]
+
+
+# Where a layer's type may decide what keras_split does with it: the handler classes
+# (one per type, in one table), the model builders, BatchNorm recalibration (about
+# BatchNormalization itself) and compat.
+TYPE_TESTS_ALLOWED = {"graph/handlers.py", "graph/producers.py", "graph/handler_registry.py",
+                      "growing/batchnorm_statistics.py", "compat.py"}
+GENERIC_TYPES = {"Layer", "Model", "InputLayer"}
+
+
+def _layer_type_tests(tree):
+    """``isinstance(x, ...)`` calls that name a concrete Keras layer class."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "isinstance" and len(node.args) == 2):
+            continue
+        if any(isinstance(part, ast.Attribute) and part.attr[:1].isupper()
+               and part.attr not in GENERIC_TYPES
+               and ast.unparse(part.value).split(".")[-1] in ("L", "layers")
+               for part in ast.walk(node.args[1])):
+            yield node.lineno, ast.unparse(node)
+
+
+def test_only_handler_classes_decide_by_a_layers_type():
+    found = [f"{rel}:{line}: {text}" for path, rel, tree in _modules()
+             if rel.as_posix() not in TYPE_TESTS_ALLOWED and rel.parts[0] != "models"
+             for line, text in _layer_type_tests(tree)]
+    assert not found, "\n".join(found)
+    sample = ast.parse("isinstance(x, (L.Dense, keras.layers.Conv2D))\n"
+                       "isinstance(x, keras.layers.Layer)\nisinstance(x, int)\n")
+    assert [line for line, _ in _layer_type_tests(sample)] == [1]

@@ -224,7 +224,7 @@ class ChannelGraph:
         point, bn = layer, None
         tensor = node.outputs[0]
         nxt = self._single_consumer(tensor)
-        if nxt is not None and isinstance(nxt.layer, keras.layers.BatchNormalization):
+        if nxt is not None and self.handlers[nxt.layer.name].normalizes:
             bn = point = nxt.layer
             tensor = nxt.outputs[0]
             nxt = self._single_consumer(tensor)
@@ -240,23 +240,9 @@ class ChannelGraph:
             act_lib.NeuronActivation(None, "linear", self.surrogate),
         )
 
-    @staticmethod
-    def _elementwise_activation(layer):
-        L = keras.layers
-        if isinstance(layer, L.Activation):
-            name = act_lib.activation_name(layer.activation)
-            if name in act_lib.NON_ELEMENTWISE:
-                return None
-            return layer.activation, name
-        if isinstance(layer, L.ReLU):
-            return layer, "relu"
-        if isinstance(layer, L.LeakyReLU):
-            return layer, "leaky_relu"
-        if isinstance(layer, L.PReLU):
-            return layer, "leaky_relu"
-        if isinstance(layer, L.ELU):
-            return layer, "elu"
-        return None
+    def _elementwise_activation(self, layer):
+        """``(fn, name)`` of an activation layer that closes a neuron, or None."""
+        return self.handlers[layer.name].activation(layer)
 
     # ---------------------------------------------------------------- queries
     def group_of(self, layer_name, unit):

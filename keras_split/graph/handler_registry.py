@@ -4,7 +4,7 @@ Every layer type keras_split knows is registered here once; a user's custom laye
 registered the same way with :func:`register_handler`.
 
 Example:
-    >>> get_handler(keras.layers.ReLU()) is CHANNELWISE
+    >>> get_handler(keras.layers.Dropout(0.1)) is CHANNELWISE
     True
 """
 
@@ -13,20 +13,19 @@ import keras
 from keras_split import compat
 from keras_split.graph.handlers import (
     ActivationHandler,
+    ActivationLayerHandler,
     BatchNormalizationHandler,
     CHANNELWISE,
     ConcatenateHandler,
-    Conv2DHandler,
-    DepthwiseConv2DHandler,
     FlattenHandler,
     LayerHandler,
     MERGE,
     OP,
-    PRODUCER,
-    ProducerHandler,
     ReshapeHandler,
     SINK,
 )
+from keras_split.graph.producers import (PRODUCER, Conv2DHandler, DepthwiseConv2DHandler,
+                                         ProducerHandler)
 
 _REGISTRY = {}
 
@@ -84,6 +83,17 @@ ELEMENTWISE_OPS = frozenset((
     "Softsign"))
 
 
+def registered_handler(layer):
+    """The handler registered for ``layer``'s exact class, as registered (a grouped
+    convolution keeps its producer class here), or None.
+
+    Example:
+        >>> registered_handler(keras.layers.Dense(4)).role
+        'producer'
+    """
+    return _REGISTRY.get(type(layer))
+
+
 def get_handler(layer):
     """The handler for ``layer``'s exact class (or, for an op node, for what it computes).
 
@@ -123,7 +133,7 @@ def get_handler(layer):
 
 L = keras.layers
 for _cls in (
-    L.ReLU, L.LeakyReLU, L.PReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
+    L.Dropout, L.SpatialDropout1D,
     L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
     L.MaxPooling2D, L.AveragePooling2D, L.GlobalAveragePooling2D,
     L.GlobalMaxPooling2D, L.ZeroPadding2D, L.Cropping2D, L.UpSampling2D,
@@ -131,6 +141,9 @@ for _cls in (
 ):
     register_handler(_cls, CHANNELWISE)
 register_handler(L.Activation, ActivationHandler())
+for _cls, _name in ((L.ReLU, "relu"), (L.LeakyReLU, "leaky_relu"), (L.PReLU, "leaky_relu"),
+                    (L.ELU, "elu")):
+    register_handler(_cls, ActivationLayerHandler(_name))
 register_handler(L.BatchNormalization, BatchNormalizationHandler())
 register_handler(L.Dense, PRODUCER)
 register_handler(L.Conv2D, Conv2DHandler())
@@ -149,4 +162,4 @@ for _cls in compat.keras_applications_channelwise_layers():
     register_handler(_cls, CHANNELWISE)
 for _cls in compat.keras_applications_merge_layers():
     register_handler(_cls, MERGE)
-del L, _cls
+del L, _cls, _name

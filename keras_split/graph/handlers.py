@@ -55,6 +55,45 @@ class LayerHandler:
         """
         return [in_maps[0]]
 
+    # What the cost model, the estimators and the report ask of a layer; the defaults
+    # are a layer without matmuls that is not an activation.
+    normalizes = False   # a per-channel normalisation that folds into the producer before it
+
+    def macs(self, layer, output_tensor):
+        """Multiply-accumulates of one call for one example (0: no matmul)."""
+        return 0
+
+    def added_cost(self, layer, inputs, outputs, a, b, mode):
+        """What splitting adds to one call of this layer, per column of split groups.
+
+        Args:
+            layer: the layer.
+            inputs, outputs: the call's symbolic input and output tensors.
+            a, b: ``float[n_cols]``, how many channels of its first input (``a``)
+                and of its first output (``b``) each column of groups adds.
+            mode: ``"flops"`` (MACs per example) or ``"params"``.
+
+        Returns:
+            ``float[n_cols]``.
+        """
+        if mode != "params" or not layer.weights:
+            return np.zeros_like(a)
+        # Per-channel weights (BatchNormalization, PReLU): one entry per channel.
+        channels = inputs[0].shape[-1]
+        per = sum(int(np.prod(w.shape[:-1])) for w in layer.weights if w.shape[-1] == channels)
+        return per * a
+
+    def activation(self, layer):
+        """``(fn, name)`` when the layer is an element-wise activation that can close a
+        neuron (``name`` as :func:`~keras_split.graph.activations.activation_name`
+        reports it), else None."""
+        return None
+
+    def unit_kernels(self, layer):
+        """``[fan_in, units]``: every output unit's incoming weights, for a producer
+        whose units are filters over its input; None otherwise."""
+        return None
+
     def widen(self, layer, in_maps, out_maps):
         """Returns ``(config_updates, {weight_name: WeightEdit})``."""
         cmap = in_maps[0]
@@ -77,6 +116,8 @@ class ChannelwiseHandler(LayerHandler):
 class BatchNormalizationHandler(ChannelwiseHandler):
     """BatchNormalization over the last axis."""
 
+    normalizes = True
+
     def validate(self, layer):
         super().validate(layer)
         if layer.axis not in (-1, len(layer.input.shape) - 1):
@@ -96,59 +137,22 @@ class ActivationHandler(ChannelwiseHandler):
             return SINK.trace(layer, in_classes, out_shapes, graph)
         return [in_classes[0]]
 
+    def activation(self, layer):
+        from keras_split.graph.activations import NON_ELEMENTWISE, activation_name
 
-class ProducerHandler(LayerHandler):
-    """Dense and Conv2D: each output unit is a neuron that can be split.
-
-    Kernel layout ``[..., fan_in_channels, units]``: the input channel axis is
-    -2 (incoming weights of a duplicated channel are halved), the output axis
-    -1 (a split unit's filter is duplicated, then perturbed along its
-    eigenvector by the caller).
-    """
-
-    role = "producer"
-    units_key = "units"
+        name = activation_name(layer.activation)
+        return None if name in NON_ELEMENTWISE else (layer.activation, name)
 
 
-    def trace(self, layer, in_classes, out_shapes, graph):
-        return [graph.new_classes(layer.name, out_shapes[0][-1])]
+class ActivationLayerHandler(ChannelwiseHandler):
+    """An activation layer (ReLU, LeakyReLU, PReLU, ELU) that closes a neuron as the
+    activation ``name`` (PReLU as ``"leaky_relu"``: piecewise linear)."""
 
-    def propagate(self, layer, in_maps, out_masks):
-        return [ChannelMap.from_split_mask(out_masks[0])]
+    def __init__(self, name):
+        self.name = name
 
-    def widen(self, layer, in_maps, out_maps):
-        in_map, out_map = in_maps[0], out_maps[0]
-        edits = {
-            "kernel": WeightEdit(
-                [(len(layer.kernel.shape) - 2, in_map, True),
-                 (len(layer.kernel.shape) - 1, out_map, False)]
-            )
-        }
-        if layer.use_bias:
-            edits["bias"] = WeightEdit([(0, out_map, False)])
-        updates = {self.units_key: out_map.size} if out_map.changed else {}
-        return updates, edits
-
-
-class Conv2DHandler(ProducerHandler):
-    units_key = "filters"
-
-
-class DepthwiseConv2DHandler(LayerHandler):
-    """DepthwiseConv2D: channel ``c`` yields outputs ``c*m .. c*m+m-1``; filters are duplicated."""
-
-    def trace(self, layer, in_classes, out_shapes, graph):
-        return [np.repeat(in_classes[0], layer.depth_multiplier)]
-
-    def propagate(self, layer, in_maps, out_masks):
-        # Output channel c * m + j comes from input channel c.
-        return [in_maps[0].repeat(layer.depth_multiplier)]
-
-    def widen(self, layer, in_maps, out_maps):
-        edits = {"kernel": WeightEdit([(2, in_maps[0], False)])}
-        if layer.use_bias:
-            edits["bias"] = WeightEdit([(0, out_maps[0], False)])
-        return {}, edits
+    def activation(self, layer):
+        return layer, self.name
 
 
 class MergeHandler(LayerHandler):
@@ -290,6 +294,5 @@ class ReshapeHandler(SinkHandler):
 
 SINK = SinkHandler()
 CHANNELWISE = ChannelwiseHandler()
-PRODUCER = ProducerHandler()
 MERGE = MergeHandler()
 OP = OpHandler()

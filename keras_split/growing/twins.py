@@ -1,19 +1,20 @@
 """How distinct the neurons of a network are: twins and distinct filters per layer.
 
 A split whose children stay copies of each other buys MACs without capacity.
-:func:`twin_statistics` measures it on any model: for every Dense unit or Conv2D
-filter, the best cosine similarity of its incoming kernel with another unit of
-the same layer ("a twin" above ``twin_cosine``), and the number of distinct
+:func:`twin_statistics` measures it on any model: for every unit of a producer
+(a Dense unit, a Conv2D filter: the layers whose handler gives ``unit_kernels``),
+the best cosine similarity of its incoming kernel with another unit of the same layer ("a twin" above ``twin_cosine``), and the number of distinct
 filters left when units closer than ``distinct_cosine`` are grouped together.
 """
 
-import keras
 import numpy as np
+
+from keras_split.graph.handler_registry import registered_handler
 
 
 def _unit_kernels(layer):
-    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
-    return kernel.reshape(-1, kernel.shape[-1]).T      # [units, fan_in]
+    """``[units, fan_in]`` (float64), from the producer handler of the layer's class."""
+    return registered_handler(layer).unit_kernels(layer).astype(np.float64).T
 
 
 def cosine_matrix(layer):
@@ -63,9 +64,8 @@ def twin_statistics(model, twin_cosine=0.99, distinct_cosine=0.9, layers=None):
     network = getattr(model, "network", model)
     out = {}
     for layer in network.layers:
-        if not isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
-            continue
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        handler = registered_handler(layer)
+        if handler is None or handler.unit_kernels(layer) is None:
             continue
         if layers is not None and layer.name not in layers:
             continue

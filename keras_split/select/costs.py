@@ -14,10 +14,9 @@ of the MACs it adds, and the network's total is the sum of its groups' costs, so
 that a budget of ``growth_ratio`` times it is their "grow x channels x sqrt(MACs)".
 """
 
-import keras
 import numpy as np
 
-from keras_split.select.flops import layer_macs, spatial_positions
+from keras_split.select.flops import layer_macs
 
 COST_MODES = ("flops", "params", "uniform", "sqrt_flops")
 
@@ -34,30 +33,13 @@ def _counts(graph, tensor, index, n_cols):
 def _added_cost(graph, index, n_cols, mode):
     """The cost each column of groups adds when its groups are split together."""
     total = np.zeros(n_cols)
-    L = keras.layers
     for n in graph.nodes:
         layer = n.layer
         if not getattr(layer, "weights", None) or not n.inputs:   # op nodes have none
             continue
         a = _counts(graph, n.inputs[0], index, n_cols)
         b = _counts(graph, n.outputs[0], index, n_cols)
-        pos = spatial_positions(n.outputs[0]) if mode == "flops" else 1
-        if isinstance(layer, L.DepthwiseConv2D):
-            k = int(np.prod(layer.kernel.shape[:2])) * layer.depth_multiplier
-            total += pos * k * a
-            if mode == "params" and layer.use_bias:
-                total += b
-        elif isinstance(layer, (L.Dense, L.Conv2D)):
-            k = int(np.prod(layer.kernel.shape[:-2]))
-            cin, cout = layer.kernel.shape[-2], layer.kernel.shape[-1]
-            total += pos * k * (a * cout + cin * b + a * b)
-            if mode == "params" and layer.use_bias:
-                total += b
-        elif mode == "params":
-            # Per-channel weights (BatchNormalization, PReLU): one entry per channel.
-            channels = n.inputs[0].shape[-1]
-            per = sum(int(np.prod(w.shape[:-1])) for w in layer.weights if w.shape[-1] == channels)
-            total += per * a
+        total += graph.handlers[layer.name].added_cost(layer, n.inputs, n.outputs, a, b, mode)
     return total
 
 

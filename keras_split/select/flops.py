@@ -7,18 +7,10 @@ activations, pooling and element-wise merges count zero.
 """
 
 import keras
-import numpy as np
 
 from keras_split import compat
+from keras_split.graph.handler_registry import registered_handler
 from keras_split.graph.walk import functional_nodes
-
-
-def spatial_positions(tensor):
-    """Output positions per example: the product of the spatial dimensions (1 for Dense)."""
-    shape = tuple(tensor.shape)[1:-1]
-    if any(d is None for d in shape):
-        raise ValueError(f"Unknown spatial shape {tensor.shape}; give the model static shapes.")
-    return int(np.prod(shape)) if shape else 1
 
 
 def layer_macs(layer, output_tensor):
@@ -29,13 +21,11 @@ def layer_macs(layer, output_tensor):
         output_tensor: its symbolic output in the model.
 
     Returns:
-        int.
+        int: what the handler registered for the layer's class counts
+        (``LayerHandler.macs``; 0 for a class without one).
     """
-    L = keras.layers
-    if isinstance(layer, (L.Dense, L.Conv2D, L.DepthwiseConv2D)):
-        # Kernel [..., fan_in / groups, units]: one MAC per weight per position.
-        return spatial_positions(output_tensor) * int(np.prod(layer.kernel.shape))
-    return 0
+    handler = registered_handler(layer)
+    return 0 if handler is None else int(handler.macs(layer, output_tensor))
 
 
 def count_flops(model):
