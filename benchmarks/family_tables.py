@@ -67,11 +67,12 @@ def families_checks(results, name="growth_families.json"):
 
 
 # The budget variants of the ablation: (label, results file, in-place run, retrained run).
-BUDGETS = (("one for the network", "growth_families.json", "energy", "retrained"),
+BUDGETS = (("half per resolution, half shared (default)", "growth_families.json", "energy",
+            "retrained"),
+           ("one for the network", "growth_families.json", "energy-network",
+            "retrained-network"),
            ("one per resolution", "growth_families.json", "energy-resolution",
-            "retrained-resolution"),
-           ("half per resolution, half shared", "growth_families_share.json", "energy",
-            "retrained"))
+            "retrained-resolution"))
 
 
 def _paired(by_seed, base, key):
@@ -87,7 +88,7 @@ def families_budgets(results):
              for name in dict.fromkeys(name for _, name, _, _ in BUDGETS)
              if os.path.exists(os.path.join(results, name))}
     baseline = files["growth_families.json"]
-    out, means = [], {}
+    out, means, per_family = [], {}, {}
     for family in baseline:
         for label, name, grown, found in BUDGETS:
             by = files.get(name, {}).get(family, {})
@@ -101,14 +102,32 @@ def families_budgets(results):
                     if key == "val" and diff:
                         means.setdefault(label, {}).setdefault(part, []).append(
                             float(np.mean(diff)))
+                        per_family.setdefault(label, {}).setdefault(family, []).append(
+                            float(np.mean(diff)))
             out.append(cells)
     for label, parts in means.items():
         cells = [f"{np.mean(parts[p]):+.2f} pt ({len(parts[p])} families)" if p in parts
                  else "" for p in ("in place", "found")]
         out.append(["mean over families", label, cells[0], "", cells[1], ""])
+    out.extend(_criterion_rows(per_family))
     head = ["family", "budgets", "in place - uniform in place, val", "(test)",
             "found - scratch, val", "(test)"]
     return rows_to_markdown(head, out, right=range(2, 6))
+
+
+def _criterion_rows(per_family):
+    """Per variant, the choice's criterion on validation: the mean over families of each
+    family's mean of its two differences, and the worst family's."""
+    rows = []
+    for label, families in per_family.items():
+        both = {f: float(np.mean(v)) for f, v in families.items() if len(v) == 2}
+        if not both:
+            continue
+        worst = min(both, key=both.get)
+        rows.append(["criterion (mean of the two, val)", label,
+                     f"{np.mean(list(both.values())):+.2f} pt over families", "",
+                     f"worst {worst} {both[worst]:+.2f} pt", ""])
+    return rows
 
 
 def _by_family(runs):

@@ -11,16 +11,17 @@ width (the width multiplier they are compared with):
 
 * ``energy``: ``GrowthCallback(data, max_macs=...)`` and nothing else (the shipped
   defaults; ``--rule`` and ``--grow`` replace settings, for choosing them);
-* ``energy-resolution``: the same with one budget per output resolution
-  (``budget_groups="resolution"``) instead of the default one budget for the network
-  (the ablation);
+* ``energy-network`` / ``energy-resolution``: the same with one budget for the network
+  (``budget_groups=None``) / with one budget per output resolution and nothing shared
+  (``group_share=1.0``), instead of the default half of each resolution's budget kept
+  apart (the ablations);
 * ``uniform``: every layer widened in place by the same factor per stage, to the target
   width's layer widths, at the same epochs and with the same split rule (the control
   that isolates the in-place recipe from the selection);
 * ``random``: random groups under the same MACs budget, same epochs and rule;
-* ``retrained`` / ``retrained-resolution``: the architecture ``energy`` /
-  ``energy-resolution``
-  found, freshly initialised, trained from scratch;
+* ``retrained``, ``retrained-network``, ``retrained-resolution``: the architecture
+  ``energy``, ``energy-network``, ``energy-resolution`` found, freshly initialised,
+  trained from scratch;
 * ``scratch``: the target width from scratch; ``width-<w>``: other uniform widths from
   scratch (the width multiplier's curve, ``--curve``).
 
@@ -126,6 +127,11 @@ def _stage_row(stage):
             "stability": stability.to_dict() if stability is not None else None}
 
 
+# The budget ablations' settings (the default: half of each resolution's budget kept apart).
+BUDGET_ABLATIONS = {"energy-network": {"budget_groups": None, "group_share": 1.0},
+                    "energy-resolution": {"budget_groups": "resolution", "group_share": 1.0}}
+
+
 def run(family, method, args, seed, train_xy, sets, found=None, width=None):
     """One run; returns its JSON record."""
     fam = FAMILIES[family]
@@ -144,8 +150,8 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
             kwargs.update(json.loads(args.grow))
         if method == "energy":
             grower = ks.GrowthCallback(eig_data, **kwargs)
-        elif method == "energy-resolution":   # the ablation: a budget per resolution
-            grower = ks.GrowthCallback(eig_data, budget_groups="resolution", **kwargs)
+        elif method in BUDGET_ABLATIONS:
+            grower = ks.GrowthCallback(eig_data, **{**kwargs, **BUDGET_ABLATIONS[method]})
         elif method == "uniform":
             grower = UniformGrowth(eig_data, layer_widths(fam.build(fam.target_width)),
                                    n_stages=3, **kwargs)
@@ -269,6 +275,11 @@ def save(path, args, argv, settings, runs, rows=None):
     os.makedirs(RESULTS, exist_ok=True)
     result = {"command": command_line("growth_families.py", argv), "settings": settings,
               "machine": machine(), "runs": runs}
+    if os.path.exists(path):   # what was said of the runs (relabels) stays with them
+        with open(path) as f:
+            notes = json.load(f).get("notes")
+        if notes:
+            result["notes"] = notes
     if rows is not None:
         result["table"] = rows
     tmp = path + ".tmp"

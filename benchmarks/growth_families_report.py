@@ -11,11 +11,12 @@ import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-GROWING = ("energy", "energy-resolution", "uniform", "random")
-METHODS = ("energy", "energy-resolution", "uniform", "random", "retrained", "retrained-resolution",
-           "scratch")
+GROWING = ("energy", "energy-network", "energy-resolution", "uniform", "random")
+METHODS = ("energy", "energy-network", "energy-resolution", "uniform", "random", "retrained",
+           "retrained-network", "retrained-resolution", "scratch")
 # The growing run whose found architecture each retrained run trains from scratch.
-RETRAINS = {"retrained": "energy", "retrained-resolution": "energy-resolution"}
+RETRAINS = {"retrained": "energy", "retrained-network": "energy-network",
+            "retrained-resolution": "energy-resolution"}
 
 
 def _stats(values):
@@ -71,6 +72,8 @@ def table(runs, train_examples=10_000):
                  "energy_vs_random": ("energy", "random"),
                  "found_vs_scratch": ("retrained", "scratch"),
                  "in_place_vs_scratch": ("energy", "scratch"),
+                 "network_budget_in_place_vs_uniform": ("energy-network", "uniform"),
+                 "network_budget_found_vs_scratch": ("retrained-network", "scratch"),
                  "resolution_budgets_in_place_vs_uniform": ("energy-resolution", "uniform"),
                  "resolution_budgets_found_vs_scratch": ("retrained-resolution", "scratch")}
         for label, (a, b) in pairs.items():
@@ -85,7 +88,7 @@ def table(runs, train_examples=10_000):
 
 def print_table(rows):
     keys = [k for k in ("val", "test") if rows and k in rows[0]]
-    print(f"{'family':<12}{'method / difference':<26}{'MACs':>11}{'MAC-ep':>8}"
+    print(f"{'family':<12}{'method / difference':<38}{'MACs':>11}{'MAC-ep':>8}"
           + "".join(f"{k + ' (mean ± std, n)':>26}" for k in keys)
           + f"{'stage ep (15k)':>16}{'Jaccard':>8}")
     for r in rows:
@@ -98,7 +101,7 @@ def print_table(rows):
         cost = f"{cost[0]:>9.2f}/{cost[1]:.2f}" if cost else " " * 14
         jac = r.get("stability")
         jac = f"{jac:>8.2f}" if jac is not None else ""
-        print(f"{r['family']:<12}{r['method']:<26}{macs}{ratio}{cells}  {cost}{jac}")
+        print(f"{r['family']:<12}{r['method']:<38}{macs}{ratio}{cells}  {cost}{jac}")
 
 
 def screening(prefix, results=RESULTS):

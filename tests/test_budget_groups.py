@@ -117,7 +117,8 @@ def test_every_stage_records_the_selections_stability():
         pairs = {n: ks.Eigenpairs(getattr(e, values), e.vectors) for n, e in eig.items()}
         pairs = budget.without_noise(model.channel_graph, pairs, eig.loss)[0]
         chosen.append(set(budget.select_groups(
-            model.channel_graph, pairs, 0.3, budget_groups=growth_settings.DEFAULT_BUDGET_GROUPS).chosen
+            model.channel_graph, pairs, 0.3, budget_groups=growth_settings.DEFAULT_BUDGET_GROUPS,
+            group_share=growth_settings.DEFAULT_GROUP_SHARE).chosen
             .tolist()))
     a, b = chosen
     assert (s["n_held_out"], s["n_estimation"]) == (len(a), len(b))

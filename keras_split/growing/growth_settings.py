@@ -24,10 +24,11 @@ DEFAULT_SPLIT_RULE = "fresh"
 # the eigenvalue is then within about tol**2 |lambda| of the matrix's, far inside the
 # 5 % that the tests ask of every such candidate against the exact matrices.
 EIGEN_TOL = 0.1
-# One budget for the network: chosen on validation across four CIFAR-10 families against a
-# budget per output resolution and against half of each resolution's budget kept apart
-# (docs/benchmarks.md, "Budgets").
-DEFAULT_BUDGET_GROUPS = None
+# Half of each output resolution's budget kept apart, the rest shared by the network: chosen
+# on validation across four CIFAR-10 families (three seeds each) against one budget for
+# the network and one budget per resolution (docs/benchmarks.md, "Budgets").
+DEFAULT_BUDGET_GROUPS = "resolution"
+DEFAULT_GROUP_SHARE = 0.5
 # The most LOBPCG passes of a stage (each with a block of two vectors per neuron).
 EIGEN_EPOCHS = 10
 # Batch sizes of array data by default. Full-data products (lobpcg, exact) give the same
@@ -137,14 +138,15 @@ class GrowthSettings:
         max_units: cap on new units per layer (int, or ``{layer: int}``).
         max_widths: ``{layer: int}``, the widest a layer may become.
         round_to: ``milp``: grown layers end at a multiple of this width.
-        budget_groups: None (the default: one budget for the network),
-            ``"resolution"`` (one budget per output resolution, each
-            ``growth_ratio`` times its own layers' cost, as the seed papers' code)
-            or ``{layer: label}``.
+        budget_groups: ``"resolution"`` (the default: one budget per output
+            resolution, each ``growth_ratio`` times its own layers' cost, as the
+            seed papers' code), None (one budget for the network) or
+            ``{layer: label}``.
         group_share: with several budget groups, the fraction (0 to 1) of its
             own budget that each group keeps; the rest of the network's budget
             goes to the best remaining candidates of any group (1: separate
-            budgets only, 0: as one budget).
+            budgets only, as the seed papers' code; 0: as one budget; the
+            default 0.5 keeps half of each).
         max_growth: None, or the largest factor by which a layer's width may
             grow in one stage (2.0: at most doubling).
         batch_size: examples per batch of array data; None (the default):
@@ -179,7 +181,7 @@ class GrowthSettings:
     max_widths: dict = None
     round_to: int = None
     budget_groups: object = DEFAULT_BUDGET_GROUPS
-    group_share: float = 1.0
+    group_share: float = DEFAULT_GROUP_SHARE
     max_growth: float = None
     batch_size: int = None
     learning_rate: float = 0.01
@@ -226,8 +228,8 @@ class GrowthSettings:
         Example:
             >>> model.grow(data, GrowthSettings.papers(growth_ratio=0.3))
         """
-        base = dict(cost="sqrt_flops", budget_groups="resolution", max_growth=2.0,
-                    solver="lp", split_rule="copy")
+        base = dict(cost="sqrt_flops", budget_groups="resolution", group_share=1.0,
+                    max_growth=2.0, solver="lp", split_rule="copy")
         return cls.from_arguments(None, **{**base, **overrides})
 
     @property
