@@ -35,6 +35,9 @@ def main(argv=None):
         seeds = json.load(f)
     with open(os.path.join(args.out, "results.json")) as f:
         stages = json.load(f)
+    from keras_split.apps.demo import verdict_over_seeds
+
+    seeds["verdict"] = verdict_over_seeds(seeds["runs"])   # the library's current wording
     result = {"command": "keras-split demo --out runs/demo  (python -m keras_split demo)",
               "note": NOTE, "first_seed_stages": stages, **seeds}
     path = os.path.join(RESULTS, "digits_demo.json")

@@ -90,7 +90,8 @@ def test_demo_compares_the_means_over_seeds(demo_run):
     grown = np.mean([r["grown"]["accuracy"] for r in runs])
     width = np.mean([r["width"]["accuracy"] for r in runs])
     diff = 100 * (grown - width)
-    assert f"grown in place {grown:.4f} ± " in over["verdict"]
+    spread = np.std([r["grown"]["accuracy"] for r in runs], ddof=1)   # the sample std
+    assert f"grown in place {grown:.4f} ± {spread:.4f} " in over["verdict"]
     assert f"{abs(diff):.1f} points {'ahead of' if diff >= 0 else 'behind'}" in over["verdict"]
     assert over["verdict"] in (demo_run / "report" / "report.md").read_text()
     assert not (second / "report").exists()

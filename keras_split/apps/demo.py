@@ -174,13 +174,14 @@ def verdict_over_seeds(runs):
     """
     def stats(key):
         acc = np.array([r[key]["accuracy"] for r in runs])
-        return acc.mean(), acc.std(), int(round(np.mean([r[key]["macs"] for r in runs])))
+        std = acc.std(ddof=1) if len(acc) > 1 else 0.0   # the sample std, as every table
+        return acc.mean(), std, int(round(np.mean([r[key]["macs"] for r in runs])))
 
     (g, gs, gm), (w, ws, wm) = stats("grown"), stats("width")
     labels = sorted({r["width"]["label"] for r in runs})
     ahead = sum(r["grown"]["accuracy"] >= r["width"]["accuracy"] for r in runs)
     diff = 100 * (g - w)
-    text = (f"Over {len(runs)} seeds (test accuracy, mean ± std): grown in place "
+    text = (f"Over {len(runs)} seeds (test accuracy, mean ± sample std): grown in place "
             f"{g:.4f} ± {gs:.4f} at {gm:,} MACs; {' / '.join(labels)} from scratch "
             f"{w:.4f} ± {ws:.4f} at {wm:,} MACs (same epochs and schedule): growth is "
             f"{_points(diff)} the width "
