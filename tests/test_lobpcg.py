@@ -56,7 +56,8 @@ def test_rayleigh_ritz_ignores_a_dependent_basis_vector():
     np.testing.assert_allclose(np.abs(v), [[0.0, 1.0, 0.0]], atol=1e-12)
 
 
-@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "separable", "flatten_dense"])
+@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "separable",
+                                      "flatten_dense", "conv1d", "separable_conv"])
 def test_lobpcg_matches_exact(topology):
     eig, exact = zoo.estimate_and_exact(topology, 48, 16, method="lobpcg", eigen_epochs=30,
                                     eigen_tol=None)

@@ -24,7 +24,7 @@ def _unit_eigenpairs(model, seed=0):
     rng = np.random.default_rng(seed)
     eig = {}
     for name in model.splittable_layers:
-        kernel = model.network.get_layer(name).kernel
+        kernel = model.channel_graph.kernel(name)
         v = rng.normal(size=(kernel.shape[-1], int(np.prod(kernel.shape[:-1]))))
         eig[name] = ks.Eigenpairs(-np.ones(len(v)), v / np.linalg.norm(v, axis=1, keepdims=True))
     return eig

@@ -17,6 +17,8 @@ POINTS = {
     "residual": {"stem": "act_stem", "res_conv": "act_res", "head": "head"},
     "flatten_dense": {"c1": "c1", "d1": "d1"},
     "separable": {"expand": "act_e", "pw": "act_pw", "pw2": "pw2"},
+    "conv1d": {"c1": "a1", "sep1": "a2", "c3": "c3"},
+    "separable_conv": {"stem": "a_stem", "sep1": "a1", "sep2": "sep2"},
 }
 
 
@@ -26,7 +28,8 @@ def reference_matrices(model, x, y, layer_name, point_name):
     Shares no code with keras_split: plain Keras sub-models and nested tapes.
     """
     net = model.network
-    kernel = net.get_layer(layer_name).kernel
+    layer = net.get_layer(layer_name)
+    kernel = layer.pointwise_kernel if hasattr(layer, "pointwise_kernel") else layer.kernel
     sub = keras.Model(net.inputs, [net.get_layer(point_name).output, net.outputs[0]])
     with tf.GradientTape() as tape:
         a, out = sub(x, training=False)
@@ -44,7 +47,8 @@ def reference_matrices(model, x, y, layer_name, point_name):
     return np.stack([h[:, i, :, i] for i in range(units)])
 
 
-@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "flatten_dense"])
+@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "flatten_dense",
+                                      "conv1d", "separable_conv"])
 def test_exact_matrices_match_autodiff_hessian(float64, topology):
     model = zoo.compiled_topology(topology)
     x, y = zoo.data_for(model.network, n=12)
@@ -77,7 +81,15 @@ def _loss(model, x, y):
     return float(model.evaluate(x, y, batch_size=len(x), verbose=0))
 
 
-@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual"])
+# The producers whose output reaches a channel-mixing layer through per-channel linear
+# (or piecewise-linear) layers only: the identity needs it. conv1d's c1 feeds a
+# DepthwiseConv1D and a second activation first, whose curvature S leaves out (as a
+# MobileNet block's expansion layer).
+IDENTITY_LAYERS = {"conv1d": ("sep1", "c3")}
+
+
+@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "conv1d",
+                                      "separable_conv"])
 def test_steepest_descent_identity(float64, topology):
     """Loss change of splitting negative-lambda neurons = eps^2 / 2 * sum(lambda) within 1 %."""
     model = zoo.compiled_topology(topology)
@@ -86,6 +98,8 @@ def test_steepest_descent_identity(float64, topology):
     plan, total = {}, 0.0
     groups = {}
     for name, e in eig.items():
+        if name not in IDENTITY_LAYERS.get(topology, (name,)):
+            continue
         for k in np.argsort(e.values)[:2]:
             groups.setdefault(model.channel_graph.group_of(name, int(k)), []).append((name, int(k)))
     for members in groups.values():
@@ -163,3 +177,25 @@ def test_relu_surrogate_is_softplus_beta3():
     np.testing.assert_allclose(act.second_derivative(tf.constant(z)).numpy(), 3 * s * (1 - s))
     act = activations.NeuronActivation(keras.activations.relu, "relu", None)
     np.testing.assert_array_equal(act.second_derivative(tf.constant(z)).numpy(), 0.0)
+
+
+@pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "separable", "conv1d",
+                                      "separable_conv"])
+def test_fast_products_equal_the_exact_matrices_times_v(float64, topology):
+    """The auxiliary-activation products ``S v`` (one backward pass, no matrix) equal the
+    exact matrices times ``v`` for every neuron of every producer type, in float64."""
+    from keras_split.estimate.products import SvProducts
+
+    model = zoo.compiled_topology(topology, surrogate="softplus")
+    x, y = zoo.data_for(model.network, n=20)
+    graph, loss_fn = model.channel_graph, model.splitting_loss()
+    mats = splitting_matrices(graph, loss_fn, (x, y), batch_size=10)
+    engine = SvProducts(graph, loss_fn, seed=3)
+    svs, count = engine.products((x, y), batch_size=10)
+    vectors = engine.get_vectors()
+    assert count == 20 and set(svs) == set(mats)
+    for name, sv in svs.items():
+        expected = np.einsum("kij,kj->ki", mats[name], vectors[name])
+        scale = np.abs(expected).max()
+        assert scale > 1e-8, name
+        np.testing.assert_allclose(sv, expected, rtol=0, atol=1e-9 * scale, err_msg=name)

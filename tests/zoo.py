@@ -92,6 +92,39 @@ def concatenate():
     return keras.Model(x, L.Dense(2, name="out")(h), name="concat")
 
 
+def conv1d_block(act="swish"):
+    """The 1-D producers of keyword-spotting and sensor models: causal and dilated Conv1D,
+    DepthwiseConv1D, SeparableConv1D, with BatchNorm and 1-D pooling."""
+    x = keras.Input((12, 3), name="x")
+    h = L.Conv1D(4, 3, padding="causal", dilation_rate=2, use_bias=False, name="c1")(x)
+    h = L.BatchNormalization(name="bn1")(h)
+    h = L.Activation(act, name="a1")(h)
+    h = L.DepthwiseConv1D(3, depth_multiplier=2, padding="same", name="dw")(h)
+    h = L.Activation(act, name="a_dw")(h)
+    h = L.SeparableConv1D(5, 3, strides=2, padding="same", name="sep1")(h)
+    h = L.BatchNormalization(name="bn2")(h)
+    h = L.Activation(act, name="a2")(h)
+    h = L.MaxPooling1D(2, name="pool")(h)
+    h = L.Conv1D(3, 2, activation="tanh", name="c3")(h)
+    h = L.GlobalAveragePooling1D(name="gap")(h)
+    return keras.Model(x, L.Dense(2, name="out")(h), name="conv1d")
+
+
+def separable_conv(act="swish"):
+    """SeparableConv2D producers (Xception's and NASNet's layer) after a Conv2D."""
+    x = keras.Input((8, 8, 3), name="x")
+    h = L.Conv2D(4, 3, padding="same", name="stem")(x)
+    h = L.BatchNormalization(name="bn_stem")(h)
+    h = L.Activation(act, name="a_stem")(h)
+    h = L.SeparableConv2D(5, 3, depth_multiplier=2, padding="same", use_bias=False,
+                          name="sep1")(h)
+    h = L.BatchNormalization(name="bn1")(h)
+    h = L.Activation(act, name="a1")(h)
+    h = L.SeparableConv2D(3, 3, strides=2, activation="tanh", name="sep2")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    return keras.Model(x, L.Dense(2, name="out")(h), name="separable_conv")
+
+
 TOPOLOGIES = {
     "mlp": mlp,
     "cnn_bn_swish": cnn_bn_swish,
@@ -99,6 +132,8 @@ TOPOLOGIES = {
     "flatten_dense": flatten_dense,
     "residual": residual,
     "concatenate": concatenate,
+    "conv1d": conv1d_block,
+    "separable_conv": separable_conv,
 }
 
 

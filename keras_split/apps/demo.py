@@ -341,8 +341,7 @@ def _stage_row(stage, model, epochs, x_test, y_test, x_train):
         "test_accuracy": float(acc),
         "test_accuracy_bn": float(acc_bn),
         "twin_fraction": twin_statistics(model)["twin_fraction"],
-        "widths": {n: int(model.network.get_layer(n).kernel.shape[-1])
-                   for n in model.splittable_layers},
+        "widths": {n: model.channel_graph.units(n) for n in model.splittable_layers},
     }
 
 

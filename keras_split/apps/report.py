@@ -173,7 +173,7 @@ def write_report(run_dir, images=None, labels=None, metric=None):
 def _model_plots(out, models_by_stage, history, images, labels):
     """Plots the widths, the spectra and (given ``images``) the attention maps of a
     run's models into ``out``; returns their ``(title, png)``."""
-    widths = [{n: int(m.network.get_layer(n).kernel.shape[-1]) for n in m.splittable_layers}
+    widths = [{n: m.channel_graph.units(n) for n in m.splittable_layers}
               for m in models_by_stage]
     _plot_widths(widths, os.path.join(out, "widths.png"))
     pngs = [("Layer widths across stages", "widths.png")]

@@ -165,18 +165,18 @@ def eigen_passes(eigenpairs):
     return next((e.passes for e in eigenpairs.values() if e.passes), None)
 
 
-def inactive_eigenpairs(layer, seed):
+def inactive_eigenpairs(kernel, seed):
     """Eigenpairs of a layer without a splitting signal (``sigma'' = 0``): zero
     eigenvalues and seeded random unit vectors.
 
     Args:
-        layer: the producer (its kernel gives ``units`` and ``fan_in``).
+        kernel: the producer's kernel (``[..., fan_in, units]``).
         seed: seed of the random vectors.
 
     Returns:
         An :class:`Eigenpairs` with zero values and residuals.
     """
-    units, fan_in = int(layer.kernel.shape[-1]), int(np.prod(layer.kernel.shape[:-1]))
+    units, fan_in = int(kernel.shape[-1]), int(np.prod(kernel.shape[:-1]))
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((units, fan_in))
     v /= np.linalg.norm(v, axis=1, keepdims=True)

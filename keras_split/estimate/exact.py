@@ -32,7 +32,7 @@ DEFAULT_MAX_EXACT_BYTES = 4 * 2**30
 
 def _matrix_size(graph, name):
     """``(units, fan_in)`` of producer ``name``."""
-    kernel = graph.producers[name].layer.kernel
+    kernel = graph.kernel(name)
     return int(kernel.shape[-1]), int(np.prod(kernel.shape[:-1]))
 
 

@@ -77,7 +77,7 @@ def zero_slot(layer, x, y, like):
 
 def producer_forward(layer, x):
     """``(z, a)`` of a producer whose activation is fused: ``z = K . p + b``, ``a = sigma(z)``."""
-    z = linear(layer, x, layer.kernel)
+    z = linear(layer, x, _producer(layer).kernel(layer))
     if layer.use_bias:
         z = z + layer.bias
     return z, layer.activation(z)

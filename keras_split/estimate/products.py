@@ -64,11 +64,11 @@ class SvProducts:
         rng = np.random.default_rng(seed)
         self.vectors = {}
         for name in self.active:
-            shape = tuple(graph.producers[name].layer.kernel.shape)
+            shape = tuple(graph.kernel(name).shape)
             shape = shape[:-1] + (shape[-1] * block,)
             v = rng.standard_normal(shape)
             v /= np.sqrt(np.sum(v * v, axis=tuple(range(len(shape) - 1)), keepdims=True))
-            dtype = graph.producers[name].layer.kernel.dtype
+            dtype = graph.kernel(name).dtype
             self.vectors[name] = keras.Variable(v.astype(dtype), name=f"{name}_split_v",
                                                 trainable=True)
         self.loss = None  # the mean loss of the last products pass
@@ -208,7 +208,7 @@ class SvProducts:
             if name in self.vectors:
                 result[name] = rayleigh_eigenpairs(vectors[name], svs[name])
             else:
-                result[name] = inactive_eigenpairs(self.graph.producers[name].layer, self.seed)
+                result[name] = inactive_eigenpairs(self.graph.kernel(name), self.seed)
         return result
 
     def set_vectors(self, vectors):

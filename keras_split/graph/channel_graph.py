@@ -49,7 +49,7 @@ class NeuronChain:
 
     def scale(self):
         """The frozen BatchNorm scale ``c`` per unit (ones without BatchNorm), numpy."""
-        units = self.producer.kernel.shape[-1]
+        units = self.producer.output.shape[-1]
         bn = self.batch_norm
         if bn is None:
             return np.ones(units)
@@ -250,7 +250,13 @@ class ChannelGraph:
         return int(self.root[self._producer_classes[layer_name][unit]])
 
     def units(self, layer_name):
+        """The number of output units of producer ``layer_name``."""
         return int(self._producer_classes[layer_name].size)
+
+    def kernel(self, layer_name):
+        """The kernel variable of producer ``layer_name`` whose last axis is its units
+        (``[..., fan_in, units]``, e.g. a SeparableConv2D's pointwise kernel)."""
+        return self.handlers[layer_name].kernel(self.producers[layer_name].layer)
 
     def group_members(self, group):
         """``[(layer_name, unit), ...]`` of the producers tied in ``group``."""

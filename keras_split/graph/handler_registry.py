@@ -24,8 +24,9 @@ from keras_split.graph.handlers import (
     ReshapeHandler,
     SINK,
 )
-from keras_split.graph.producers import (PRODUCER, Conv2DHandler, DepthwiseConv2DHandler,
-                                         ProducerHandler)
+from keras_split.graph.producers import (PRODUCER, Conv2DHandler, ConvHandler,
+                                         DepthwiseConvHandler, ProducerHandler,
+                                         SeparableConvHandler)
 
 _REGISTRY = {}
 
@@ -133,7 +134,9 @@ def get_handler(layer):
 
 L = keras.layers
 for _cls in (
-    L.Dropout, L.SpatialDropout1D,
+    L.Dropout, L.SpatialDropout1D, L.MaxPooling1D, L.AveragePooling1D,
+    L.GlobalAveragePooling1D, L.GlobalMaxPooling1D, L.ZeroPadding1D, L.Cropping1D,
+    L.UpSampling1D,
     L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
     L.MaxPooling2D, L.AveragePooling2D, L.GlobalAveragePooling2D,
     L.GlobalMaxPooling2D, L.ZeroPadding2D, L.Cropping2D, L.UpSampling2D,
@@ -146,8 +149,12 @@ for _cls, _name in ((L.ReLU, "relu"), (L.LeakyReLU, "leaky_relu"), (L.PReLU, "le
     register_handler(_cls, ActivationLayerHandler(_name))
 register_handler(L.BatchNormalization, BatchNormalizationHandler())
 register_handler(L.Dense, PRODUCER)
+register_handler(L.Conv1D, ConvHandler())
 register_handler(L.Conv2D, Conv2DHandler())
-register_handler(L.DepthwiseConv2D, DepthwiseConv2DHandler())
+for _cls in (L.SeparableConv1D, L.SeparableConv2D):
+    register_handler(_cls, SeparableConvHandler())
+for _cls in (L.DepthwiseConv1D, L.DepthwiseConv2D):
+    register_handler(_cls, DepthwiseConvHandler())
 for _cls in (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum):
     register_handler(_cls, MERGE)
 register_handler(L.Concatenate, ConcatenateHandler())

@@ -9,7 +9,12 @@ type is one subclass registered with
 :func:`~keras_split.graph.handler_registry.register_handler`.
 
 A producer computes ``z = K . p + b`` for every input patch ``p`` (the input
-itself for Dense), with its kernel laid out ``[..., fan_in_channels, units]``.
+itself for Dense, the depthwise stage's output for a separable convolution), with its
+kernel ``K`` laid out ``[..., fan_in_channels, units]``.
+
+Supported: Dense, Conv1D and Conv2D (``groups=1``; a grouped convolution is a sink),
+SeparableConv1D and SeparableConv2D (a unit is a pointwise output channel), and the
+per-channel DepthwiseConv1D and DepthwiseConv2D.
 
 Example:
     >>> handler = Conv2DHandler()
@@ -53,6 +58,20 @@ class ProducerHandler(LayerHandler):
 
     role = "producer"
     units_key = "units"
+    kernel_name = "kernel"          # the weight whose last axis is the units
+    initializer_key = "kernel_initializer"
+
+    def kernel(self, layer):
+        """The kernel variable ``[..., fan_in, units]`` of the layer's neurons."""
+        return getattr(layer, self.kernel_name)
+
+    def kernel_initializer(self, layer):
+        """The initializer of :meth:`kernel` (fresh children may be drawn from it)."""
+        return getattr(layer, self.initializer_key)
+
+    def fan_in_map(self, layer, in_map):
+        """The ChannelMap of the kernel's fan-in channels, given the input's."""
+        return in_map
 
     def trace(self, layer, in_classes, out_shapes, graph):
         return [graph.new_classes(layer.name, out_shapes[0][-1])]
@@ -62,32 +81,35 @@ class ProducerHandler(LayerHandler):
 
     def widen(self, layer, in_maps, out_maps):
         in_map, out_map = in_maps[0], out_maps[0]
-        edits = {
-            "kernel": WeightEdit(
-                [(len(layer.kernel.shape) - 2, in_map, True),
-                 (len(layer.kernel.shape) - 1, out_map, False)]
-            )
-        }
+        rank = len(self.kernel(layer).shape)
+        edits = {self.kernel_name: WeightEdit(
+            [(rank - 2, self.fan_in_map(layer, in_map), True), (rank - 1, out_map, False)])}
+        edits.update(self._input_side_edits(layer, in_map))
         if layer.use_bias:
             edits["bias"] = WeightEdit([(0, out_map, False)])
         updates = {self.units_key: out_map.size} if out_map.changed else {}
         return updates, edits
 
+    def _input_side_edits(self, layer, in_map):
+        """Edits of weights other than the kernel and bias (none for Dense and Conv)."""
+        return {}
+
     # ------------------------------------------------------------------ costs
     def macs(self, layer, output_tensor):
         # Kernel [..., fan_in / groups, units]: one MAC per weight per position.
-        return spatial_positions(output_tensor) * int(np.prod(layer.kernel.shape))
+        return spatial_positions(output_tensor) * int(np.prod(self.kernel(layer).shape))
 
     def added_cost(self, layer, inputs, outputs, a, b, mode):
         # P * k * (a * cout + cin * b + a * b): the child filters, the new input
         # channels, and their product.
-        k = int(np.prod(layer.kernel.shape[:-2]))
-        cin, cout = layer.kernel.shape[-2], layer.kernel.shape[-1]
+        shape = self.kernel(layer).shape
+        k = int(np.prod(shape[:-2]))
+        cin, cout = shape[-2], shape[-1]
         total = _positions(outputs, mode) * k * (a * cout + cin * b + a * b)
         return total + b if mode == "params" and layer.use_bias else total
 
     def unit_kernels(self, layer):
-        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        kernel = keras.ops.convert_to_numpy(self.kernel(layer))
         return kernel.reshape(-1, kernel.shape[-1])
 
     # ------------------------------------------------ the estimators' algebra
@@ -106,38 +128,120 @@ class ProducerHandler(LayerHandler):
         return tf.reshape(x, [-1, x.shape[-1]])
 
 
-def _conv_args(layer):
-    """``(strides, dilations, padding)`` of a convolution, in TensorFlow's NHWC form."""
-    strides = [1, *layer.strides, 1]
-    dilations = [1, *layer.dilation_rate, 1]
-    return strides, dilations, layer.padding.upper()
+def _causal(layer, x):
+    """``(x, padding)``: a causal Conv1D's input padded on the left, and "valid"."""
+    if layer.padding != "causal":
+        return x, layer.padding
+    left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+    return tf.pad(x, [[0, 0], [left, 0], [0, 0]]), "valid"
 
 
-class Conv2DHandler(ProducerHandler):
-    """Conv2D: a unit is a filter over ``kh x kw x cin`` input patches."""
+def _patches_2d(x, kernel_size, strides, dilations, padding):
+    """``extract_patches`` of a 4-D input: ``[positions, kh * kw * channels]``."""
+    kh, kw = kernel_size
+    p = tf.image.extract_patches(x, sizes=[1, kh, kw, 1], strides=[1, *strides, 1],
+                                 rates=[1, *dilations, 1], padding=padding.upper())
+    return tf.reshape(p, [-1, kh * kw * x.shape[-1]])
+
+
+class ConvHandler(ProducerHandler):
+    """A convolution of any rank (Conv1D; Conv2D overrides with faster ops): a unit is
+    a filter over ``k x cin`` input patches. The filter gradient is the autodiff of
+    :meth:`linear` (linear in the kernel)."""
 
     units_key = "filters"
+
+    def linear(self, layer, x, kernel):
+        x, padding = _causal(layer, x)
+        return keras.ops.conv(x, kernel, strides=layer.strides, padding=padding,
+                              dilation_rate=layer.dilation_rate)
+
+    def filter_gradient(self, layer, x, dout, kernel_shape):
+        zero = tf.zeros(kernel_shape, dout.dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(zero)
+            z = self.linear(layer, x, zero)
+        return tape.gradient(z, zero, output_gradients=dout)
+
+    def patches(self, layer, x):
+        # A 1-D convolution is a 2-D one of height 1.
+        x, padding = _causal(layer, x)
+        return _patches_2d(x[:, None], (1, layer.kernel_size[0]), (1, layer.strides[0]),
+                           (1, layer.dilation_rate[0]), padding)
+
+
+class Conv2DHandler(ConvHandler):
+    """Conv2D: a unit is a filter over ``kh x kw x cin`` input patches."""
 
     def linear(self, layer, x, kernel):
         return layer.convolution_op(x, kernel)
 
     def filter_gradient(self, layer, x, dout, kernel_shape):
-        strides, dilations, padding = _conv_args(layer)
+        if any(d != 1 for d in layer.dilation_rate):
+            # TensorFlow's CPU Conv2DBackpropFilter has no dilation in float64: autodiff.
+            return super().filter_gradient(layer, x, dout, kernel_shape)
         return tf.raw_ops.Conv2DBackpropFilter(
             input=x, filter_sizes=tf.constant(kernel_shape, tf.int32), out_backprop=dout,
-            strides=strides, padding=padding, dilations=dilations)
+            strides=[1, *layer.strides, 1], padding=layer.padding.upper(),
+            dilations=[1, *layer.dilation_rate, 1])
 
     def patches(self, layer, x):
-        kh, kw = layer.kernel_size
-        strides, dilations, padding = _conv_args(layer)
-        p = tf.image.extract_patches(x, sizes=[1, kh, kw, 1], strides=strides,
-                                     rates=dilations, padding=padding)
-        return tf.reshape(p, [-1, kh * kw * x.shape[-1]])
+        return _patches_2d(x, layer.kernel_size, layer.strides, layer.dilation_rate,
+                           layer.padding)
 
 
-class DepthwiseConv2DHandler(LayerHandler):
-    """DepthwiseConv2D: channel ``c`` yields outputs ``c*m .. c*m+m-1``; filters are
-    duplicated with their input channel (a per-channel layer with weights)."""
+def _depthwise(layer, x):
+    """The depthwise stage of a separable convolution."""
+    return keras.ops.depthwise_conv(x, layer.depthwise_kernel, strides=layer.strides,
+                                    padding=layer.padding, dilation_rate=layer.dilation_rate)
+
+
+class SeparableConvHandler(ConvHandler):
+    """SeparableConv1D / SeparableConv2D: a depthwise filter per input channel, then a
+    pointwise mix. A unit is a pointwise output channel; its patches are the depthwise
+    stage's outputs (``cin * depth_multiplier`` of them per position). An input channel
+    split duplicates its depthwise filters and halves their pointwise rows."""
+
+    kernel_name = "pointwise_kernel"
+    initializer_key = "pointwise_initializer"
+
+    def fan_in_map(self, layer, in_map):
+        # Depthwise output c * m + j comes from input channel c.
+        return in_map.repeat(layer.depth_multiplier)
+
+    def _input_side_edits(self, layer, in_map):
+        axis = len(layer.depthwise_kernel.shape) - 2
+        return {"depthwise_kernel": WeightEdit([(axis, in_map, False)])}
+
+    def macs(self, layer, output_tensor):
+        weights = np.prod(layer.depthwise_kernel.shape) + np.prod(layer.pointwise_kernel.shape)
+        return spatial_positions(output_tensor) * int(weights)
+
+    def added_cost(self, layer, inputs, outputs, a, b, mode):
+        shape = layer.depthwise_kernel.shape
+        k, cin, m = int(np.prod(shape[:-2])), shape[-2], layer.depth_multiplier
+        cout = layer.pointwise_kernel.shape[-1]
+        # The new depthwise filters, their pointwise rows, the new units' rows, and both.
+        total = _positions(outputs, mode) * (k * m * a + a * m * cout + cin * m * b
+                                             + a * m * b)
+        return total + b if mode == "params" and layer.use_bias else total
+
+    def linear(self, layer, x, kernel):
+        return keras.ops.conv(_depthwise(layer, x), kernel, strides=1, padding="valid")
+
+    def filter_gradient(self, layer, x, dout, kernel_shape):
+        d = tf.reshape(_depthwise(layer, x), [-1, kernel_shape[-2]])
+        g = tf.matmul(d, tf.reshape(dout, [-1, kernel_shape[-1]]), transpose_a=True)
+        return tf.reshape(g, kernel_shape)
+
+    def patches(self, layer, x):
+        d = _depthwise(layer, x)
+        return tf.reshape(d, [-1, d.shape[-1]])
+
+
+class DepthwiseConvHandler(LayerHandler):
+    """DepthwiseConv1D / DepthwiseConv2D: channel ``c`` yields outputs ``c*m ..
+    c*m+m-1``; its filters are duplicated with it (a per-channel layer with weights)."""
 
     def trace(self, layer, in_classes, out_shapes, graph):
         return [np.repeat(in_classes[0], layer.depth_multiplier)]
@@ -147,7 +251,8 @@ class DepthwiseConv2DHandler(LayerHandler):
         return [in_maps[0].repeat(layer.depth_multiplier)]
 
     def widen(self, layer, in_maps, out_maps):
-        edits = {"kernel": WeightEdit([(2, in_maps[0], False)])}
+        axis = len(layer.kernel.shape) - 2
+        edits = {"kernel": WeightEdit([(axis, in_maps[0], False)])}
         if layer.use_bias:
             edits["bias"] = WeightEdit([(0, out_maps[0], False)])
         return {}, edits
@@ -157,7 +262,7 @@ class DepthwiseConv2DHandler(LayerHandler):
 
     def added_cost(self, layer, inputs, outputs, a, b, mode):
         # The duplicated filters: P * k * m per new input channel.
-        k = int(np.prod(layer.kernel.shape[:2])) * layer.depth_multiplier
+        k = int(np.prod(layer.kernel.shape[:-2])) * layer.depth_multiplier
         total = _positions(outputs, mode) * k * a
         return total + b if mode == "params" and layer.use_bias else total
 

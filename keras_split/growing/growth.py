@@ -275,7 +275,7 @@ def _kernel_norms(graph, split_units):
     norms = {}
     for name, units in split_units.items():
         if units:
-            kernel = keras.ops.convert_to_numpy(graph.producers[name].layer.kernel)
+            kernel = keras.ops.convert_to_numpy(graph.kernel(name))
             norms[name] = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0)
     return norms
 

@@ -302,8 +302,7 @@ def noise_floor(kernel, loss, rtol=NOISE_RTOL):
 
 def layer_noise_floor(graph, name, loss, rtol=NOISE_RTOL):
     """:func:`noise_floor` of producer ``name`` of ``graph``: ``float64[units]``."""
-    return noise_floor(keras.ops.convert_to_numpy(graph.producers[name].layer.kernel), loss,
-                       rtol)
+    return noise_floor(keras.ops.convert_to_numpy(graph.kernel(name)), loss, rtol)
 
 
 def without_noise(graph, eigenpairs, loss, rtol=NOISE_RTOL):

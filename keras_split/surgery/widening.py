@@ -115,15 +115,15 @@ def _check_producer(graph, name):
     )
 
 
-def _eigenvector(eigenpairs, layer, unit):
+def _eigenvector(eigenpairs, layer, kernel_shape, unit):
     if eigenpairs is None or layer.name not in eigenpairs:
         raise ValueError(
             f"No eigenpairs for layer '{layer.name}': pass the result of "
             "splitting_eigenpairs() (or epsilon=0)."
         )
     vectors = np.asarray(eigenpairs[layer.name].vectors)
-    fan_shape = tuple(layer.kernel.shape[:-1])
-    expected = (int(layer.kernel.shape[-1]), int(np.prod(fan_shape)))
+    fan_shape = tuple(kernel_shape[:-1])
+    expected = (int(kernel_shape[-1]), int(np.prod(fan_shape)))
     if vectors.shape != expected:
         raise ValueError(
             f"Eigenvectors of layer '{layer.name}' have shape {vectors.shape}, "
@@ -139,26 +139,28 @@ def _rms(array):
     return float(np.sqrt(np.mean(np.square(array)))) if array.size else 0.0
 
 
-def _fresh_rms(layer, old, new_shape, rule):
+def _fresh_rms(initializer, old, new_shape, rule):
     """The RMS of a fresh child's incoming weights before ``rule.fresh_scale``."""
     if rule.incoming != "fresh" or rule.fresh_init == "kernel":
         return _rms(old)
-    sample = keras.ops.convert_to_numpy(layer.kernel_initializer(new_shape, dtype="float32"))
+    sample = keras.ops.convert_to_numpy(initializer(new_shape, dtype="float32"))
     return _rms(sample)
 
 
-def _children_incoming(layer, edit, in_map, out_map, units, eigenpairs, rule, rng):
+def _children_incoming(layer, handler, edit, in_map, out_map, units, eigenpairs, rule, rng):
     """``(fresh, step)`` kernel deltas that make the children of ``units`` (incoming side).
 
     ``fresh`` replaces second children by fresh weights (``"fresh"`` rules, else
     zeros); ``step`` is the ``+/- eps_i v`` part, linear in ``rule.epsilon``.
+    ``in_map`` is the map of the kernel's fan-in channels.
     """
-    old = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    old = keras.ops.convert_to_numpy(handler.kernel(layer)).astype(np.float64)
     fan_shape = old.shape[:-1]
     new_shape = (fan_shape[:-1] + (in_map.size,)) + (out_map.size,)
     fresh, step = np.zeros(new_shape), np.zeros(new_shape)
     gathered = edit.apply(old, with_delta=False) if rule.incoming == "fresh" else None
-    scale = rule.fresh_scale * _fresh_rms(layer, old, new_shape, rule)
+    scale = rule.fresh_scale * _fresh_rms(handler.kernel_initializer(layer), old, new_shape,
+                                          rule)
     for unit in units:
         first, second = out_map.children(unit)
         if rule.incoming == "fresh":
@@ -167,19 +169,20 @@ def _children_incoming(layer, edit, in_map, out_map, units, eigenpairs, rule, rn
         if rule.epsilon == 0:
             continue
         size = rule.epsilon * (np.linalg.norm(old[..., unit]) if rule.relative else 1.0)
-        v = _eigenvector(eigenpairs, layer, unit)
+        v = _eigenvector(eigenpairs, layer, old.shape, unit)
         v = in_map.gather(v.astype(np.float64), axis=v.ndim - 1, halve=True)
         step[..., first] += size * v
         step[..., second] -= size * v
     return fresh, step
 
 
-def _children_outgoing(layer, edit, in_map, rule, rng):
-    """The kernel delta that shares a consumer's rows of split channels by ``rule.outgoing``."""
+def _children_outgoing(kernel, edit, in_map, rule, rng):
+    """The kernel delta that shares a consumer's rows of split channels by ``rule.outgoing``
+    (``in_map``: the map of the kernel's fan-in channels)."""
     if rule.outgoing == "halves" or not in_map.changed:
         return None
     firsts, seconds = in_map.pairs()
-    halved = edit.apply(keras.ops.convert_to_numpy(layer.kernel).astype(np.float64),
+    halved = edit.apply(keras.ops.convert_to_numpy(kernel).astype(np.float64),
                         with_delta=False)
     delta = np.zeros_like(halved)
     if rule.outgoing == "parent":
@@ -223,11 +226,12 @@ def plan_edits(graph, groups, eigenpairs=None, rule=None, seed=0):
         out_maps = [maps[id(t)] for t in n.outputs]
         updates, edits = handler.widen(n.layer, in_maps, out_maps)
         if handler.role == "producer":
-            kernel = edits["kernel"]
-            deltas = [_children_outgoing(n.layer, kernel, in_maps[0], rule, rng)]
+            kernel = edits[handler.kernel_name]
+            fan_map = handler.fan_in_map(n.layer, in_maps[0])
+            deltas = [_children_outgoing(handler.kernel(n.layer), kernel, fan_map, rule, rng)]
             units = split_units.get(n.layer.name, [])
             if units and (rule.epsilon != 0 or rule.incoming == "fresh"):
-                fresh, kernel.step = _children_incoming(n.layer, kernel, in_maps[0],
+                fresh, kernel.step = _children_incoming(n.layer, handler, kernel, fan_map,
                                                         out_maps[0], units, eigenpairs, rule, rng)
                 deltas += [fresh, kernel.step]
             deltas = [d for d in deltas if d is not None]
