@@ -27,7 +27,7 @@ def _check_family(build, tmp_path, n=32, size=32):
     y = rng.integers(0, 10, n)
     before = model.predict(x, verbose=0)
     layers = model.splittable_layers
-    plan = {name: [0, int(model.network.get_layer(name).kernel.shape[-1]) - 1]
+    plan = {name: [0, model.channel_graph.units(name) - 1]
             for name in (layers[len(layers) // 3], layers[2 * len(layers) // 3])}
     for rule in ("copy", "fresh"):
         # A clone keeps the layer names (a second build() of a model with automatic
@@ -185,3 +185,30 @@ def test_op_nodes_say_they_are_op_nodes():
     before = shifted.predict(data, verbose=0)
     shifted.split({"d": [1]}, epsilon=0.0)
     np.testing.assert_allclose(shifted.predict(data, verbose=0), before, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, size", [("Xception", 71), ("NASNetMobile", 32)])
+def test_separable_conv_families(family, size, tmp_path):
+    """Xception (34 SeparableConv2D) and NASNetMobile (160) grow: the family checks, then
+    the two most negative units of two SeparableConv2D layers split at epsilon 0 with
+    BatchNorm statistics estimated on the inputs keep the softmax outputs within 1e-4."""
+    def build():
+        return getattr(A, family)(input_shape=(size, size, 3), weights=None, classes=10,
+                                  classifier_activation=None)
+
+    model, x = _check_family(build, tmp_path, n=16, size=size)
+    ks.recalibrate_batchnorm(model, x, batch_size=8)
+    separable = [n for n in model.splittable_layers
+                 if type(model.get_layer(n)).__name__ == "SeparableConv2D"]
+    assert len(separable) >= 2
+    layers = [separable[len(separable) // 3], separable[2 * len(separable) // 3]]
+    y = np.random.default_rng(1).integers(0, 10, len(x))
+    eig = model.splitting_eigenpairs((x, y), layers=layers, batch_size=8)
+    plan = {n: [int(u) for u in np.argsort(eig[n].values)[:2]] for n in layers}
+    before = keras.ops.softmax(model.predict(x, verbose=0)).numpy()
+    widths = {n: model.channel_graph.units(n) for n in layers}
+    model.split(plan, eigenpairs=eig, epsilon=0.0, split_rule="fresh")
+    after = keras.ops.softmax(model.predict(x, verbose=0)).numpy()
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-4)
+    assert all(model.channel_graph.units(n) >= widths[n] + 2 for n in layers)

@@ -129,3 +129,58 @@ def test_squeeze_and_excitation_gates_split_with_their_channels():
             "main": (5, 7), "se_expand": (5, 7)}
         assert probe.network.get_layer("se_reshape").target_shape == (1, 1, 7)
         np.testing.assert_allclose(probe.predict(data, verbose=0), before, atol=1e-6)
+
+
+@keras.saving.register_keras_serializable(package="keras_split_tests")
+class ScaledDense(keras.layers.Layer):
+    """A user's dense layer with its own weight names (docs/method.md's example)."""
+
+    def __init__(self, units, use_bias=True, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.use_bias = units, use_bias
+        self.activation = keras.activations.get(activation)
+        self.w_initializer = keras.initializers.GlorotUniform()
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units), name="w",
+                                 initializer=self.w_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.units,), name="bias", initializer="zeros")
+
+    def call(self, x):
+        z = keras.ops.matmul(x, self.w)
+        return self.activation(z + self.bias if self.use_bias else z)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
+                "activation": keras.activations.serialize(self.activation)}
+
+
+def test_a_custom_producer_is_one_handler_subclass(float64):
+    from keras_split.graph.producers import ProducerHandler
+
+    class ScaledDenseHandler(ProducerHandler):
+        kernel_name = "w"
+        initializer_key = "w_initializer"
+        units_key = "units"
+
+    x = keras.Input((5,))
+    h = ScaledDense(4, activation="tanh", name="mine")(x)
+    net = keras.Model(x, keras.layers.Dense(2, name="out")(h))
+    ks.register_handler(ScaledDense, ScaledDenseHandler())
+    try:
+        model = ks.GrowingModel(net)
+        model.compile(optimizer="sgd", loss="mse")
+        assert model.splittable_layers == ["mine"] and ks.count_flops(model) == 5 * 4 + 4 * 2
+        data = np.random.default_rng(0).normal(size=(24, 5)), np.zeros((24, 2))
+        exact = model.splitting_eigenpairs(data, method="exact")
+        fast = model.splitting_eigenpairs(data, eigen_epochs=30, eigen_tol=None)
+        np.testing.assert_allclose(fast["mine"].values, exact["mine"].values, rtol=1e-6,
+                                   atol=1e-9)
+        before = model.predict(data[0], verbose=0)
+        assert model.split({"mine": [1, 3]}, epsilon=0.0, split_rule="fresh") == {
+            "mine": (4, 6)}
+        np.testing.assert_allclose(model.predict(data[0], verbose=0), before, atol=1e-12)
+        assert model.get_layer("mine").w.shape == (5, 6)
+    finally:
+        ks.unregister_handler(ScaledDense)
