@@ -35,14 +35,21 @@ def test_demo_reduced_setting_writes_results_and_report(demo_run, capsys):
             assert round(449 * r[key], 4) == round(449 * r[key]), (key, r[key])
         assert r["test_accuracy_bn"] > 0.4
     baselines = json.loads((demo_run / "baselines.json").read_text())
-    assert baselines and all(b["macs"] > 0 for b in baselines)
+    # The first seed's width-multiplier curve: the matched width and 6 channels either side.
+    matched = [b for b in baselines if b.get("matched")]
+    assert len(matched) == 1 and len(baselines) == 3
+    width = int(matched[0]["label"].split()[-1])
+    assert [b["label"] for b in baselines] == [f"width {width + d}" for d in (-6, 0, 6)]
+    assert [b["macs"] for b in baselines] == sorted(b["macs"] for b in baselines)
     comparison = json.loads((demo_run / "comparison.json").read_text())
     assert comparison["grown"]["accuracy"] == rows[-1]["test_accuracy"]
     assert comparison["grown"]["macs"] == rows[-1]["macs"] == comparison["retrained"]["macs"]
-    assert comparison["width"] == baselines[0]
+    assert comparison["width"] == matched[0]
     # the narrowest width with at least the grown network's MACs, trained as many epochs (2 x 2)
     assert comparison["width"]["epochs"] == comparison["retrained"]["epochs"] == 4
-    assert rows[-1]["macs"] <= baselines[0]["macs"] < 1.2 * rows[-1]["macs"]
+    assert rows[-1]["macs"] <= matched[0]["macs"] < 1.2 * rows[-1]["macs"]
+    # The other seeds train the matched width only.
+    assert len(json.loads((demo_run / "seeds" / "seed_1" / "baselines.json").read_text())) == 1
     diff = 100 * (comparison["grown"]["accuracy"] - comparison["width"]["accuracy"])
     assert f"{abs(diff):.1f} points" in comparison["verdict"]
     report = (demo_run / "report" / "report.md").read_text()

@@ -230,6 +230,8 @@ DEMO = ["demo", "--epochs-per-stage", "1", "--seeds", "1", "--no-baselines"]
     ("--target-width", "-1", "Received: --target-width -1"),
     ("--growth-ratio", "-1", "--growth-ratio: growth_ratio must be a finite number"),
     ("--seed", "-3", "Received: seed=-3"),
+    ("--curve", "6,six", "--curve must be comma-separated integers such as -6,6. "
+                         "Received: --curve 6,six"),
 ])
 def test_cli_demo_refuses_bad_settings_before_any_work(tmp_path, capsys, option, value,
                                                        message):

@@ -36,7 +36,8 @@ def _demo(args):
                     epochs_per_stage=args.epochs_per_stage,
                     growth_ratio=args.growth_ratio, seed=args.seed, verbose=args.verbose,
                     baselines=not args.no_baselines, seeds=args.seeds,
-                    grow_every=args.grow_every, target_width=args.target_width or None)
+                    grow_every=args.grow_every, target_width=args.target_width or None,
+                    curve=args.curve)
     _print_rows(rows)
     for r in rows:
         print(f"stage {r['stage']} widths: {' '.join(str(w) for w in r['widths'].values())}")
@@ -246,7 +247,7 @@ def _verbosity(parser, default, help_text):
 def _demo_options(demo):
     """Adds the options of ``demo``."""
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    from keras_split.apps.demo_protocol import GROW_EVERY, TARGET_WIDTH
+    from keras_split.apps.demo_protocol import CURVE, GROW_EVERY, TARGET_WIDTH
 
     _schedule_arguments(demo, epochs=60, grow_every=GROW_EVERY)
     demo.add_argument("--target-width", type=int, default=TARGET_WIDTH,
@@ -258,6 +259,11 @@ def _demo_options(demo):
                            "(default: 3)")
     demo.add_argument("--no-baselines", action="store_true",
                       help="skip the width-multiplier baselines")
+    demo.add_argument("--curve", default=",".join(str(d) for d in CURVE),
+                      help="widths (offsets from the matched one, comma-separated, e.g. "
+                           "--curve=-6,6) the first seed also trains from scratch for the "
+                           "report's width-multiplier curve; --curve= for none (default: "
+                           f"{','.join(f'{d:+d}' for d in CURVE)})")
     _verbosity(demo, 0, "Keras verbosity of fit and grow (default: 0)")
 
 

@@ -59,6 +59,12 @@ def check_demo_options(args):
             GrowthSettings(**{name: getattr(args, name)})
         except ValueError as err:
             raise ValueError(f"--{name.replace('_', '-')}: {err}") from err
+    if isinstance(args.curve, str):
+        try:
+            args.curve = tuple(int(t) for t in args.curve.split(",") if t.strip())
+        except ValueError:
+            raise ValueError("--curve must be comma-separated integers such as -6,6. "
+                             f"Received: --curve {args.curve}") from None
 
 
 def _check_at_least_one(args, names):

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_split.apps.demo_protocol import GROW_EVERY, TARGET_WIDTH
+from keras_split.apps.demo_protocol import CURVE, GROW_EVERY, TARGET_WIDTH
 from keras_split.apps.results import evaluate_stages, write_json
 from keras_split.growing.growing_model import GrowingModel
 from keras_split.growing.schedule import (epoch_schedule, grow_schedule, load_stage_model,
@@ -138,7 +138,9 @@ def retrain(run_dir):
         with open(results) as f:
             final = json.load(f)[-1]
         with open(baselines) as f:
-            base = json.load(f)[-1]
+            widths = json.load(f)
+        # The matched width (older runs hold it alone).
+        base = next((b for b in widths if b.get("matched")), widths[-1])
         grown = {"label": "grown in place", "macs": final["macs"], "params": final["params"],
                  "epochs": epochs, "accuracy": final["test_accuracy"]}
         write_json(os.path.join(run_dir, "comparison.json"),
@@ -204,7 +206,7 @@ def seed_dirs(out_dir, seed=0, seeds=1):
 
 def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0.5,
              batch_size=64, learning_rate=0.05, seed=0, verbose=0, baselines=True, report=True,
-             seeds=3, grow_every=GROW_EVERY, target_width=TARGET_WIDTH):
+             seeds=3, grow_every=GROW_EVERY, target_width=TARGET_WIDTH, curve=CURVE):
     """Grows the digits network on ``seeds`` seeds and compares it with the width multiplier.
 
     Every seed is a whole run (its own train/test split of the 1 797 images,
@@ -224,6 +226,8 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
         report: write ``OUT_DIR/report`` (plots, GradCAM and saliency maps of the
             first seed's run, the table over seeds).
         seeds: how many seeds (``seed``, ``seed + 1``, ...).
+        curve: the first seed also trains these widths (offsets from the matched one)
+            from scratch, for the width multiplier's curve in the report.
 
     Returns:
         The first seed's rows (see :func:`run_seed`).
@@ -241,7 +245,8 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
         rows = run_seed(run_dir, stages=stages, epochs=epochs, epochs_per_stage=epochs_per_stage,
                         growth_ratio=growth_ratio, batch_size=batch_size,
                         learning_rate=learning_rate, seed=s, verbose=verbose,
-                        baselines=baselines, grow_every=grow_every, target_width=target_width)
+                        baselines=baselines, grow_every=grow_every, target_width=target_width,
+                        curve=curve if s == seed else ())
         first = rows if first is None else first
         comparison = os.path.join(run_dir, "comparison.json")
         if baselines and os.path.exists(comparison):
@@ -263,7 +268,7 @@ def run_demo(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
 def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0.5,
              batch_size=64, learning_rate=0.05, seed=0, verbose=0, baselines=True,
              split_rule=None, validation=False, grow_every=GROW_EVERY,
-             target_width=TARGET_WIDTH):
+             target_width=TARGET_WIDTH, curve=()):
     """Grows the digits network with one seed and writes ``results.json``; returns its rows.
 
     The protocol (chosen on a validation split, ``benchmarks/digits_protocols.py``):
@@ -292,6 +297,9 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
             (:func:`load_digits`), under the same ``test_accuracy`` keys.
         grow_every: epochs of every growth stage (with ``epochs``).
         target_width: growth stops at the MACs of this uniform width (None: no cap).
+        curve: with ``baselines``, also train these widths (offsets from the matched
+            width, those of at least 2 channels) from scratch: ``baselines.json`` then
+            lists every width by MACs, the matched one marked ``"matched"``.
 
     Returns:
         A list of dicts ``{stage, macs, params, test_accuracy, widths, twin_fraction}``.
@@ -318,7 +326,8 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     save_calibration(out_dir, x_test)
     if baselines:
         _train_baselines(out_dir, rows[-1]["macs"], sum(schedule),
-                         ((x_train, y_train), (x_test, y_test)), learning_rate, batch_size, seed)
+                         ((x_train, y_train), (x_test, y_test)), learning_rate, batch_size, seed,
+                         curve)
     return rows
 
 
@@ -345,15 +354,20 @@ def _stage_row(stage, model, epochs, x_test, y_test, x_train):
     }
 
 
-def _train_baselines(out_dir, macs, epochs, data, learning_rate, batch_size, seed):
-    """Trains the narrowest uniform width with at least ``macs`` MACs from scratch
-    (``baselines.json``), then the found architecture (:func:`retrain`)."""
+def _train_baselines(out_dir, macs, epochs, data, learning_rate, batch_size, seed, curve=()):
+    """Trains the narrowest uniform width with at least ``macs`` MACs from scratch, and
+    the ``curve`` widths around it (``baselines.json``), then the found architecture
+    (:func:`retrain`)."""
     widths = range(8, 65)
     width = next((w for w in widths if count_flops(seed_network(width=w)) >= macs), widths[-1])
-    logger.info("Training the width-%d baseline from scratch", width)
-    # Initialised from the seed alone, whatever the growth run before it drew.
-    keras.utils.set_random_seed(seed)
-    base = _train_from_scratch(seed_network(width=width), f"width {width}", epochs,
-                               data, learning_rate, batch_size, seed)
-    write_json(os.path.join(out_dir, "baselines.json"), [base])
+    others = sorted({width + int(d) for d in curve} - {width})
+    bases = []
+    for w in [width] + [w for w in others if w >= 2]:
+        logger.info("Training the width-%d baseline from scratch", w)
+        # Initialised from the seed alone, whatever the growth run before it drew.
+        keras.utils.set_random_seed(seed)
+        base = _train_from_scratch(seed_network(width=w), f"width {w}", epochs,
+                                   data, learning_rate, batch_size, seed)
+        bases.append(dict(base, matched=True) if w == width else base)
+    write_json(os.path.join(out_dir, "baselines.json"), sorted(bases, key=lambda b: b["macs"]))
     retrain(out_dir)

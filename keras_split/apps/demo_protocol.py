@@ -8,3 +8,6 @@ compared with.
 
 GROW_EVERY = 2
 TARGET_WIDTH = 18
+# The first seed also trains these widths (offsets from the matched width) from scratch:
+# the width multiplier as a curve in the report's accuracy-against-MACs plot.
+CURVE = (-6, 6)
