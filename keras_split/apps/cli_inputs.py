@@ -37,8 +37,7 @@ def check_grow_options(args):
             GrowthSettings(**{name: getattr(args, name)})
         except ValueError as err:
             raise ValueError(f"--{name.replace('_', '-')}: {err}") from err
-    return GrowthSettings(growth_ratio=args.growth_ratio, cost=args.cost, seed=args.seed,
-                          eigen_epochs=recipes.GROW_EIGEN_EPOCHS)
+    return GrowthSettings(growth_ratio=args.growth_ratio, cost=args.cost, seed=args.seed)
 
 
 def check_demo_options(args):

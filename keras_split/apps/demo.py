@@ -307,8 +307,8 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
     schedule = epoch_schedule(epochs, stages, epochs_per_stage, grow_every)
     max_macs = None if target_width is None else count_flops(seed_network(width=target_width))
     (x_train, y_train), (x_test, y_test) = load_digits(seed=seed, validation=validation)
-    grow_kwargs = {"eigen_epochs": 4, "cost": "flops",
-                   **({"split_rule": split_rule} if split_rule else {})}
+    # The growth defaults, as a user's grow() gets them.
+    grow_kwargs = {"split_rule": split_rule} if split_rule else {}
 
     def train_data(stage):
         return (tf.data.Dataset.from_tensor_slices((x_train, y_train))

@@ -21,10 +21,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["compiled_model", "format_table", "one_hot", "retrain_found", "run_growth"]
 
-# The eigen passes of every stage of run_growth.
-GROW_EIGEN_EPOCHS = 4
-
-
 def one_hot(dataset, num_classes):
     """Maps integer labels to one-hot (label smoothing needs them), keeping the order."""
     return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes)),
@@ -82,7 +78,7 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
         train_fn, out_dir, stages=stages, epochs_per_stage=epochs,
         growth_ratio=growth_ratio, seed=seed, strategy=strategy, deterministic=deterministic,
         grow_data=lambda stage: train_fn(stage).take(eigen_batches),
-        grow_kwargs={"eigen_epochs": GROW_EIGEN_EPOCHS, "cost": cost},
+        grow_kwargs={"cost": cost},   # the growth defaults otherwise
         config=dict(config or {}, learning_rate=learning_rate,
                     label_smoothing=label_smoothing, eigen_batches=eigen_batches),
         verbose=verbose,
