@@ -45,7 +45,7 @@ def test_grow_respects_budget_and_records_everything(tmp_path, trained_weights):
     assert abs(stage.measured_loss_change) < 1e-3
     again = ks.GrowthStage.from_json(json.dumps(json.loads(stage.to_json())))
     assert again == stage
-    assert model.growth_history == [stage.to_dict()]
+    assert model.growth_history == [stage] and isinstance(model.growth_history[0], ks.GrowthStage)
     # Training continues with the same optimizer class and learning rate.
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert type(model.optimizer) is keras.optimizers.SGD

@@ -58,13 +58,25 @@ def test_channels_that_reach_a_channel_mixing_layer_are_not_split(sink):
         model.split({"d2": [0]})
 
 
-def test_grouped_convolutions_are_not_split_and_channels_first_is_refused():
+def test_grouped_convolutions_tie_units_across_groups_and_channels_first_is_refused():
     x = keras.Input((8, 8, 4))
     h = L.Conv2D(4, 1, activation="tanh", name="before")(x)
     h = L.Conv2D(4, 3, groups=2, activation="tanh", name="grouped")(h)
     h = L.Conv2D(4, 1, activation="tanh", name="after")(h)
     model = ks.GrowingModel(keras.Model(x, L.Dense(2, name="out")(L.Flatten()(h))))
-    # The grouped conv is never widened: neither its input nor its output channels split.
+    graph = model.channel_graph
+    assert model.splittable_layers == ["before", "grouped", "after"]
+    # Unit u of each group, and input channel c of each group, split together.
+    assert graph.group_members(graph.group_of("grouped", 1)) == [("grouped", 1), ("grouped", 3)]
+    assert graph.group_members(graph.group_of("before", 0)) == [("before", 0), ("before", 2)]
+    assert model.split({"grouped": [1]}, epsilon=0.0) == {"grouped": (4, 6)}
+    assert model.get_layer("grouped").kernel.shape == (3, 3, 2, 6)
+    # A grouped Conv1D is not widened: neither its input nor its output channels split.
+    x = keras.Input((8, 4))
+    h = L.Conv1D(4, 1, activation="tanh", name="before")(x)
+    h = L.Conv1D(4, 3, groups=2, activation="tanh", name="grouped")(h)
+    h = L.Conv1D(4, 1, activation="tanh", name="after")(h)
+    model = ks.GrowingModel(keras.Model(x, L.Dense(2, name="out")(L.Flatten()(h))))
     assert model.splittable_layers == ["after"]
     x = keras.Input((4, 8, 8))
     h = L.Conv2D(4, 3, data_format="channels_first", name="cf")(x)

@@ -57,7 +57,8 @@ def test_rayleigh_ritz_ignores_a_dependent_basis_vector():
 
 
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "separable",
-                                      "flatten_dense", "conv1d", "separable_conv"])
+                                      "flatten_dense", "conv1d", "separable_conv",
+                                      "grouped_conv"])
 def test_lobpcg_matches_exact(topology):
     eig, exact = zoo.estimate_and_exact(topology, 48, 16, method="lobpcg", eigen_epochs=30,
                                     eigen_tol=None)

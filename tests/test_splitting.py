@@ -19,6 +19,7 @@ POINTS = {
     "separable": {"expand": "act_e", "pw": "act_pw", "pw2": "pw2"},
     "conv1d": {"c1": "a1", "sep1": "a2", "c3": "c3"},
     "separable_conv": {"stem": "a_stem", "sep1": "a1", "sep2": "sep2"},
+    "grouped_conv": {"stem": "a_stem", "grouped": "a_g", "grouped_pw": "grouped_pw"},
 }
 
 
@@ -35,12 +36,14 @@ def reference_matrices(model, x, y, layer_name, point_name):
         a, out = sub(x, training=False)
         loss = tf.reduce_mean(keras.losses.mean_squared_error(y, out))
     dlda = tf.stop_gradient(tape.gradient(loss, a))
-    with tf.GradientTape() as outer:
+    with tf.GradientTape(persistent=True) as outer:
         with tf.GradientTape() as inner:
             a, _ = sub(x, training=False)
             f = tf.reduce_sum(dlda * a)
         g = inner.gradient(f, kernel)
-    h = outer.jacobian(g, kernel).numpy()
+    # pfor has no second derivative of a grouped convolution's filter gradient: a loop.
+    h = outer.jacobian(g, kernel, experimental_use_pfor=getattr(layer, "groups", 1) == 1)
+    h = h.numpy()
     units = kernel.shape[-1]
     d = int(np.prod(kernel.shape[:-1]))
     h = h.reshape(d, units, d, units)
@@ -48,7 +51,7 @@ def reference_matrices(model, x, y, layer_name, point_name):
 
 
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "flatten_dense",
-                                      "conv1d", "separable_conv"])
+                                      "conv1d", "separable_conv", "grouped_conv"])
 def test_exact_matrices_match_autodiff_hessian(float64, topology):
     model = zoo.compiled_topology(topology)
     x, y = zoo.data_for(model.network, n=12)
@@ -85,11 +88,11 @@ def _loss(model, x, y):
 # (or piecewise-linear) layers only: the identity needs it. conv1d's c1 feeds a
 # DepthwiseConv1D and a second activation first, whose curvature S leaves out (as a
 # MobileNet block's expansion layer).
-IDENTITY_LAYERS = {"conv1d": ("sep1", "c3")}
+IDENTITY_LAYERS = {"conv1d": ("sep1", "c3"), "grouped_conv": ("stem", "grouped_pw")}
 
 
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "residual", "conv1d",
-                                      "separable_conv"])
+                                      "separable_conv", "grouped_conv"])
 def test_steepest_descent_identity(float64, topology):
     """Loss change of splitting negative-lambda neurons = eps^2 / 2 * sum(lambda) within 1 %."""
     model = zoo.compiled_topology(topology)
@@ -180,7 +183,7 @@ def test_relu_surrogate_is_softplus_beta3():
 
 
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "separable", "conv1d",
-                                      "separable_conv"])
+                                      "separable_conv", "grouped_conv"])
 def test_fast_products_equal_the_exact_matrices_times_v(float64, topology):
     """The auxiliary-activation products ``S v`` (one backward pass, no matrix) equal the
     exact matrices times ``v`` for every neuron of every producer type, in float64."""

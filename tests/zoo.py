@@ -327,3 +327,22 @@ def assert_same_runs(a, b, stages):
     leftovers = [os.path.join(root, n) for root, dirs, files in os.walk(b)
                  for n in dirs + files if n.endswith(".tmp")]
     assert not leftovers, leftovers
+
+
+def grouped_conv(act="swish"):
+    """Grouped Conv2D producers (groups=2) and a depthwise-like Conv2D(groups=C)."""
+    x = keras.Input((7, 7, 3), name="x")
+    h = L.Conv2D(4, 3, padding="same", name="stem")(x)
+    h = L.BatchNormalization(name="bn_stem")(h)
+    h = L.Activation(act, name="a_stem")(h)
+    h = L.Conv2D(6, 3, groups=2, padding="same", name="grouped")(h)
+    h = L.BatchNormalization(name="bn_g")(h)
+    h = L.Activation(act, name="a_g")(h)
+    h = L.Conv2D(12, 3, groups=6, padding="same", name="dwlike")(h)
+    h = L.Activation(act, name="a_dw")(h)
+    h = L.Conv2D(4, 1, groups=2, activation="tanh", name="grouped_pw")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    return keras.Model(x, L.Dense(2, name="out")(h), name="grouped")
+
+
+TOPOLOGIES["grouped_conv"] = grouped_conv

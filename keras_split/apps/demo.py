@@ -282,24 +282,20 @@ def run_seed(out_dir, stages=3, epochs=60, epochs_per_stage=None, growth_ratio=0
         epochs: total training epochs of the grown network (and of every baseline).
         epochs_per_stage: instead of ``epochs`` and ``grow_every``: epochs of every
             stage (one number, or a list).
-        growth_ratio: MACs budget of every stage, as a fraction.
-        batch_size: training batch size.
-        learning_rate: peak SGD learning rate (momentum 0.9), cosine-decayed over the
-            run (the baselines' too).
+        growth_ratio, batch_size: the MACs budget of every stage (a fraction), the batch.
+        learning_rate: peak SGD learning rate (momentum 0.9), cosine-decayed (baselines too).
         seed: seed of everything (the train/test split included).
         verbose: passed to fit and grow.
-        baselines: also train, from scratch and for as many epochs, the narrowest
-            uniform width with at least the grown network's MACs (``baselines.json``)
-            and the grown architecture freshly initialised (``retrained.json``);
-            ``comparison.json`` holds the verdict.
+        baselines: also train, from scratch for as many epochs, the narrowest uniform
+            width with at least the grown network's MACs (``baselines.json``) and the
+            grown architecture afresh (``retrained.json``); ``comparison.json`` says.
         split_rule: ``grow``'s split rule (default: its default).
-        validation: measure on a validation split carved from the training images
+        validation: measure on a validation split of the training images instead
             (:func:`load_digits`), under the same ``test_accuracy`` keys.
         grow_every: epochs of every growth stage (with ``epochs``).
         target_width: growth stops at the MACs of this uniform width (None: no cap).
-        curve: with ``baselines``, also train these widths (offsets from the matched
-            width, those of at least 2 channels) from scratch: ``baselines.json`` then
-            lists every width by MACs, the matched one marked ``"matched"``.
+        curve: with ``baselines``, also these widths (offsets from the matched one) from
+            scratch; ``baselines.json`` lists all by MACs, the matched one ``"matched"``.
 
     Returns:
         A list of dicts ``{stage, macs, params, test_accuracy, widths, twin_fraction}``.

@@ -23,7 +23,7 @@ from keras_split.data import data_utils
 from keras_split.estimate import exact_memory
 from keras_split.estimate.eigenpairs import Eigenpairs, LayerEigenpairs, check_finite
 from keras_split.estimate.interpreter import Interpreter, layers_with_signal
-from keras_split.estimate.linear import graph_dtype, patches, producer_forward
+from keras_split.estimate.linear import graph_dtype, patches, producer_forward, spread
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ class ExactMatrices:
                 da = tf.zeros_like(rec["a"])
             g = da * interp.coefficient(name, rec["z"], da.dtype)
             g = tf.reshape(g, [-1, self.sizes[name][0]])
-            out[name] = (g, patches(self.graph.producers[name].layer, rec["x"]))
+            layer = self.graph.producers[name].layer
+            out[name] = (spread(layer, g), patches(layer, rec["x"]))
         return out
 
 

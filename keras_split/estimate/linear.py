@@ -46,8 +46,15 @@ def filter_gradient(layer, x, dout, kernel_shape):
 
 
 def patches(layer, x):
-    """The input patches of every output position, ``[positions, fan_in]``."""
+    """The input patches of every output position, ``[positions, fan_in]`` (a grouped
+    convolution: every group's in turn, see :func:`spread`)."""
     return _producer(layer).patches(layer, x)
+
+
+def spread(layer, g):
+    """The exact method's coefficients ``g[positions, units]`` laid out like the rows of
+    :func:`patches` (for a grouped convolution, one block of rows per group)."""
+    return _producer(layer).spread(layer, g)
 
 
 def zero_slot(layer, x, y, like):

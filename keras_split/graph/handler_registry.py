@@ -124,10 +124,7 @@ def get_handler(layer):
             f"ks.register_handler({kind}, ks.handlers.CHANNELWISE); if it mixes channels "
             f"or cannot be widened, ks.handlers.SINK (its channels are then never split)."
         )
-    if getattr(layer, "groups", 1) != 1 and isinstance(handler, ProducerHandler):
-        # A grouped convolution (ConvNeXt's depthwise Conv2D(groups=C)) is not widened:
-        # like a sink, its input and output channels are never split.
-        handler = SINK
+    handler = handler.for_layer(layer)
     handler.validate(layer)
     return handler
 

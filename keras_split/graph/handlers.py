@@ -94,6 +94,11 @@ class LayerHandler:
         whose units are filters over its input; None otherwise."""
         return None
 
+    def for_layer(self, layer):
+        """The handler that treats this particular layer (its configuration may call for
+        another, e.g. a grouped convolution); ``self`` by default."""
+        return self
+
     def widen(self, layer, in_maps, out_maps):
         """Returns ``(config_updates, {weight_name: WeightEdit})``."""
         cmap = in_maps[0]

@@ -12,9 +12,11 @@ A producer computes ``z = K . p + b`` for every input patch ``p`` (the input
 itself for Dense, the depthwise stage's output for a separable convolution), with its
 kernel ``K`` laid out ``[..., fan_in_channels, units]``.
 
-Supported: Dense, Conv1D and Conv2D (``groups=1``; a grouped convolution is a sink),
-SeparableConv1D and SeparableConv2D (a unit is a pointwise output channel), and the
-per-channel DepthwiseConv1D and DepthwiseConv2D.
+Supported: Dense, Conv1D (``groups=1``; a grouped Conv1D is a sink), Conv2D (with
+``groups=g``, unit ``u`` of every group is split together, and a Conv2D with one input
+channel per group, ConvNeXt's depthwise convolution, is per-channel), SeparableConv1D and
+SeparableConv2D (a unit is a pointwise output channel), and the per-channel
+DepthwiseConv1D and DepthwiseConv2D.
 
 Example:
     >>> handler = Conv2DHandler()
@@ -27,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split.graph.channel_map import ChannelMap, WeightEdit
-from keras_split.graph.handlers import LayerHandler
+from keras_split.graph.handlers import SINK, LayerHandler
 
 
 def spatial_positions(tensor):
@@ -112,6 +114,15 @@ class ProducerHandler(LayerHandler):
         kernel = keras.ops.convert_to_numpy(self.kernel(layer))
         return kernel.reshape(-1, kernel.shape[-1])
 
+    def for_layer(self, layer):
+        # A grouped layer this class does not widen: a sink (its channels never split).
+        return SINK if getattr(layer, "groups", 1) != 1 else self
+
+    def spread(self, layer, g):
+        """The exact method's coefficients ``g[positions, units]`` laid out like
+        :meth:`patches`' rows (unchanged unless units see different patches)."""
+        return g
+
     # ------------------------------------------------ the estimators' algebra
     def linear(self, layer, x, kernel):
         """``kernel . p`` for every patch ``p`` of ``x``: the layer's op without bias."""
@@ -171,14 +182,47 @@ class ConvHandler(ProducerHandler):
 
 
 class Conv2DHandler(ConvHandler):
-    """Conv2D: a unit is a filter over ``kh x kw x cin`` input patches."""
+    """Conv2D: a unit is a filter over ``kh x kw x cin`` input patches.
+
+    With ``groups=g`` (``n`` input and ``m`` output channels per group), a unit reads
+    the patches of its group's inputs only; unit ``u`` of every group is split together
+    (their channels are tied as by a merge, so that every group keeps its size), and so
+    are input channel ``c`` of every group. With one input channel per group it is a
+    depthwise convolution: per-channel (:class:`GroupedDepthwiseHandler`).
+    """
+
+    def for_layer(self, layer):
+        groups = layer.groups
+        if groups != 1 and layer.input.shape[-1] == groups:
+            return GROUPED_DEPTHWISE
+        return self
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        out = super().trace(layer, in_classes, out_shapes, graph)
+        groups = layer.groups
+        if groups > 1:
+            n, m = in_classes[0].size // groups, out[0].size // groups
+            for k in range(1, groups):
+                graph.union(in_classes[0][:n], in_classes[0][k * n:(k + 1) * n])
+                graph.union(out[0][:m], out[0][k * m:(k + 1) * m])
+        return out
+
+    def fan_in_map(self, layer, in_map):
+        # Every group's inputs split alike (tied): the map of the first group's.
+        n = in_map.old_size // layer.groups
+        return ChannelMap(in_map.src[in_map.src < n], n)
+
+    def added_cost(self, layer, inputs, outputs, a, b, mode):
+        # Each group's filters see a / groups of the new input channels.
+        return super().added_cost(layer, inputs, outputs, a / layer.groups, b, mode)
 
     def linear(self, layer, x, kernel):
         return layer.convolution_op(x, kernel)
 
     def filter_gradient(self, layer, x, dout, kernel_shape):
-        if any(d != 1 for d in layer.dilation_rate):
-            # TensorFlow's CPU Conv2DBackpropFilter has no dilation in float64: autodiff.
+        if any(d != 1 for d in layer.dilation_rate) or layer.groups != 1:
+            # TensorFlow's CPU Conv2DBackpropFilter has no dilation in float64 and no
+            # groups: autodiff.
             return super().filter_gradient(layer, x, dout, kernel_shape)
         return tf.raw_ops.Conv2DBackpropFilter(
             input=x, filter_sizes=tf.constant(kernel_shape, tf.int32), out_backprop=dout,
@@ -186,8 +230,20 @@ class Conv2DHandler(ConvHandler):
             dilations=[1, *layer.dilation_rate, 1])
 
     def patches(self, layer, x):
-        return _patches_2d(x, layer.kernel_size, layer.strides, layer.dilation_rate,
-                           layer.padding)
+        # With groups, every group's patches in turn (rows group by group, see spread).
+        n = x.shape[-1] // layer.groups
+        return tf.concat([_patches_2d(x[..., k * n:(k + 1) * n], layer.kernel_size,
+                                      layer.strides, layer.dilation_rate, layer.padding)
+                          for k in range(layer.groups)], axis=0)
+
+    def spread(self, layer, g):
+        if layer.groups == 1:
+            return g
+        # Group k's block of rows keeps the coefficients of group k's units only.
+        m = g.shape[-1] // layer.groups
+        group_of = np.arange(g.shape[-1]) // m
+        return tf.concat([g * tf.constant(group_of == k, g.dtype)
+                          for k in range(layer.groups)], axis=0)
 
 
 def _depthwise(layer, x):
@@ -267,4 +323,31 @@ class DepthwiseConvHandler(LayerHandler):
         return total + b if mode == "params" and layer.use_bias else total
 
 
+class GroupedDepthwiseHandler(DepthwiseConvHandler):
+    """A Conv2D with one input channel per group (``groups`` = input channels, ConvNeXt's
+    depthwise convolution): per-channel like DepthwiseConv2D, with the Conv2D kernel
+    layout ``[kh, kw, 1, filters]`` (output ``c * m + j`` from input ``c``)."""
+
+    def trace(self, layer, in_classes, out_shapes, graph):
+        return [np.repeat(in_classes[0], layer.filters // layer.groups)]
+
+    def propagate(self, layer, in_maps, out_masks):
+        return [in_maps[0].repeat(layer.filters // layer.groups)]
+
+    def widen(self, layer, in_maps, out_maps):
+        # The filters follow their input channel; groups and filters grow with it.
+        edits = {"kernel": WeightEdit([(3, out_maps[0], False)])}
+        if layer.use_bias:
+            edits["bias"] = WeightEdit([(0, out_maps[0], False)])
+        updates = ({"filters": out_maps[0].size, "groups": in_maps[0].size}
+                   if out_maps[0].changed else {})
+        return updates, edits
+
+    def added_cost(self, layer, inputs, outputs, a, b, mode):
+        k = int(np.prod(layer.kernel.shape[:2])) * (layer.filters // layer.groups)
+        total = _positions(outputs, mode) * k * a
+        return total + b if mode == "params" and layer.use_bias else total
+
+
 PRODUCER = ProducerHandler()
+GROUPED_DEPTHWISE = GroupedDepthwiseHandler()
