@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_split as ks
-from keras_split.growing import growing_model
+from keras_split.growing import eigen_methods
 from tests import zoo
 
 compiled, data = zoo.compiled_cnn, zoo.cnn_data
@@ -44,13 +44,13 @@ def test_the_label_check_runs_only_when_estimation_fails(monkeypatch, method):
     model = compiled()
     x, y = data(16)
     calls = []
-    check = growing_model.check_labels
+    check = eigen_methods.check_labels
 
     def counting(*args):
         calls.append(1)
         return check(*args)
 
-    monkeypatch.setattr(growing_model, "check_labels", counting)
+    monkeypatch.setattr(eigen_methods, "check_labels", counting)
     eig = model.splitting_eigenpairs((x, y), method=method, eigen_epochs=2)
     assert calls == []  # data that fits: no eager forward pass
     assert all(np.isfinite(e.values).all() for e in eig.values())
