@@ -163,3 +163,51 @@ def families_summary(results):
         out.append(cells + [" / ".join(macs)])
     head = ["family"] + [label for _, label in SUMMARY] + ["MACs (same order)"]
     return rows_to_markdown(head, out, right=range(1, 6))
+
+
+def _curve(by):
+    """The width multiplier's ``[(MACs, mean test accuracy, n)]`` by MACs: ``scratch`` and
+    every ``width-<w>`` row."""
+    points = [(float(np.mean([r["macs"] for r in runs.values()])),
+               float(np.mean([r["test"] for r in runs.values()])), len(runs))
+              for method, runs in by.items() if method == "scratch" or method.startswith("width-")]
+    return sorted(points)
+
+
+def _macs_for(curve, accuracy):
+    """The MACs at which the width multiplier's curve (linear between its points) reaches
+    ``accuracy``, as text: beyond its ends, the end it passes."""
+    macs, acc = [p[0] for p in curve], [p[1] for p in curve]
+    if accuracy > max(acc):
+        return f"> {macs[int(np.argmax(acc))] / 1e6:.2f} M"
+    if accuracy < min(acc):
+        return f"< {macs[int(np.argmin(acc))] / 1e6:.2f} M"
+    for (m0, a0), (m1, a1) in zip(zip(macs, acc), zip(macs[1:], acc[1:])):
+        if min(a0, a1) <= accuracy <= max(a0, a1) and a0 != a1:
+            return f"{(m0 + (accuracy - a0) / (a1 - a0) * (m1 - m0)) / 1e6:.2f} M"
+    return f"{macs[int(np.argmin(np.abs(np.array(acc) - accuracy)))] / 1e6:.2f} M"
+
+
+def families_frontier(results):
+    """Per family: the width multiplier's curve (test accuracy at each width's MACs, means
+    over seeds), and for the grown network and the found architecture their accuracy and
+    MACs and the MACs at which the curve reaches that accuracy."""
+    out = []
+    for family, by in _by_family(load(results, "growth_families.json")["runs"]).items():
+        curve = _curve(by)
+        if len(curve) < 2:
+            continue
+        cells = [family, " · ".join(f"{m / 1e6:.2f} M: {a:.4f} (n={n})" for m, a, n in curve)]
+        for run in ("energy", "retrained"):
+            runs = by.get(run, {})
+            if not runs:
+                cells += ["", ""]
+                continue
+            acc = float(np.mean([r["test"] for r in runs.values()]))
+            macs = float(np.mean([r["macs"] for r in runs.values()]))
+            cells += [f"{acc:.4f} at {macs / 1e6:.2f} M (n={len(runs)})", _macs_for(curve, acc)]
+        out.append(cells)
+    head = ["family", "width multiplier from scratch (MACs: test accuracy)", "grown in place",
+            "width multiplier's MACs at that accuracy", "found architecture, retrained",
+            "width multiplier's MACs at that accuracy"]
+    return rows_to_markdown(head, out, right=range(2, 6))

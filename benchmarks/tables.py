@@ -30,6 +30,7 @@ TABLES = {
     "families_checks": fam.families_checks,
     "families_budgets": fam.families_budgets,
     "families_screening": fam.families_screening,
+    "families_frontier": fam.families_frontier,
     "splitting_cost": src.splitting_cost,
     "data_throughput": src.data_throughput,
     "selection": src.selection,

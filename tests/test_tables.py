@@ -100,3 +100,16 @@ def test_budget_variants_are_paired_by_seed_against_the_baselines(tmp_path):
                  if r[0] == "| criterion (mean of the two, val)"}
     assert criterion == {"one per resolution": ("+1.25 pt over families", "worst vgg +1.25 pt"),
                          default: ("+0.00 pt over families", "worst vgg +0.00 pt")}
+
+
+def test_the_frontier_reads_the_width_multipliers_curve(tmp_path):
+    import json
+    runs = [dict(_run("vgg", m, s, 0.0), macs=macs, test=acc) for m, s, macs, acc in (
+        ("width-8", 0, 2_000_000, 0.60), ("scratch", 0, 4_000_000, 0.64),
+        ("scratch", 1, 4_000_000, 0.66), ("width-14", 0, 8_000_000, 0.70),
+        ("energy", 0, 4_000_000, 0.62), ("retrained", 0, 4_000_000, 0.72))]
+    (tmp_path / "growth_families.json").write_text(json.dumps({"runs": runs}))
+    row = family_tables.families_frontier(str(tmp_path)).splitlines()[2].split(" | ")
+    assert row[1] == "2.00 M: 0.6000 (n=1) · 4.00 M: 0.6500 (n=2) · 8.00 M: 0.7000 (n=1)"
+    # 0.62 lies 2/5 of the way from 0.60 (2 M) to 0.65 (4 M): 2.8 M; 0.72 is above the curve.
+    assert row[2:] == ["0.6200 at 4.00 M (n=1)", "2.80 M", "0.7200 at 4.00 M (n=1)", "> 8.00 M |"]
