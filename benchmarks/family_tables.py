@@ -5,8 +5,6 @@ Accuracies are ``mean ± sample std (n=seeds)``; differences are paired by seed,
 Nothing here loads TensorFlow.
 """
 
-import os
-
 import numpy as np
 
 from benchmarks import growth_families_report as report
@@ -67,12 +65,9 @@ def families_checks(results, name="growth_families.json"):
 
 
 # The budget variants of the ablation: (label, results file, in-place run, retrained run).
-BUDGETS = (("half per resolution, half shared (default)", "growth_families.json", "energy",
-            "retrained"),
-           ("one for the network", "growth_families.json", "energy-network",
-            "retrained-network"),
-           ("one per resolution", "growth_families.json", "energy-resolution",
-            "retrained-resolution"))
+BUDGETS = (("half per resolution, half shared (default)", "energy", "retrained"),
+           ("one for the network", "energy-network", "retrained-network"),
+           ("one per resolution", "energy-resolution", "retrained-resolution"))
 
 
 def _paired(by_seed, base, key):
@@ -84,32 +79,28 @@ def families_budgets(results):
     """Per family and budget variant: the in-place run against uniform widening in place
     and the found architecture against scratch (validation, paired by seed, points), and
     both on the test images; then each variant's mean over families (validation)."""
-    files = {name: _by_family(load(results, name)["runs"])
-             for name in dict.fromkeys(name for _, name, _, _ in BUDGETS)
-             if os.path.exists(os.path.join(results, name))}
-    baseline = files["growth_families.json"]
-    out, means, per_family = [], {}, {}
-    for family in baseline:
-        for label, name, grown, found in BUDGETS:
-            by = files.get(name, {}).get(family, {})
+    runs = _by_family(load(results, "growth_families.json")["runs"])
+    out, val = [], {}   # val: {label: {family: {part: mean validation difference}}}
+    for family, by in runs.items():
+        for label, grown, found in BUDGETS:
             if grown not in by:
                 continue
             cells = [family, label]
             for part, run, base in (("in place", grown, "uniform"), ("found", found, "scratch")):
                 for key in ("val", "test"):
-                    diff = _paired(by.get(run, {}), baseline[family][base], key)
+                    diff = _paired(by.get(run, {}), by.get(base, {}), key)
                     cells.append(_diff_cell(diff))
                     if key == "val" and diff:
-                        means.setdefault(label, {}).setdefault(part, []).append(
-                            float(np.mean(diff)))
-                        per_family.setdefault(label, {}).setdefault(family, []).append(
-                            float(np.mean(diff)))
+                        val.setdefault(label, {}).setdefault(family, {})[part] = float(
+                            np.mean(diff))
             out.append(cells)
-    for label, parts in means.items():
-        cells = [f"{np.mean(parts[p]):+.2f} pt ({len(parts[p])} families)" if p in parts
-                 else "" for p in ("in place", "found")]
+    for label, families in val.items():
+        cells = []
+        for part in ("in place", "found"):
+            means = [v[part] for v in families.values() if part in v]
+            cells.append(f"{np.mean(means):+.2f} pt ({len(means)} families)" if means else "")
         out.append(["mean over families", label, cells[0], "", cells[1], ""])
-    out.extend(_criterion_rows(per_family))
+    out.extend(_criterion_rows(val))
     head = ["family", "budgets", "in place - uniform in place, val", "(test)",
             "found - scratch, val", "(test)"]
     return rows_to_markdown(head, out, right=range(2, 6))
@@ -120,7 +111,7 @@ def _criterion_rows(per_family):
     family's mean of its two differences, and the worst family's."""
     rows = []
     for label, families in per_family.items():
-        both = {f: float(np.mean(v)) for f, v in families.items() if len(v) == 2}
+        both = {f: float(np.mean(list(v.values()))) for f, v in families.items() if len(v) == 2}
         if not both:
             continue
         worst = min(both, key=both.get)

@@ -12,10 +12,6 @@ import tensorflow as tf
 from keras_split.graph.handler_registry import registered_handler
 
 
-def _producer(layer):
-    return registered_handler(layer)
-
-
 def linear(layer, x, kernel):
     """``kernel . p`` for every patch ``p`` of ``x``: the layer's op without bias.
 
@@ -27,7 +23,7 @@ def linear(layer, x, kernel):
     Returns:
         The layer's pre-bias output with ``kernel`` in place of its own.
     """
-    return _producer(layer).linear(layer, x, kernel)
+    return registered_handler(layer).linear(layer, x, kernel)
 
 
 def filter_gradient(layer, x, dout, kernel_shape):
@@ -42,19 +38,19 @@ def filter_gradient(layer, x, dout, kernel_shape):
     Returns:
         A tensor of ``kernel_shape``.
     """
-    return _producer(layer).filter_gradient(layer, x, dout, kernel_shape)
+    return registered_handler(layer).filter_gradient(layer, x, dout, kernel_shape)
 
 
 def patches(layer, x):
     """The input patches of every output position, ``[positions, fan_in]`` (a grouped
     convolution: every group's in turn, see :func:`spread`)."""
-    return _producer(layer).patches(layer, x)
+    return registered_handler(layer).patches(layer, x)
 
 
 def spread(layer, g):
     """The exact method's coefficients ``g[positions, units]`` laid out like the rows of
     :func:`patches` (for a grouped convolution, one block of rows per group)."""
-    return _producer(layer).spread(layer, g)
+    return registered_handler(layer).spread(layer, g)
 
 
 def zero_slot(layer, x, y, like):
@@ -84,7 +80,7 @@ def zero_slot(layer, x, y, like):
 
 def producer_forward(layer, x):
     """``(z, a)`` of a producer whose activation is fused: ``z = K . p + b``, ``a = sigma(z)``."""
-    z = linear(layer, x, _producer(layer).kernel(layer))
+    z = linear(layer, x, registered_handler(layer).kernel(layer))
     if layer.use_bias:
         z = z + layer.bias
     return z, layer.activation(z)

@@ -229,7 +229,7 @@ class ChannelGraph:
             tensor = nxt.outputs[0]
             nxt = self._single_consumer(tensor)
         if nxt is not None:
-            act = self._elementwise_activation(nxt.layer)
+            act = self.handlers[nxt.layer.name].activation(nxt.layer)
             if act is not None:
                 return NeuronChain(
                     layer, bn, nxt.layer, False,
@@ -239,10 +239,6 @@ class ChannelGraph:
             layer, bn, point, False,
             act_lib.NeuronActivation(None, "linear", self.surrogate),
         )
-
-    def _elementwise_activation(self, layer):
-        """``(fn, name)`` of an activation layer that closes a neuron, or None."""
-        return self.handlers[layer.name].activation(layer)
 
     # ---------------------------------------------------------------- queries
     def group_of(self, layer_name, unit):

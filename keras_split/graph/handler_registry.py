@@ -25,7 +25,7 @@ from keras_split.graph.handlers import (
     SINK,
 )
 from keras_split.graph.producers import (PRODUCER, Conv2DHandler, ConvHandler,
-                                         DepthwiseConvHandler, ProducerHandler,
+                                         DepthwiseConvHandler,
                                          SeparableConvHandler)
 
 _REGISTRY = {}
@@ -101,7 +101,7 @@ def get_handler(layer):
     Raises:
         ValueError: naming the layer and its type when none is registered.
     """
-    handler = _REGISTRY.get(type(layer))
+    handler = registered_handler(layer)
     kind = type(layer).__name__
     if isinstance(layer, keras.Model):
         raise ValueError(

@@ -136,9 +136,7 @@ class ActivationHandler(ChannelwiseHandler):
     """An Activation layer: per-channel unless its function mixes channels (softmax)."""
 
     def trace(self, layer, in_classes, out_shapes, graph):
-        from keras_split.graph.activations import NON_ELEMENTWISE, activation_name
-
-        if activation_name(layer.activation) in NON_ELEMENTWISE:
+        if self.activation(layer) is None:   # softmax and the like mix channels
             return SINK.trace(layer, in_classes, out_shapes, graph)
         return [in_classes[0]]
 

@@ -48,6 +48,16 @@ def _positions(outputs, mode):
     return spatial_positions(outputs[0]) if mode == "flops" else 1
 
 
+def _weight_macs(output_tensor, *weights):
+    """One MAC per weight per output position."""
+    return spatial_positions(output_tensor) * sum(int(np.prod(w.shape)) for w in weights)
+
+
+def _with_bias(layer, total, b, mode):
+    """``total``, plus the ``b`` new bias entries when counting parameters."""
+    return total + b if mode == "params" and layer.use_bias else total
+
+
 class ProducerHandler(LayerHandler):
     """Dense: each output unit is a neuron that can be split.
 
@@ -99,7 +109,7 @@ class ProducerHandler(LayerHandler):
     # ------------------------------------------------------------------ costs
     def macs(self, layer, output_tensor):
         # Kernel [..., fan_in / groups, units]: one MAC per weight per position.
-        return spatial_positions(output_tensor) * int(np.prod(self.kernel(layer).shape))
+        return _weight_macs(output_tensor, self.kernel(layer))
 
     def added_cost(self, layer, inputs, outputs, a, b, mode):
         # P * k * (a * cout + cin * b + a * b): the child filters, the new input
@@ -108,7 +118,7 @@ class ProducerHandler(LayerHandler):
         k = int(np.prod(shape[:-2]))
         cin, cout = shape[-2], shape[-1]
         total = _positions(outputs, mode) * k * (a * cout + cin * b + a * b)
-        return total + b if mode == "params" and layer.use_bias else total
+        return _with_bias(layer, total, b, mode)
 
     def unit_kernels(self, layer):
         kernel = keras.ops.convert_to_numpy(self.kernel(layer))
@@ -270,8 +280,7 @@ class SeparableConvHandler(ConvHandler):
         return {"depthwise_kernel": WeightEdit([(axis, in_map, False)])}
 
     def macs(self, layer, output_tensor):
-        weights = np.prod(layer.depthwise_kernel.shape) + np.prod(layer.pointwise_kernel.shape)
-        return spatial_positions(output_tensor) * int(weights)
+        return _weight_macs(output_tensor, layer.depthwise_kernel, layer.pointwise_kernel)
 
     def added_cost(self, layer, inputs, outputs, a, b, mode):
         shape = layer.depthwise_kernel.shape
@@ -280,7 +289,7 @@ class SeparableConvHandler(ConvHandler):
         # The new depthwise filters, their pointwise rows, the new units' rows, and both.
         total = _positions(outputs, mode) * (k * m * a + a * m * cout + cin * m * b
                                              + a * m * b)
-        return total + b if mode == "params" and layer.use_bias else total
+        return _with_bias(layer, total, b, mode)
 
     def linear(self, layer, x, kernel):
         return keras.ops.conv(_depthwise(layer, x), kernel, strides=1, padding="valid")
@@ -299,12 +308,16 @@ class DepthwiseConvHandler(LayerHandler):
     """DepthwiseConv1D / DepthwiseConv2D: channel ``c`` yields outputs ``c*m ..
     c*m+m-1``; its filters are duplicated with it (a per-channel layer with weights)."""
 
+    def multiplier(self, layer):
+        """Outputs per input channel."""
+        return layer.depth_multiplier
+
     def trace(self, layer, in_classes, out_shapes, graph):
-        return [np.repeat(in_classes[0], layer.depth_multiplier)]
+        return [np.repeat(in_classes[0], self.multiplier(layer))]
 
     def propagate(self, layer, in_maps, out_masks):
         # Output channel c * m + j comes from input channel c.
-        return [in_maps[0].repeat(layer.depth_multiplier)]
+        return [in_maps[0].repeat(self.multiplier(layer))]
 
     def widen(self, layer, in_maps, out_maps):
         axis = len(layer.kernel.shape) - 2
@@ -314,13 +327,12 @@ class DepthwiseConvHandler(LayerHandler):
         return {}, edits
 
     def macs(self, layer, output_tensor):
-        return spatial_positions(output_tensor) * int(np.prod(layer.kernel.shape))
+        return _weight_macs(output_tensor, layer.kernel)
 
     def added_cost(self, layer, inputs, outputs, a, b, mode):
         # The duplicated filters: P * k * m per new input channel.
-        k = int(np.prod(layer.kernel.shape[:-2])) * layer.depth_multiplier
-        total = _positions(outputs, mode) * k * a
-        return total + b if mode == "params" and layer.use_bias else total
+        k = int(np.prod(layer.kernel.shape[:-2])) * self.multiplier(layer)
+        return _with_bias(layer, _positions(outputs, mode) * k * a, b, mode)
 
 
 class GroupedDepthwiseHandler(DepthwiseConvHandler):
@@ -328,11 +340,8 @@ class GroupedDepthwiseHandler(DepthwiseConvHandler):
     depthwise convolution): per-channel like DepthwiseConv2D, with the Conv2D kernel
     layout ``[kh, kw, 1, filters]`` (output ``c * m + j`` from input ``c``)."""
 
-    def trace(self, layer, in_classes, out_shapes, graph):
-        return [np.repeat(in_classes[0], layer.filters // layer.groups)]
-
-    def propagate(self, layer, in_maps, out_masks):
-        return [in_maps[0].repeat(layer.filters // layer.groups)]
+    def multiplier(self, layer):
+        return layer.filters // layer.groups
 
     def widen(self, layer, in_maps, out_maps):
         # The filters follow their input channel; groups and filters grow with it.
@@ -342,11 +351,6 @@ class GroupedDepthwiseHandler(DepthwiseConvHandler):
         updates = ({"filters": out_maps[0].size, "groups": in_maps[0].size}
                    if out_maps[0].changed else {})
         return updates, edits
-
-    def added_cost(self, layer, inputs, outputs, a, b, mode):
-        k = int(np.prod(layer.kernel.shape[:2])) * (layer.filters // layer.groups)
-        total = _positions(outputs, mode) * k * a
-        return total + b if mode == "params" and layer.use_bias else total
 
 
 PRODUCER = ProducerHandler()

@@ -188,12 +188,12 @@ def _split(model, chosen, eig, settings, held_out, reference_loss, dry_run):
     before_units = {n: graph.units(n) for n in graph.splittable_layers}
     units, pairs = chosen.units, {}
     norms = _kernel_norms(graph, units)
-    layers = _layer_records(graph, eig, units, before_units)
     if dry_run:
         return _SplitOutcome(
             macs_before, params_before, int(cost_lib.widened_cost(graph, groups, "flops")),
             int(cost_lib.widened_cost(graph, groups, "params")), units,
-            GuardOutcome(None, None, GuardRecord()), pairs, norms, layers)
+            GuardOutcome(None, None, GuardRecord()), pairs, norms,
+            _layer_records(graph, eig, units, before_units))
     if groups:
         guard = guarded_split(model, groups, eig, rule, held_out, seed=settings.seed,
                               loss_before=reference_loss)
@@ -203,9 +203,9 @@ def _split(model, chosen, eig, settings, held_out, reference_loss, dry_run):
         pairs = children_pairs(units, before_units)
     else:
         units = {name: [] for name in units}
-        layers = _layer_records(graph, eig, units, before_units)
     return _SplitOutcome(macs_before, params_before, count_flops(model),
-                         int(model.count_params()), units, guard, pairs, norms, layers)
+                         int(model.count_params()), units, guard, pairs, norms,
+                         _layer_records(graph, eig, units, before_units))
 
 
 def _stage_record(model, settings, eig, chosen, split, timer, dry_run):

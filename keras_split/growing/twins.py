@@ -3,7 +3,8 @@
 A split whose children stay copies of each other buys MACs without capacity.
 :func:`twin_statistics` measures it on any model: for every unit of a producer
 (a Dense unit, a Conv2D filter: the layers whose handler gives ``unit_kernels``),
-the best cosine similarity of its incoming kernel with another unit of the same layer ("a twin" above ``twin_cosine``), and the number of distinct
+the best cosine similarity of its incoming kernel with another unit of the same
+layer ("a twin" above ``twin_cosine``), and the number of distinct
 filters left when units closer than ``distinct_cosine`` are grouped together.
 """
 
@@ -19,7 +20,11 @@ def _unit_kernels(layer):
 
 def cosine_matrix(layer):
     """``[units, units]`` cosine similarities of a Dense/Conv2D layer's incoming kernels."""
-    k = _unit_kernels(layer)
+    return _cosines(_unit_kernels(layer))
+
+
+def _cosines(k):
+    """``[units, units]`` cosine similarities of the rows of ``k`` (``[units, fan_in]``)."""
     k = k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
     return k @ k.T
 
@@ -65,11 +70,12 @@ def twin_statistics(model, twin_cosine=0.99, distinct_cosine=0.9, layers=None):
     out = {}
     for layer in network.layers:
         handler = registered_handler(layer)
-        if handler is None or handler.unit_kernels(layer) is None:
+        if handler is None or (layers is not None and layer.name not in layers):
             continue
-        if layers is not None and layer.name not in layers:
+        kernels = handler.unit_kernels(layer)
+        if kernels is None:
             continue
-        cos = cosine_matrix(layer)
+        cos = _cosines(kernels.astype(np.float64).T)
         if len(cos) < 2:
             continue
         best = np.max(cos - 3 * np.eye(len(cos)), axis=1)
