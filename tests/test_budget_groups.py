@@ -7,6 +7,7 @@ import pytest
 import keras_split as ks
 from keras_split.growing import growth_settings
 from keras_split.select import budget, costs
+from tests import zoo
 
 L = keras.layers
 
@@ -148,3 +149,44 @@ def test_group_share_keeps_part_of_each_budget_and_shares_the_rest():
     assert chosen_by[0.5] == {"hi": 3, "lo": 4}
     with pytest.raises(ValueError, match="Received: group_share=1.5"):
         ks.GrowthSettings(group_share=1.5)
+
+
+def test_relative_values_are_unchanged_when_a_unit_is_rescaled_ahead_of_batchnorm(float64):
+    base = zoo.cnn_bn_swish()
+    zoo.randomize_batchnorm(base, np.random.default_rng(5))
+    model = ks.GrowingModel(base)
+    model.compile(optimizer="sgd", loss="mse")
+    data = zoo.data_for(base, n=24)
+    before = model.splitting_eigenpairs(data, method="exact")
+    graph = model.channel_graph
+
+    def group_values(eig, value):
+        sel = budget.select_groups(graph, eig, 0.5, value=value)
+        return {graph.group_members(g)[0]: v for g, v in zip(sel.groups, sel.values)}
+
+    lam_before, rel_before = group_values(before, "lambda"), group_values(before, "relative")
+    norms = budget.unit_sq_norms(graph, "c2")
+    assert rel_before[("c2", 2)] == pytest.approx(before["c2"].values[2] * norms[2], rel=1e-12)
+    # Unit 0 of c1 three times larger, its frozen BatchNorm statistics rescaled with it:
+    # the network computes the same function.
+    out = model.predict(data[0], verbose=0)
+    conv, bn = model.get_layer("c1"), model.get_layer("bn1")
+    kernel, mean, var = (keras.ops.convert_to_numpy(v) for v in
+                         (conv.kernel, bn.moving_mean, bn.moving_variance))
+    kernel[..., 0] *= 3.0
+    mean[0] *= 3.0
+    var[0] = 9.0 * (var[0] + bn.epsilon) - bn.epsilon
+    conv.kernel.assign(kernel)
+    bn.moving_mean.assign(mean)
+    bn.moving_variance.assign(var)
+    np.testing.assert_allclose(model.predict(data[0], verbose=0), out, rtol=1e-9, atol=1e-12)
+    after = model.splitting_eigenpairs(data, method="exact")
+    # Its eigenvalue shrinks by 9 (the frozen scale c enters S as c^2), the others stay.
+    assert before["c1"].values[0] < -1e-6
+    np.testing.assert_allclose(after["c1"].values[0], before["c1"].values[0] / 9.0, rtol=1e-8)
+    np.testing.assert_allclose(after["c1"].values[1:], before["c1"].values[1:], rtol=1e-8)
+    lam_after = group_values(after, "lambda")
+    assert lam_after[("c1", 0)] == pytest.approx(lam_before[("c1", 0)] / 9.0, rel=1e-8)
+    assert group_values(after, "relative") == pytest.approx(rel_before, rel=1e-8)
+    with pytest.raises(ValueError, match="Received: value='norm'"):
+        ks.GrowthSettings(value="norm")

@@ -161,7 +161,8 @@ def _knapsack(graph, candidates, settings):
     return select_groups(
         graph, candidates, float(settings.growth_ratio), settings.cost, settings.solver,
         settings.threshold, settings.max_units, settings.round_to, settings.max_widths,
-        settings.budget_groups, settings.max_growth, float(settings.group_share))
+        settings.budget_groups, settings.max_growth, float(settings.group_share),
+        settings.value)
 
 
 def _stability(graph, eig, reference_loss, settings, chosen):

@@ -29,6 +29,8 @@ EIGEN_TOL = 0.1
 # the network and one budget per resolution (docs/benchmarks.md, "Budgets").
 DEFAULT_BUDGET_GROUPS = "resolution"
 DEFAULT_GROUP_SHARE = 0.5
+# What a group is worth to the knapsack (budget.VALUES).
+DEFAULT_VALUE = "lambda"
 # The most LOBPCG passes of a stage (each with a block of two vectors per neuron).
 EIGEN_EPOCHS = 10
 # Batch sizes of array data by default. Full-data products (lobpcg, exact) give the same
@@ -147,6 +149,11 @@ class GrowthSettings:
             goes to the best remaining candidates of any group (1: separate
             budgets only, as the seed papers' code; 0: as one budget; the
             default 0.5 keeps half of each).
+        value: what a coupled group is worth to the knapsack: ``"lambda"``
+            (the sum of its units' eigenvalues, the papers') or ``"relative"``
+            (each eigenvalue times the squared norm of the unit's incoming
+            weights: a split step measured relative to the unit's weights, which
+            a BatchNormalization after the unit makes the scale that matters).
         max_growth: None, or the largest factor by which a layer's width may
             grow in one stage (2.0: at most doubling).
         batch_size: examples per batch of array data; None (the default):
@@ -182,6 +189,7 @@ class GrowthSettings:
     round_to: int = None
     budget_groups: object = DEFAULT_BUDGET_GROUPS
     group_share: float = DEFAULT_GROUP_SHARE
+    value: str = DEFAULT_VALUE
     max_growth: float = None
     batch_size: int = None
     learning_rate: float = 0.01
@@ -199,6 +207,9 @@ class GrowthSettings:
         if not (_is_number(self.group_share) and 0.0 <= self.group_share <= 1.0):
             raise ValueError("group_share must be a number from 0 to 1. "
                              f"Received: group_share={self.group_share!r}")
+        if self.value not in budget_lib.VALUES:
+            raise ValueError(f"value must be one of {budget_lib.VALUES}. "
+                             f"Received: value={self.value!r}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(
                 self.batch_size, (int, np.integer)) or self.batch_size < 1):
             raise ValueError("batch_size must be None or a positive integer. "
@@ -229,7 +240,7 @@ class GrowthSettings:
             >>> model.grow(data, GrowthSettings.papers(growth_ratio=0.3))
         """
         base = dict(cost="sqrt_flops", budget_groups="resolution", group_share=1.0,
-                    max_growth=2.0, solver="lp", split_rule="copy")
+                    value="lambda", max_growth=2.0, solver="lp", split_rule="copy")
         return cls.from_arguments(None, **{**base, **overrides})
 
     @property

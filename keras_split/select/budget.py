@@ -92,6 +92,11 @@ def _caps(names, widths, max_units, max_widths):
 
 
 BUDGET_GROUPS = (None, "resolution")
+# What a coupled group is worth to the knapsack: the sum of its members' eigenvalues
+# ("lambda"), or of each eigenvalue times the squared norm of the unit's incoming weights
+# ("relative": the loss change of a split step measured relative to the unit's own weights,
+# unchanged when the weights are rescaled ahead of a BatchNormalization).
+VALUES = ("lambda", "relative")
 
 
 def budget_labels(graph, budget_groups):
@@ -134,7 +139,7 @@ def growth_caps(graph, max_growth):
 
 def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
                   threshold=0.0, max_units=None, round_to=None, max_widths=None,
-                  budget_groups=None, max_growth=None, group_share=1.0):
+                  budget_groups=None, max_growth=None, group_share=1.0, value="lambda"):
     """Chooses the coupled groups to split under ``growth_ratio`` times the network's cost.
 
     The knapsack is solved with per-group marginal costs. The exact cost of the
@@ -150,7 +155,10 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     MACs bound holds over all budget groups together, which are solved in graph
     order (a later group gets what an earlier one left of it). With
     ``group_share`` below 1 a budget group keeps that fraction of its budget and
-    the rest of the network's goes to any candidate not chosen yet.
+    the rest of the network's goes to any candidate not chosen yet. A group's
+    value is the sum of its members' eigenvalues (``value="lambda"``) or of
+    ``lambda_i ||theta_i||^2`` (``value="relative"``, with ``theta_i`` the unit's
+    incoming weights); ``threshold`` applies to that value.
 
     Returns:
         A :class:`~keras_split.select.selection.Selection`; ``cost="uniform"``
@@ -161,9 +169,14 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
         >>> select_groups(graph, eig, 0.5).chosen_groups
         [0, 3]
     """
+    if value not in VALUES:
+        raise ValueError(f"value must be one of {VALUES}. Received: value={value!r}")
     groups = sorted(graph.groups)
+    weights = {n: unit_sq_norms(graph, n) if value == "relative" else np.ones(graph.units(n))
+               for n in eigenpairs}
     values = np.array([
-        sum(eigenpairs[n].values[u] for n, u in graph.group_members(g)) for g in groups
+        sum(eigenpairs[n].values[u] * weights[n][u] for n, u in graph.group_members(g))
+        for g in groups
     ], dtype=np.float64)
     solver_used = "greedy_value" if cost == "uniform" else solver
     group_cost, total, exact_total = _costs(graph, groups, "flops" if cost == "uniform" else cost)
@@ -294,10 +307,25 @@ def noise_floor(kernel, loss, rtol=NOISE_RTOL):
         >>> noise_floor(np.ones((2, 3)), loss=1.0).tolist()
         [1e-06, 1e-06, 1e-06]
     """
-    kernel = np.asarray(kernel, dtype=np.float64)
-    norms = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
+    norms = _sq_norms(kernel)
     floor = rtol * max(abs(float(loss)), np.finfo(np.float32).tiny)
     return 2.0 * floor / np.maximum(norms, np.finfo(np.float64).tiny)
+
+
+def _sq_norms(kernel):
+    kernel = np.asarray(kernel, dtype=np.float64)
+    return np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
+
+
+def unit_sq_norms(graph, name):
+    """``||theta_i||^2`` of every unit of producer ``name`` (its kernel's columns):
+    ``float64[units]``.
+
+    Example:
+        >>> unit_sq_norms(model.channel_graph, "conv").shape
+        (8,)
+    """
+    return _sq_norms(keras.ops.convert_to_numpy(graph.kernel(name)))
 
 
 def layer_noise_floor(graph, name, loss, rtol=NOISE_RTOL):
