@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it (a module itself where the name is a module).
 _PUBLIC = {
+    "costs": "keras_split.select.cost_models",
     "data": "keras_split.data",
     "export": "keras_split.apps.export",
     "handlers": "keras_split.graph.handlers",
@@ -33,6 +34,9 @@ _PUBLIC = {
     "recalibrate_batchnorm": "keras_split.growing.batchnorm_statistics",
 }
 
+# Public names that are modules under another name.
+_MODULES = {"costs"}
+
 __all__ = sorted(_PUBLIC)
 
 
@@ -52,7 +56,7 @@ def __getattr__(name):
         raise AttributeError(f"module 'keras_split' has no attribute {name!r}")
     _import_tensorflow()
     value = importlib.import_module(module)
-    if not module.endswith("." + name):
+    if not (module.endswith("." + name) or name in _MODULES):
         value = getattr(value, name)
     globals()[name] = value
     return value

@@ -194,6 +194,11 @@ GROW = ["grow", "--model", "mobilenet_v1_cifar", "--width", "8", "--stages", "1"
     ("--eigen-batches", "-1", "Received: --eigen-batches -1"),
     ("--learning-rate", "0", "Received: --learning-rate 0.0"),
     ("--epochs-per-stage", "-2", "Received: --epochs-per-stage -2"),
+    ("--budget", "params", "--budget takes NAME=LIMIT (say params=20000). "
+                           "Received: --budget params"),
+    ("--budget", "joules=5", "--budget: cost must be one of"),
+    ("--budget", "params=-5", "--budget: The limit of budget 'params' must be a finite "
+                              "positive number. Received: -5.0"),
 ])
 def test_cli_grow_refuses_bad_settings_before_any_file(tmp_path, capsys, option, value,
                                                        message):

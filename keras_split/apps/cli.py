@@ -98,7 +98,8 @@ def _grow(args):
         epochs_per_stage=epochs,
         steps_per_epoch=max(n_train // args.batch_size, 1), learning_rate=args.learning_rate,
         growth_ratio=args.growth_ratio, eigen_batches=args.eigen_batches, seed=args.seed,
-        cost=args.cost, label_smoothing=0.1 if dataset == "imagenet" else 0.0,
+        cost=args.cost, budgets=args.budgets,
+        label_smoothing=0.1 if dataset == "imagenet" else 0.0,
         verbose=args.verbose, deterministic=args.deterministic,
         config={"model": args.model, "width": args.width, "dataset": dataset,
                 "data": os.path.abspath(args.data), "batch_size": args.batch_size,
@@ -283,6 +284,9 @@ def _grow_options(grow):
     grow.add_argument("--cost", choices=("flops", "params", "uniform", "sqrt_flops"),
                       default="flops",
                       help="selection cost: flops (energy-aware), params, uniform (vanilla)")
+    grow.add_argument("--budget", action="append", metavar="NAME=LIMIT",
+                      help="a further limit on the network's total after every stage, "
+                           "e.g. params=20000 (repeatable; names as --cost)")
     grow.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     grow.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     grow.add_argument("--learning-rate", type=float, default=0.1,

@@ -32,12 +32,39 @@ def check_grow_options(args):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a positive number. "
                              f"Received: --{name.replace('_', '-')} {value}")
-    for name in ("growth_ratio", "cost", "seed"):
+    args.budgets = budgets_option(args.budget)
+    for name in ("growth_ratio", "cost", "seed", "budgets"):
         try:
             GrowthSettings(**{name: getattr(args, name)})
         except ValueError as err:
-            raise ValueError(f"--{name.replace('_', '-')}: {err}") from err
-    return GrowthSettings(growth_ratio=args.growth_ratio, cost=args.cost, seed=args.seed)
+            raise ValueError(f"--{name.replace('_', '-').rstrip('s')}: {err}") from err
+    return GrowthSettings(growth_ratio=args.growth_ratio, cost=args.cost, seed=args.seed,
+                          budgets=args.budgets)
+
+
+def budgets_option(values):
+    """``{cost name: limit}`` of the ``--budget NAME=LIMIT`` options (None: none given).
+
+    Raises:
+        ValueError: for an option that is not ``NAME=number``.
+
+    Example:
+        >>> budgets_option(["params=20000"])
+        {'params': 20000.0}
+    """
+    if not values:
+        return None
+    out = {}
+    for value in values:
+        name, sep, limit = value.partition("=")
+        try:
+            out[name.strip()] = float(limit)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--budget takes NAME=LIMIT (say params=20000). "
+                             f"Received: --budget {value}")
+    return out
 
 
 def check_demo_options(args):

@@ -46,7 +46,7 @@ def compiled_model(network, learning_rate, total_steps, label_smoothing=0.1, mom
 def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_stage,
                steps_per_epoch, learning_rate, growth_ratio=0.5, eigen_batches=100,
                seed=0, strategy=None, cost="flops", label_smoothing=0.1, verbose=1,
-               config=None, deterministic=True):
+               config=None, deterministic=True, budgets=None):
     """Runs (or resumes) the recipe and returns one row per stage.
 
     Args:
@@ -61,6 +61,7 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
         eigen_batches: training batches used for eigen estimation per stage.
         strategy: a ``tf.distribute.Strategy`` (default: the current one).
         cost: ``grow``'s cost mode.
+        budgets: ``grow``'s further limits, ``{cost name: limit}`` (None: none).
         label_smoothing: of the loss.
         verbose: Keras verbosity.
         config: extra settings that identify the run.
@@ -78,7 +79,8 @@ def run_growth(build_network, train_fn, eval_data, out_dir, stages, epochs_per_s
         train_fn, out_dir, stages=stages, epochs_per_stage=epochs,
         growth_ratio=growth_ratio, seed=seed, strategy=strategy, deterministic=deterministic,
         grow_data=lambda stage: train_fn(stage).take(eigen_batches),
-        grow_kwargs={"cost": cost},   # the growth defaults otherwise
+        # The growth defaults otherwise.
+        grow_kwargs={"cost": cost, **({"budgets": budgets} if budgets else {})},
         config=dict(config or {}, learning_rate=learning_rate,
                     label_smoothing=label_smoothing, eigen_batches=eigen_batches),
         verbose=verbose,

@@ -23,8 +23,10 @@ from keras_split.growing.guard import GuardOutcome, children_pairs, guarded_spli
 from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerRecord,
                                                StabilityRecord, StageSeconds, TwinRecord)
 from keras_split.growing.twins import twin_statistics
+from keras_split.select import cost_models
 from keras_split.select import costs as cost_lib
 from keras_split.select.budget import NOISE_RTOL, check_max_widths, select_groups, without_noise
+from keras_split.select.limits import check_budgets, resolve_budgets
 from keras_split.select.flops import count_flops
 from keras_split.select.selection import Selection
 
@@ -47,11 +49,13 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
         The :class:`~keras_split.GrowthStage`.
     """
     graph = model.channel_graph
-    # Checked before any work: the TensorBoard folder, caps below a layer's width, the data.
+    # Checked before any work: the TensorBoard folder, caps below a layer's width, limits
+    # the network exceeds already, the data.
     if log_dir is not None:
         log_dir = prepare_log_dir(log_dir)
     check_max_widths(graph.splittable_layers, [graph.units(n) for n in graph.splittable_layers],
                      settings.max_widths)
+    check_budgets(graph, resolve_budgets(settings.budgets))
     estimate_on, held_out = _stage_data(model, data, eval_data, settings.estimation_batch_size)
     timer = [time.perf_counter()]
     eig = model.splitting_eigenpairs(
@@ -162,7 +166,7 @@ def _knapsack(graph, candidates, settings):
         graph, candidates, float(settings.growth_ratio), settings.cost, settings.solver,
         settings.threshold, settings.max_units, settings.round_to, settings.max_widths,
         settings.budget_groups, settings.max_growth, float(settings.group_share),
-        settings.value)
+        settings.value, resolve_budgets(settings.budgets))
 
 
 def _stability(graph, eig, reference_loss, settings, chosen):
@@ -221,10 +225,9 @@ def _stage_record(model, settings, eig, chosen, split, timer, dry_run):
                     * eig[name].values[u] for name, units in split.units.items()
                     for u in units)
     twins = twin_statistics(model)
-    cost = settings.cost
     return GrowthStage(
         stage=len(model.growth_history), method=settings.method,
-        cost=cost if isinstance(cost, str) else getattr(cost, "__name__", "callable"),
+        cost=cost_models.get(settings.cost).name,
         solver=selection.solver, growth_ratio=float(settings.growth_ratio),
         epsilon=float(used), budget=selection.budget,
         macs_before=int(split.macs_before), macs_after=int(split.macs_after),

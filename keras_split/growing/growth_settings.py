@@ -7,8 +7,7 @@ import math
 import numpy as np
 
 from keras_split.select import budget as budget_lib
-from keras_split.select import costs as cost_lib
-from keras_split.select import knapsack
+from keras_split.select import cost_models, knapsack, limits
 from keras_split.surgery.split_rule import SplitRule
 
 # Eigenpair estimators: LOBPCG on full-data products (default), the paper's
@@ -102,8 +101,7 @@ def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold)
                          f"Received: growth_ratio={growth_ratio!r}")
     if not (_is_number(epsilon) and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"epsilon must be a finite non-negative number, got {epsilon!r}.")
-    if not (callable(cost) or cost in cost_lib.COST_MODES):
-        raise ValueError(f"cost must be one of {cost_lib.COST_MODES} or a callable, got {cost!r}.")
+    cost_models.get(cost)   # raises ValueError for anything that is not a cost
     if solver not in knapsack.SOLVERS:
         raise ValueError(f"solver must be one of {knapsack.SOLVERS}, got {solver!r}.")
     if method not in METHODS:
@@ -131,9 +129,14 @@ class GrowthSettings:
             neuron's residual ``||S v - lambda v||`` is at most this fraction of
             its ``|lambda|`` (the neurons that may reach below 10 % of their
             layer's most negative eigenvalue, above the noise level; None: never).
-        cost: ``"flops"`` (energy-aware, the paper), ``"params"``,
-            ``"uniform"`` (vanilla splitting: by lambda alone under the MACs
-            budget), or a callable ``layer -> cost of one of its neurons``.
+        cost: the main cost, whose total may grow by ``growth_ratio``:
+            ``"flops"`` (energy-aware, the paper), ``"params"``, ``"uniform"``
+            (vanilla splitting: by lambda alone under the MACs budget),
+            ``"sqrt_flops"``, a :class:`~keras_split.select.cost_models.CostModel`
+            or a callable ``layer -> cost of one of its neurons``.
+        budgets: None, or further limits on the network's totals after every
+            stage, ``{cost model or its name: limit}`` (say ``{ParamBytes("int8"):
+            250_000}``); the knapsack keeps all of them next to the main cost.
         solver: ``"milp"`` (exact knapsack), ``"lp"`` (the paper's relaxation
             and rounding) or ``"greedy_value"``.
         threshold: only groups with ``lambda < threshold`` (<= 0) are candidates.
@@ -182,6 +185,7 @@ class GrowthSettings:
     eigen_epochs: int = EIGEN_EPOCHS
     eigen_tol: float = EIGEN_TOL
     cost: object = "flops"
+    budgets: dict = None
     solver: str = "milp"
     threshold: float = 0.0
     max_units: object = None
@@ -207,6 +211,7 @@ class GrowthSettings:
         if not (_is_number(self.group_share) and 0.0 <= self.group_share <= 1.0):
             raise ValueError("group_share must be a number from 0 to 1. "
                              f"Received: group_share={self.group_share!r}")
+        limits.resolve_budgets(self.budgets)   # raises for a bad key or limit
         if self.value not in budget_lib.VALUES:
             raise ValueError(f"value must be one of {budget_lib.VALUES}. "
                              f"Received: value={self.value!r}")

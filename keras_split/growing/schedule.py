@@ -23,6 +23,7 @@ from keras_split.growing.checkpoint import (  # noqa: F401 - re-exported
 from keras_split.growing.growing_model import GrowingModel
 from keras_split.growing.growth_settings import capped_growth_ratio, validate_max_macs
 from keras_split.select.flops import count_flops
+from keras_split.select.limits import check_budgets, resolve_budgets
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         keras.utils.set_random_seed(seed + stage)
         if model is None:
             model = _built(build_model, scope)
+        # A limit the network exceeds already is refused before the stage trains.
+        check_budgets(model.channel_graph, resolve_budgets(grow_kwargs.get("budgets")))
         _grow_and_fit(model, stage, history, (train_data, grow_data),
                       dict(growth_ratio=growth_ratio, seed=seed + stage, verbose=verbose,
                            **grow_kwargs),

@@ -7,8 +7,10 @@ import math
 import keras
 import numpy as np
 
+from keras_split.select import cost_models
 from keras_split.select import costs as cost_lib
 from keras_split.select import knapsack
+from keras_split.select.limits import limits_of
 from keras_split.select.selection import Selection
 
 logger = logging.getLogger(__name__)
@@ -18,27 +20,10 @@ logger = logging.getLogger(__name__)
 MAX_BUDGET_ROUNDS = 50
 
 
-def _costs(graph, groups, cost):
+def _costs(graph, groups, model):
     """Per-group costs, the network total, and the exact-total function, in one unit."""
-    if callable(cost):
-        per_layer = {}
-        for name in graph.splittable_layers:
-            value = float(cost(graph.producers[name].layer))
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(
-                    f"The cost callable returned {value!r} for layer '{name}'; it "
-                    "must return a finite non-negative cost per neuron."
-                )
-            per_layer[name] = value
-        group_cost = np.array([
-            sum(per_layer.get(n, 0.0) for n, _ in graph.group_members(g)) for g in groups
-        ])
-        total = sum(per_layer[n] * graph.units(n) for n in per_layer)
-        return group_cost, total, lambda chosen: total + float(group_cost[chosen].sum())
-    group_cost = cost_lib.group_costs(graph, groups, cost)
-    total = cost_lib.network_cost(graph, cost)
-    return group_cost, total, lambda chosen: cost_lib.widened_cost(
-        graph, [groups[i] for i in chosen], cost)
+    return (model.group_costs(graph, groups), model.network_cost(graph),
+            lambda chosen: model.widened_cost(graph, [groups[i] for i in chosen]))
 
 
 def _layer_membership(graph, groups):
@@ -139,26 +124,25 @@ def growth_caps(graph, max_growth):
 
 def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
                   threshold=0.0, max_units=None, round_to=None, max_widths=None,
-                  budget_groups=None, max_growth=None, group_share=1.0, value="lambda"):
+                  budget_groups=None, max_growth=None, group_share=1.0, value="lambda",
+                  budgets=None):
     """Chooses the coupled groups to split under ``growth_ratio`` times the network's cost.
 
     The knapsack is solved with per-group marginal costs. The exact cost of the
     whole selection (with the cross terms of splitting a layer and its consumer
     together) is then measured, and, whatever the cost mode, so are the MACs:
     while either exceeds its bound (``(1 + growth_ratio)`` times the current
-    value) the knapsack is solved again with a budget lowered by the overshoot,
-    so that constraints such as ``round_to`` keep holding. An empty selection is
-    logged with its reason. With ``budget_groups`` each group of layers has a
+    value) the knapsack is solved again with a budget lowered by the overshoot
+    (``round_to`` keeps holding). An empty selection is logged with its reason. With ``budget_groups`` each group of layers has a
     budget of ``growth_ratio`` times its own layers' cost and is solved apart
     (a coupled group counts in the budget of its first member); ``max_growth``
     caps every layer's new units at ``(max_growth - 1)`` times its width. The
     MACs bound holds over all budget groups together, which are solved in graph
     order (a later group gets what an earlier one left of it). With
     ``group_share`` below 1 a budget group keeps that fraction of its budget and
-    the rest of the network's goes to any candidate not chosen yet. A group's
-    value is the sum of its members' eigenvalues (``value="lambda"``) or of
-    ``lambda_i ||theta_i||^2`` (``value="relative"``, with ``theta_i`` the unit's
-    incoming weights); ``threshold`` applies to that value.
+    the rest of the network's goes to any candidate not chosen yet. Groups are
+    worth :func:`group_values` (``threshold`` applies to it); ``budgets``,
+    ``[(CostModel, limit)]``, limit other totals after the stage.
 
     Returns:
         A :class:`~keras_split.select.selection.Selection`; ``cost="uniform"``
@@ -169,20 +153,15 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
         >>> select_groups(graph, eig, 0.5).chosen_groups
         [0, 3]
     """
-    if value not in VALUES:
-        raise ValueError(f"value must be one of {VALUES}. Received: value={value!r}")
     groups = sorted(graph.groups)
-    weights = {n: unit_sq_norms(graph, n) if value == "relative" else np.ones(graph.units(n))
-               for n in eigenpairs}
-    values = np.array([
-        sum(eigenpairs[n].values[u] * weights[n][u] for n, u in graph.group_members(g))
-        for g in groups
-    ], dtype=np.float64)
-    solver_used = "greedy_value" if cost == "uniform" else solver
-    group_cost, total, exact_total = _costs(graph, groups, "flops" if cost == "uniform" else cost)
+    values = group_values(graph, groups, eigenpairs, value)
+    model = cost_models.get(cost)
+    solver_used = "greedy_value" if model.by_value_alone else solver
+    group_cost, total, exact_total = _costs(graph, groups, model)
     budget = growth_ratio * total
-    options = _knapsack_options(graph, groups, solver_used, max_units, max_widths,
-                                max_growth, round_to)
+    options = dict(_knapsack_options(graph, groups, solver_used, max_units, max_widths,
+                                     max_growth, round_to),
+                   limits=limits_of(graph, groups, budgets or []))
     masked = np.where(values < threshold, values, 0.0)
     labels = budget_labels(graph, budget_groups)
     of_group = [labels[graph.group_members(g)[0][0]] for g in groups]
@@ -192,11 +171,9 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
         mine = np.array([lab == label for lab in of_group])
         if not mine.any():
             continue
-        if not separate:
-            part_budget = budget
-        else:
-            # This group's own cost: its layers' units, each at its cost now.
-            part_budget = group_share * growth_ratio * _part_cost(group_cost, mine, total)
+        # Separate budgets: this group's own cost, its layers' units each at its cost now.
+        part_budget = (group_share * growth_ratio * _part_cost(group_cost, mine, total)
+                       if separate else budget)
         chosen.extend(_within_bounds(graph, groups, np.where(mine, masked, 0.0), group_cost,
                                      (total, part_budget, exact_total), growth_ratio, options,
                                      fixed=chosen))
@@ -205,6 +182,28 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
                                       (total, budget, exact_total), growth_ratio, options))
     chosen = np.array(sorted(chosen), dtype=np.int64)
     return Selection(groups, values, chosen, float(budget), solver_used)
+
+
+def group_values(graph, groups, eigenpairs, value="lambda"):
+    """What each coupled group is worth to the knapsack: ``float64[len(groups)]``, the
+    sum over its members of ``lambda`` (``value="lambda"``) or of ``lambda ||theta||^2``
+    (``"relative"``).
+
+    Raises:
+        ValueError: for an unknown ``value``.
+
+    Example:
+        >>> group_values(graph, sorted(graph.groups), eig, "relative")
+        array([-0.41, -0.07])
+    """
+    if value not in VALUES:
+        raise ValueError(f"value must be one of {VALUES}. Received: value={value!r}")
+    weights = {n: unit_sq_norms(graph, n) if value == "relative" else np.ones(graph.units(n))
+               for n in eigenpairs}
+    return np.array([
+        sum(eigenpairs[n].values[u] * weights[n][u] for n, u in graph.group_members(g))
+        for g in groups
+    ], dtype=np.float64)
 
 
 def _knapsack_options(graph, groups, solver, max_units, max_widths, max_growth, round_to):
@@ -263,17 +262,38 @@ def _within_bounds(graph, groups, masked, group_cost, budget_terms, growth_ratio
 
     base = macs_after([])
     target = budget
+    options = dict(options)
+    limits = options.pop("limits", [])
+    # What each further budget has left once the groups chosen already are split.
+    rooms = np.array([lim.limit - lim.total(graph, groups, fixed) for lim in limits],
+                     dtype=np.float64)
     for _ in range(MAX_BUDGET_ROUNDS):
-        chosen = np.asarray(knapsack.select_neurons(masked, group_cost, target, **options),
-                            dtype=np.int64)
+        rows = (np.array([lim.costs for lim in limits]), np.maximum(rooms, 0.0)) if limits \
+            else None
+        chosen = np.asarray(knapsack.select_neurons(masked, group_cost, target, limits=rows,
+                                                    **options), dtype=np.int64)
         if len(chosen) == 0:
+            binding = [lim.model.name for lim, room in zip(limits, rooms)
+                       if room < lim.costs[masked < 0].min(initial=np.inf)]
             logger.info("Nothing to split: %d candidates (lambda below the threshold), none "
-                        "fits the budget %.4g.", int((masked < 0).sum()), target)
+                        "fits the budget %.4g%s.", int((masked < 0).sum()), target,
+                        f" and the limits of {binding}" if binding else "")
             return chosen
         over = exact_total(chosen) - total - budget
         macs_over = macs_after(chosen) - macs * (1 + growth_ratio)
-        if over <= budget * 1e-9 and macs_over <= 0:
+        limits_over = np.array([lim.total(graph, groups, fixed + list(chosen)) - lim.limit
+                                for lim in limits])
+        if over <= budget * 1e-9 and macs_over <= 0 and np.all(limits_over <= 0):
             return chosen
+        if np.any(limits_over > 0):
+            # Lower each overshot limit's room below what this selection spent of it by
+            # the overshoot (the cross terms of splitting groups together) and solve again.
+            for k, lim in enumerate(limits):
+                if limits_over[k] > 0:
+                    spent_k = float(lim.costs[chosen].sum())
+                    rooms[k] = min(rooms[k], spent_k - limits_over[k]) * (1 - 1e-9)
+            if over <= budget * 1e-9 and macs_over <= 0:
+                continue
         # Lower the budget by the overshoot (in the cost unit) and solve again; a MACs
         # overshoot is converted with the selection's cost per MAC (macs_after > base).
         spent = float(group_cost[chosen].sum())

@@ -18,6 +18,10 @@ units and with every grown layer's width rounded to a multiple (e.g. 8).
 * ``solver="greedy_value"``: the original ("vanilla") splitting, by ``lambda``
   alone: candidates in order of increasing ``lambda`` until the next does not fit.
 
+Further budgets (``limits``: rows ``sum_i beta_i * cost_ki <= budget_k``, say a latency
+and a size next to the MACs) are constraints of the same kind as the per-layer caps:
+every solver keeps all of them (the MILP exactly, a multi-constraint knapsack).
+
 This module knows nothing of models: it works on arrays.
 """
 
@@ -31,6 +35,23 @@ from keras_split.compat import native_output_held
 logger = logging.getLogger(__name__)
 
 SOLVERS = ("milp", "lp", "greedy_value")
+
+
+def _validate_limits(limits, n):
+    """``(rows [k, n], budgets [k])`` of the further budgets (``k = 0`` for None)."""
+    if limits is None:
+        return np.zeros((0, n)), np.zeros(0)
+    rows, budgets = limits
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, n) if n else np.zeros((0, 0))
+    budgets = np.asarray(budgets, dtype=np.float64).reshape(-1)
+    if rows.shape[0] != budgets.size:
+        raise ValueError(f"limits have {rows.shape[0]} cost rows and {budgets.size} budgets.")
+    if not np.all(np.isfinite(rows)) or np.any(rows < 0):
+        raise ValueError("the limits' costs must be finite and non-negative.")
+    if not np.all(np.isfinite(budgets)) or np.any(budgets < 0):
+        raise ValueError(f"the limits' budgets must be finite and non-negative. "
+                         f"Received: {budgets.tolist()}")
+    return rows, budgets
 
 
 def _validate(values, costs, budget, layer_of, max_units, round_to, widths):
@@ -70,7 +91,7 @@ def _validate(values, costs, budget, layer_of, max_units, round_to, widths):
 
 
 def select_neurons(values, costs, budget, solver="milp", layer_of=None, max_units=None,
-                   round_to=None, widths=None, time_limit=60.0):
+                   round_to=None, widths=None, time_limit=60.0, limits=None):
     """Chooses the neurons (or coupled groups) to split.
 
     Args:
@@ -87,6 +108,8 @@ def select_neurons(values, costs, budget, solver="milp", layer_of=None, max_unit
             multiple of this.
         widths: current width of every layer (with ``round_to``).
         time_limit: seconds for the MILP solver.
+        limits: optional further budgets ``(costs [k, candidates], budgets [k])``:
+            the selection keeps ``costs[k] . beta <= budgets[k]`` for every ``k``.
 
     Returns:
         A sorted ``int64`` array of selected candidate indices. Candidates with
@@ -107,14 +130,20 @@ def select_neurons(values, costs, budget, solver="milp", layer_of=None, max_unit
     )
     if round_to is not None and solver != "milp":
         raise ValueError("round_to needs solver='milp'.")
+    rows, row_budgets = _validate_limits(limits, values.size)
     cand = np.flatnonzero(values < 0)
     if cand.size == 0:
         return np.zeros(0, dtype=np.int64)
     v, c, m = values[cand], costs[cand], membership[:, cand]
+    m_round = m
+    if row_budgets.size:   # further budgets: constraints like the per-layer caps
+        caps = np.concatenate([np.full(m.shape[0], np.inf) if caps is None else caps,
+                               row_budgets])
+        m = np.vstack([m, rows[:, cand]])
     if solver == "milp" and caps is None and round_to is None:
         chosen = _knapsack_exact(v, c, budget, time_limit)
     elif solver == "milp":
-        chosen = _milp(v, c, budget, m, caps, round_to, widths, time_limit)
+        chosen = _milp(v, c, budget, m, caps, round_to, widths, time_limit, m_round)
     elif solver == "lp":
         chosen = _lp(v, c, budget, m, caps)
     else:
@@ -216,24 +245,27 @@ def _greedy_fill(v, c, budget, start, m=None, caps=None):
     return np.flatnonzero(chosen)
 
 
-def _milp(v, c, budget, m, caps, round_to, widths, time_limit):
-    n, n_layers = v.size, m.shape[0]
+def _milp(v, c, budget, m, caps, round_to, widths, time_limit, m_round=None):
+    """The knapsack as a MILP: ``m @ beta <= caps`` (layer caps, further budgets) and,
+    with ``round_to``, every layer of ``m_round`` (default ``m``) rounded."""
+    m_round = m if m_round is None else m_round
+    n, n_layers = v.size, m_round.shape[0]
     rows, lows, highs = [c], [-np.inf], [float(budget)]
     integrality = [np.ones(n)]
     objective = [v]
     upper = [np.ones(n)]
     extra = 0
     if caps is not None:
-        for l in range(n_layers):
-            rows.append(m[l])
+        for row, cap in zip(m, caps):
+            rows.append(row)
             lows.append(-np.inf)
-            highs.append(caps[l])
+            highs.append(cap)
     if round_to is not None:
         # Per layer l: k_l >= 0 integer, z_l binary.
         #   sum_i m_li beta_i - round_to * k_l - r_l * z_l == 0
         #   sum_i m_li beta_i - n_l * z_l <= 0
         extra = 2 * n_layers
-        big = m.sum(axis=1)
+        big = m_round.sum(axis=1)
         rem = (-np.asarray(widths, dtype=np.int64)) % round_to
         objective.append(np.zeros(extra))
         integrality.append(np.ones(extra))
@@ -247,14 +279,14 @@ def _milp(v, c, budget, m, caps, round_to, widths, time_limit):
     if round_to is not None:
         for l in range(n_layers):
             eq = np.zeros(total)
-            eq[:n] = m[l]
+            eq[:n] = m_round[l]
             eq[n + l] = -round_to
             eq[n + n_layers + l] = -rem[l]
             a.append(eq)
             lows.append(0.0)
             highs.append(0.0)
             le = np.zeros(total)
-            le[:n] = m[l]
+            le[:n] = m_round[l]
             le[n + n_layers + l] = -big[l]
             a.append(le)
             lows.append(-np.inf)
@@ -287,7 +319,9 @@ def _lp(v, c, budget, m, caps):
     if caps is None:
         x = _dantzig(v, c, budget)[0]  # the LP optimum of a single budget, in closed form
     else:
-        res = optimize.linprog(v, A_ub=np.vstack([c, m]), b_ub=np.concatenate([[budget], caps]),
+        finite = np.isfinite(caps)   # linprog takes finite bounds only
+        res = optimize.linprog(v, A_ub=np.vstack([c, m[finite]]),
+                               b_ub=np.concatenate([[budget], caps[finite]]),
                                bounds=(0, 1), method="highs")
         if res.x is None:
             raise ValueError(f"The knapsack LP failed: {res.message}")

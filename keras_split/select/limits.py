@@ -1,0 +1,88 @@
+"""Further budgets of a selection: limits on the network's totals under other costs."""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from keras_split.select import cost_models
+
+
+@dataclasses.dataclass
+class Limit:
+    """A further budget of a selection: its cost model, the largest total it allows,
+    and every candidate group's cost under it.
+
+    Attributes:
+        model: the :class:`~keras_split.select.cost_models.CostModel`.
+        limit: the largest total after the stage.
+        costs: ``float64[groups]``, what splitting each group alone adds.
+    """
+
+    model: cost_models.CostModel
+    limit: float
+    costs: np.ndarray
+
+    def total(self, graph, groups, chosen):
+        """The exact total after splitting ``groups[i]`` for every ``i`` of ``chosen``."""
+        return self.model.widened_cost(graph, [groups[int(i)] for i in chosen])
+
+
+def limits_of(graph, groups, budgets):
+    """The :class:`Limit` of every ``(CostModel, limit)`` of ``budgets`` over ``groups``.
+
+    Raises:
+        ValueError: naming the budget, when the network exceeds its limit already.
+    """
+    check_budgets(graph, budgets)
+    return [Limit(m, limit, np.asarray(m.group_costs(graph, groups), dtype=np.float64))
+            for m, limit in budgets]
+
+
+def resolve_budgets(budgets):
+    """``[(CostModel, limit)]`` of a ``{cost model or name: limit}`` mapping (None: none).
+
+    Raises:
+        ValueError: for a key that is not a cost model or for a limit that is not a
+            finite positive number.
+
+    Example:
+        >>> resolve_budgets({"params": 20_000})
+        [(Params(), 20000.0)]
+    """
+    if budgets is None:
+        return []
+    if not isinstance(budgets, dict):
+        raise ValueError("budgets must be None or a dict {cost model or name: limit}. "
+                         f"Received: budgets={budgets!r}")
+    out = []
+    for key, limit in budgets.items():
+        model = cost_models.get(key)
+        if isinstance(limit, bool) or not isinstance(limit, (int, float, np.integer,
+                                                             np.floating)) \
+                or not (math.isfinite(limit) and limit > 0):
+            raise ValueError(f"The limit of budget {model.name!r} must be a finite positive "
+                             f"number. Received: {limit!r}")
+        out.append((model, float(limit)))
+    return out
+
+
+def check_budgets(graph, budgets):
+    """Raises ValueError naming the budget when the network already exceeds a limit
+    (no growth can respect it).
+
+    Args:
+        graph: the network's ChannelGraph.
+        budgets: ``[(CostModel, limit)]`` (:func:`resolve_budgets`).
+
+    Example:
+        >>> check_budgets(model.channel_graph, [(Params(), 10.0)])
+        Traceback (most recent call last):
+        ValueError: The network already costs ...
+    """
+    for model, limit in budgets:
+        now = model.network_cost(graph)
+        if now > limit:
+            raise ValueError(
+                f"The network already costs {now:.6g} under budget {model.name!r}, above its "
+                f"limit {limit:.6g}: no growth can respect it. Raise the limit or drop it.")
