@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it (a module itself where the name is a module).
 _PUBLIC = {
-    "costs": "keras_split.select.cost_models",
+    "costs": "keras_split.select.cost_library",
     "data": "keras_split.data",
     "export": "keras_split.apps.export",
     "handlers": "keras_split.graph.handlers",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_split as ks
-from keras_split.select import cost_models, costs, knapsack, limits
+from keras_split.select import cost_library, cost_models, costs, knapsack, limits
 from tests import zoo
 
 
@@ -14,10 +14,10 @@ def test_built_in_cost_models_count_the_network():
     model = zoo.compiled_cnn()
     graph = model.channel_graph
     groups = sorted(graph.groups)
-    assert cost_models.get("flops").network_cost(graph) == ks.count_flops(model)
-    assert cost_models.get("params").network_cost(graph) == model.count_params()
-    assert cost_models.get("uniform").network_cost(graph) == ks.count_flops(model)
-    assert repr(cost_models.get("sqrt_flops")) == "SqrtMACs()"
+    assert cost_library.get("flops").network_cost(graph) == ks.count_flops(model)
+    assert cost_library.get("params").network_cost(graph) == model.count_params()
+    assert cost_library.get("uniform").network_cost(graph) == ks.count_flops(model)
+    assert repr(cost_library.get("sqrt_flops")) == "SqrtMACs()"
     np.testing.assert_allclose(cost_models.MACs().group_costs(graph, groups),
                                costs.group_costs(graph, groups, "flops"))
     # A split's exact totals: the MACs and parameters of the widened network.
@@ -32,13 +32,13 @@ def test_built_in_cost_models_count_the_network():
         grown = zoo.compiled_cnn()   # the same architecture
         grown.split(units, epsilon=0.0)
         assert predicted == measure(grown)
-    per_layer = cost_models.get(lambda layer: 2.0)
+    per_layer = cost_library.get(lambda layer: 2.0)
     assert isinstance(per_layer, cost_models.PerLayerCost)
     assert per_layer.network_cost(graph) == 2.0 * sum(graph.units(n)
                                                       for n in graph.splittable_layers)
     for bad in ("joules", 3, cost_models.MACs):
         with pytest.raises(ValueError, match="Received: cost="):
-            cost_models.get(bad)
+            cost_library.get(bad)
     with pytest.raises(ValueError, match="Received: fn=3"):
         cost_models.PerLayerCost(3)
 

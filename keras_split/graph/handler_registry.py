@@ -4,7 +4,7 @@ Every layer type keras_split knows is registered here once; a user's custom laye
 registered the same way with :func:`register_handler`.
 
 Example:
-    >>> get_handler(keras.layers.Dropout(0.1)) is CHANNELWISE
+    >>> get_handler(keras.layers.MaxPooling2D()) is CHANNELWISE
     True
 """
 
@@ -16,6 +16,7 @@ from keras_split.graph.handlers import (
     ActivationLayerHandler,
     BatchNormalizationHandler,
     CHANNELWISE,
+    INFERENCE_IDENTITY,
     ConcatenateHandler,
     FlattenHandler,
     LayerHandler,
@@ -131,15 +132,15 @@ def get_handler(layer):
 
 L = keras.layers
 for _cls in (
-    L.Dropout, L.SpatialDropout1D, L.MaxPooling1D, L.AveragePooling1D,
-    L.GlobalAveragePooling1D, L.GlobalMaxPooling1D, L.ZeroPadding1D, L.Cropping1D,
-    L.UpSampling1D,
-    L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
+    L.MaxPooling1D, L.AveragePooling1D, L.GlobalAveragePooling1D, L.GlobalMaxPooling1D,
+    L.ZeroPadding1D, L.Cropping1D, L.UpSampling1D,
     L.MaxPooling2D, L.AveragePooling2D, L.GlobalAveragePooling2D,
     L.GlobalMaxPooling2D, L.ZeroPadding2D, L.Cropping2D, L.UpSampling2D,
-    L.Identity, L.ActivityRegularization,
 ):
     register_handler(_cls, CHANNELWISE)
+for _cls in (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise,
+             L.GaussianDropout, L.AlphaDropout, L.Identity, L.ActivityRegularization):
+    register_handler(_cls, INFERENCE_IDENTITY)
 register_handler(L.Activation, ActivationHandler())
 for _cls, _name in ((L.ReLU, "relu"), (L.LeakyReLU, "leaky_relu"), (L.PReLU, "leaky_relu"),
                     (L.ELU, "elu")):

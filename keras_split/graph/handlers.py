@@ -83,6 +83,13 @@ class LayerHandler:
         per = sum(int(np.prod(w.shape[:-1])) for w in layer.weights if w.shape[-1] == channels)
         return per * a
 
+    def exported_tensors(self, layer):
+        """How many tensors of its output's shape the layer's ops materialise in an
+        exported (TFLite) graph: 1 by default; 0 for a layer folded or fused into the op
+        before it (BatchNormalization, ReLU and ReLU6, Dropout at inference); 2 for
+        swish (a logistic, then a product)."""
+        return 1
+
     def activation(self, layer):
         """``(fn, name)`` when the layer is an element-wise activation that can close a
         neuron (``name`` as :func:`~keras_split.graph.activations.activation_name`
@@ -118,10 +125,21 @@ class ChannelwiseHandler(LayerHandler):
     """
 
 
+class InferenceIdentityHandler(ChannelwiseHandler):
+    """Per-channel layers that are the identity at inference (Dropout, GaussianNoise,
+    Identity, ActivityRegularization): nothing of them is exported."""
+
+    def exported_tensors(self, layer):
+        return 0
+
+
 class BatchNormalizationHandler(ChannelwiseHandler):
     """BatchNormalization over the last axis."""
 
     normalizes = True
+
+    def exported_tensors(self, layer):
+        return 0   # folded into the producer before it
 
     def validate(self, layer):
         super().validate(layer)
@@ -146,6 +164,11 @@ class ActivationHandler(ChannelwiseHandler):
         name = activation_name(layer.activation)
         return None if name in NON_ELEMENTWISE else (layer.activation, name)
 
+    def exported_tensors(self, layer):
+        from keras_split.graph.activations import activation_name
+
+        return EXPORTED_TENSORS.get(activation_name(layer.activation), 1)
+
 
 class ActivationLayerHandler(ChannelwiseHandler):
     """An activation layer (ReLU, LeakyReLU, PReLU, ELU) that closes a neuron as the
@@ -156,6 +179,14 @@ class ActivationLayerHandler(ChannelwiseHandler):
 
     def activation(self, layer):
         return layer, self.name
+
+    def exported_tensors(self, layer):
+        # ReLU and ReLU6 fuse into the op before them; a threshold, a slope or another
+        # cap is an op of its own.
+        config = layer.get_config()
+        plain = (self.name == "relu" and not config.get("negative_slope")
+                 and not config.get("threshold") and config.get("max_value") in (None, 6.0))
+        return 0 if plain else 1
 
 
 class MergeHandler(LayerHandler):
@@ -295,7 +326,12 @@ class ReshapeHandler(SinkHandler):
         return {}, {}
 
 
+# Tensors an activation's ops materialise in a TFLite graph (1 for any other): fused into
+# the op before it, or a logistic and a product.
+EXPORTED_TENSORS = {"linear": 0, "relu": 0, "relu6": 0, "swish": 2, "silu": 2}
+
 SINK = SinkHandler()
 CHANNELWISE = ChannelwiseHandler()
+INFERENCE_IDENTITY = InferenceIdentityHandler()
 MERGE = MergeHandler()
 OP = OpHandler()

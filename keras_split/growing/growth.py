@@ -23,7 +23,7 @@ from keras_split.growing.guard import GuardOutcome, children_pairs, guarded_spli
 from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerRecord,
                                                StabilityRecord, StageSeconds, TwinRecord)
 from keras_split.growing.twins import twin_statistics
-from keras_split.select import cost_models
+from keras_split.select import cost_library
 from keras_split.select import costs as cost_lib
 from keras_split.select.budget import NOISE_RTOL, check_max_widths, select_groups, without_noise
 from keras_split.select.limits import check_budgets, resolve_budgets
@@ -227,7 +227,7 @@ def _stage_record(model, settings, eig, chosen, split, timer, dry_run):
     twins = twin_statistics(model)
     return GrowthStage(
         stage=len(model.growth_history), method=settings.method,
-        cost=cost_models.get(settings.cost).name,
+        cost=cost_library.get(settings.cost).name,
         solver=selection.solver, growth_ratio=float(settings.growth_ratio),
         epsilon=float(used), budget=selection.budget,
         macs_before=int(split.macs_before), macs_after=int(split.macs_after),

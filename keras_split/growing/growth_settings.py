@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from keras_split.select import budget as budget_lib
-from keras_split.select import cost_models, knapsack, limits
+from keras_split.select import cost_library, knapsack, limits
 from keras_split.surgery.split_rule import SplitRule
 
 # Eigenpair estimators: LOBPCG on full-data products (default), the paper's
@@ -101,7 +101,7 @@ def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold)
                          f"Received: growth_ratio={growth_ratio!r}")
     if not (_is_number(epsilon) and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"epsilon must be a finite non-negative number, got {epsilon!r}.")
-    cost_models.get(cost)   # raises ValueError for anything that is not a cost
+    cost_library.get(cost)   # raises ValueError for anything that is not a cost
     if solver not in knapsack.SOLVERS:
         raise ValueError(f"solver must be one of {knapsack.SOLVERS}, got {solver!r}.")
     if method not in METHODS:

@@ -108,9 +108,8 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable), of ``fit``.
         config: JSON-serialisable settings that identify the run (data path,
             model name...); a restart with other settings is refused.
-        deterministic: TensorFlow op determinism (for the whole process): with seeded,
-            ordered ``train_data`` and ``grow_data``, runs and resumptions are
-            bit-identical on one machine. False: faster on some hardware.
+        deterministic: TensorFlow op determinism (for the whole process): seeded,
+            ordered data make runs and resumptions bit-identical on one machine.
         verbose: passed to ``fit`` and ``grow``.
         grow_data: the batches for eigen estimation (a dataset or ``stage ->
             dataset``); default: the training data of the stage.
@@ -142,8 +141,7 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
     completed, model, history = _resumed(out_dir, run, run_config, scope)
     for stage in range(completed + 1, stages + 1):
         keras.utils.set_random_seed(seed + stage)
-        if model is None:
-            model = _built(build_model, scope)
+        model = model if model is not None else _built(build_model, scope)
         # A limit the network exceeds already is refused before the stage trains.
         check_budgets(model.channel_graph, resolve_budgets(grow_kwargs.get("budgets")))
         _grow_and_fit(model, stage, history, (train_data, grow_data),

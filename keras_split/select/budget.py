@@ -7,7 +7,7 @@ import math
 import keras
 import numpy as np
 
-from keras_split.select import cost_models
+from keras_split.select import cost_library
 from keras_split.select import costs as cost_lib
 from keras_split.select import knapsack
 from keras_split.select.limits import limits_of
@@ -155,7 +155,7 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     """
     groups = sorted(graph.groups)
     values = group_values(graph, groups, eigenpairs, value)
-    model = cost_models.get(cost)
+    model = cost_library.get(cost)
     solver_used = "greedy_value" if model.by_value_alone else solver
     group_cost, total, exact_total = _costs(graph, groups, model)
     budget = growth_ratio * total
@@ -264,36 +264,30 @@ def _within_bounds(graph, groups, masked, group_cost, budget_terms, growth_ratio
     target = budget
     options = dict(options)
     limits = options.pop("limits", [])
-    # What each further budget has left once the groups chosen already are split.
-    rooms = np.array([lim.limit - lim.total(graph, groups, fixed) for lim in limits],
-                     dtype=np.float64)
+    # What each further budget's constraints leave once the groups chosen already are split.
+    rooms = [lim.rooms_after(fixed) for lim in limits]
     for _ in range(MAX_BUDGET_ROUNDS):
-        rows = (np.array([lim.costs for lim in limits]), np.maximum(rooms, 0.0)) if limits \
-            else None
+        rows = (np.vstack([lim.rows for lim in limits]),
+                np.maximum(np.concatenate(rooms), 0.0)) if limits else None
         chosen = np.asarray(knapsack.select_neurons(masked, group_cost, target, limits=rows,
                                                     **options), dtype=np.int64)
         if len(chosen) == 0:
-            binding = [lim.model.name for lim, room in zip(limits, rooms)
-                       if room < lim.costs[masked < 0].min(initial=np.inf)]
-            logger.info("Nothing to split: %d candidates (lambda below the threshold), none "
-                        "fits the budget %.4g%s.", int((masked < 0).sum()), target,
-                        f" and the limits of {binding}" if binding else "")
+            _log_nothing(masked, target, limits, rooms)
             return chosen
         over = exact_total(chosen) - total - budget
         macs_over = macs_after(chosen) - macs * (1 + growth_ratio)
-        limits_over = np.array([lim.total(graph, groups, fixed + list(chosen)) - lim.limit
-                                for lim in limits])
-        if over <= budget * 1e-9 and macs_over <= 0 and np.all(limits_over <= 0):
+        limits_over = [lim.total(graph, groups, fixed + list(chosen)) - lim.limit
+                       for lim in limits]
+        if over <= budget * 1e-9 and macs_over <= 0 and max(limits_over, default=0) <= 0:
             return chosen
-        if np.any(limits_over > 0):
-            # Lower each overshot limit's room below what this selection spent of it by
-            # the overshoot (the cross terms of splitting groups together) and solve again.
-            for k, lim in enumerate(limits):
-                if limits_over[k] > 0:
-                    spent_k = float(lim.costs[chosen].sum())
-                    rooms[k] = min(rooms[k], spent_k - limits_over[k]) * (1 - 1e-9)
-            if over <= budget * 1e-9 and macs_over <= 0:
-                continue
+        # An overshot limit (the cross terms of splitting groups together): its
+        # constraints lowered below what this selection spent of them, and solved again.
+        for k, lim in enumerate(limits):
+            if limits_over[k] > 0:
+                spent_k = lim.rows[:, chosen].sum(axis=1)
+                rooms[k] = np.minimum(rooms[k], spent_k - limits_over[k]) * (1 - 1e-9)
+        if over <= budget * 1e-9 and macs_over <= 0:
+            continue
         # Lower the budget by the overshoot (in the cost unit) and solve again; a MACs
         # overshoot is converted with the selection's cost per MAC (macs_after > base).
         spent = float(group_cost[chosen].sum())
@@ -304,6 +298,15 @@ def _within_bounds(graph, groups, masked, group_cost, budget_terms, growth_ratio
     logger.warning("No selection kept the cost and MACs bounds after %d knapsack solves: "
                    "nothing is split this stage.", MAX_BUDGET_ROUNDS)
     return np.zeros(0, dtype=np.int64)
+
+
+def _log_nothing(masked, target, limits, rooms):
+    """Logs why a knapsack chose nothing, naming the further budgets that bind."""
+    binding = [lim.model.name for lim, room in zip(limits, rooms)
+               if np.any(room < lim.rows[:, masked < 0].min(axis=1, initial=np.inf))]
+    logger.info("Nothing to split: %d candidates (lambda below the threshold), none fits the "
+                "budget %.4g%s.", int((masked < 0).sum()), target,
+                f" and the limits of {binding}" if binding else "")
 
 
 # A negative eigenvalue is noise when a step as large as the neuron's own incoming

@@ -8,11 +8,12 @@ widening a layer and its consumer at once). The selection keeps a stage's growth
 within ``growth_ratio`` times the total of the main cost model and within every
 further budget's limit.
 
-A new measure is one subclass of :class:`CostModel`; the built-in ones are
-:class:`MACs` (``"flops"``), :class:`Params` (``"params"``), :class:`SqrtMACs`
-(``"sqrt_flops"``, the seed papers' code), :class:`Uniform` (``"uniform"``: by
-eigenvalue alone under the MACs budget) and :class:`PerLayerCost` (a callable
-``layer -> cost of one of its neurons``).
+A new measure is one subclass of :class:`CostModel`; the ones counted from the layer
+handlers are :class:`MACs` (``"flops"``), :class:`Params` (``"params"``),
+:class:`SqrtMACs` (``"sqrt_flops"``, the seed papers' code) and :class:`Uniform`
+(``"uniform"``: by eigenvalue alone under the MACs budget); :class:`PerLayerCost` adapts a
+callable ``layer -> cost of one of its neurons``. ``ks.costs``
+(:mod:`keras_split.select.cost_library`) gathers every cost model.
 """
 
 import math
@@ -63,6 +64,19 @@ class CostModel:
         """The exact total after splitting all ``groups`` together (by default the
         total now plus their costs: exact when the cost is additive)."""
         return self.network_cost(graph) + float(np.sum(self.group_costs(graph, list(groups))))
+
+    def limit_rows(self, graph, groups, limit):
+        """A limit on this cost as knapsack constraints ``rows @ beta <= rooms``.
+
+        By default one row, the groups' costs, against what the limit leaves of the
+        total now; a cost that is a maximum over parts (a peak over the ops) gives
+        one row per part, which keeps the limit exactly.
+
+        Returns:
+            ``(rows [k, len(groups)], rooms [k])``.
+        """
+        return (np.asarray(self.group_costs(graph, groups), dtype=np.float64)[None, :],
+                np.array([limit - self.network_cost(graph)], dtype=np.float64))
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -175,28 +189,3 @@ class PerLayerCost(CostModel):
 
     def __repr__(self):
         return f"PerLayerCost({self.name})"
-
-
-BUILT_IN = {"flops": MACs, "params": Params, "uniform": Uniform, "sqrt_flops": SqrtMACs}
-
-
-def get(cost):
-    """The :class:`CostModel` of ``cost``: a built-in name (``"flops"``, ``"params"``,
-    ``"uniform"``, ``"sqrt_flops"``), a callable ``layer -> cost per neuron`` or a
-    CostModel.
-
-    Raises:
-        ValueError: for anything else.
-
-    Example:
-        >>> get("flops")
-        MACs()
-    """
-    if isinstance(cost, CostModel):
-        return cost
-    if isinstance(cost, str) and cost in BUILT_IN:
-        return BUILT_IN[cost]()
-    if callable(cost) and not isinstance(cost, type):
-        return PerLayerCost(cost)
-    raise ValueError(f"cost must be one of {tuple(BUILT_IN)}, a CostModel or a callable "
-                     f"layer -> cost per neuron. Received: cost={cost!r}")

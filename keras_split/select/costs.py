@@ -30,6 +30,16 @@ def _counts(graph, tensor, index, n_cols):
     return counts
 
 
+def channel_counts(graph, tensor, groups):
+    """How many channels of ``tensor`` each of ``groups`` has: ``float64[len(groups)]``.
+
+    Example:
+        >>> channel_counts(graph, model.get_layer("conv").output, [3, 4])
+        array([1., 0.])
+    """
+    return _counts(graph, tensor, {int(g): i for i, g in enumerate(groups)}, len(groups))
+
+
 def _added_cost(graph, index, n_cols, mode):
     """The cost each column of groups adds when its groups are split together."""
     total = np.zeros(n_cols)

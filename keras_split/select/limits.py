@@ -5,27 +5,34 @@ import math
 
 import numpy as np
 
-from keras_split.select import cost_models
+from keras_split.select import cost_library, cost_models
 
 
 @dataclasses.dataclass
 class Limit:
-    """A further budget of a selection: its cost model, the largest total it allows,
-    and every candidate group's cost under it.
+    """A further budget of a selection: its cost model, the largest total it allows, and
+    its knapsack constraints over the candidate groups.
 
     Attributes:
         model: the :class:`~keras_split.select.cost_models.CostModel`.
         limit: the largest total after the stage.
-        costs: ``float64[groups]``, what splitting each group alone adds.
+        rows: ``float64[k, groups]``, the constraints' coefficients
+            (:meth:`~keras_split.select.cost_models.CostModel.limit_rows`).
+        rooms: ``float64[k]``, their right-hand sides on the network now.
     """
 
     model: cost_models.CostModel
     limit: float
-    costs: np.ndarray
+    rows: np.ndarray
+    rooms: np.ndarray
 
     def total(self, graph, groups, chosen):
         """The exact total after splitting ``groups[i]`` for every ``i`` of ``chosen``."""
         return self.model.widened_cost(graph, [groups[int(i)] for i in chosen])
+
+    def rooms_after(self, fixed):
+        """The constraints' right-hand sides once the groups ``fixed`` (indices) are split."""
+        return self.rooms - self.rows[:, list(fixed)].sum(axis=1)
 
 
 def limits_of(graph, groups, budgets):
@@ -35,8 +42,12 @@ def limits_of(graph, groups, budgets):
         ValueError: naming the budget, when the network exceeds its limit already.
     """
     check_budgets(graph, budgets)
-    return [Limit(m, limit, np.asarray(m.group_costs(graph, groups), dtype=np.float64))
-            for m, limit in budgets]
+    out = []
+    for model, limit in budgets:
+        rows, rooms = model.limit_rows(graph, groups, limit)
+        out.append(Limit(model, limit, np.asarray(rows, dtype=np.float64),
+                         np.asarray(rooms, dtype=np.float64)))
+    return out
 
 
 def resolve_budgets(budgets):
@@ -57,7 +68,7 @@ def resolve_budgets(budgets):
                          f"Received: budgets={budgets!r}")
     out = []
     for key, limit in budgets.items():
-        model = cost_models.get(key)
+        model = cost_library.get(key)
         if isinstance(limit, bool) or not isinstance(limit, (int, float, np.integer,
                                                              np.floating)) \
                 or not (math.isfinite(limit) and limit > 0):
