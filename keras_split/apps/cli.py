@@ -286,7 +286,7 @@ def _grow_options(grow):
                       help="selection cost: flops (energy-aware), params, uniform (vanilla)")
     grow.add_argument("--budget", action="append", metavar="NAME=LIMIT",
                       help="a further limit on the network's total after every stage, "
-                           "e.g. params=20000 (repeatable; names as --cost)")
+                           "e.g. param_bytes_int8=250000 or peak_activation_bytes=65536 (repeatable)")
     grow.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     grow.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     grow.add_argument("--learning-rate", type=float, default=0.1,

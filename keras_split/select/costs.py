@@ -21,8 +21,9 @@ from keras_split.select.flops import layer_macs
 COST_MODES = ("flops", "params", "uniform", "sqrt_flops")
 
 
-def _counts(graph, tensor, index, n_cols):
-    """Per column of ``index`` (group id -> column), how many channels of ``tensor`` it has."""
+def column_counts(graph, tensor, index, n_cols):
+    """Per column of ``index`` (group id -> column, several groups may share one), how many
+    channels of ``tensor`` it has: ``float64[n_cols]``."""
     roots = graph.root[graph.tensor_classes[id(tensor)]]
     counts = np.zeros(n_cols)
     cols = np.array([index.get(int(r), -1) for r in roots], dtype=np.int64)
@@ -37,7 +38,7 @@ def channel_counts(graph, tensor, groups):
         >>> channel_counts(graph, model.get_layer("conv").output, [3, 4])
         array([1., 0.])
     """
-    return _counts(graph, tensor, {int(g): i for i, g in enumerate(groups)}, len(groups))
+    return column_counts(graph, tensor, {int(g): i for i, g in enumerate(groups)}, len(groups))
 
 
 def _added_cost(graph, index, n_cols, mode):
@@ -47,8 +48,8 @@ def _added_cost(graph, index, n_cols, mode):
         layer = n.layer
         if not getattr(layer, "weights", None) or not n.inputs:   # op nodes have none
             continue
-        a = _counts(graph, n.inputs[0], index, n_cols)
-        b = _counts(graph, n.outputs[0], index, n_cols)
+        a = column_counts(graph, n.inputs[0], index, n_cols)
+        b = column_counts(graph, n.outputs[0], index, n_cols)
         total += graph.handlers[layer.name].added_cost(layer, n.inputs, n.outputs, a, b, mode)
     return total
 
