@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import tempfile
-import warnings
 
 import keras
 import numpy as np
@@ -18,6 +17,7 @@ import tensorflow as tf
 
 from keras_split import compat
 from keras_split.data import data_utils
+from keras_split.select.tflite_latency import tflite_interpreter
 
 logger = logging.getLogger(__name__)
 
@@ -216,13 +216,7 @@ def saved_model(model, path, sample_data=None):
 
 
 def _interpreter(content):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Interpreter(model_content=content)
+    return tflite_interpreter(content)
 
 
 def run_tflite(content, x):

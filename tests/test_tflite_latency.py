@@ -1,0 +1,56 @@
+"""Measured latency as a cost: the per-layer table, its cache per device, as a budget."""
+
+import json
+
+import numpy as np
+import pytest
+
+import keras_split as ks
+from keras_split.select.tflite_latency import TFLiteLatency
+from tests import zoo
+
+
+def test_latency_table_is_measured_once_per_configuration_and_device(tmp_path):
+    model = zoo.compiled_cnn()
+    graph = model.channel_graph
+    groups = sorted(graph.groups)
+    latency = TFLiteLatency(repeats=5, cache_dir=str(tmp_path))
+    total = latency.network_cost(graph)
+    costs = latency.group_costs(graph, groups)
+    assert total > 0 and np.all(np.isfinite(costs)) and np.all(costs >= 0)
+    # Every timed layer at its widths, and with `step` more input or output channels.
+    assert latency.measurements >= 8
+    table = json.loads((tmp_path / f"{latency.device}_t1_b1.json").read_text())
+    assert len(table) == latency.measurements
+    # The same family again (a second stage at the widths the table has seen, another
+    # process): nothing new is measured, the costs are the same numbers.
+    again = TFLiteLatency(repeats=5, cache_dir=str(tmp_path))
+    assert again.network_cost(graph) == total
+    np.testing.assert_array_equal(again.group_costs(graph, groups), costs)
+    assert again.widened_cost(graph, groups[:2]) == pytest.approx(total + costs[:2].sum())
+    assert again.measurements == 0
+    # Another device or thread count: a table of its own.
+    other = TFLiteLatency(repeats=5, cache_dir=str(tmp_path), device="phone")
+    other.network_cost(graph)
+    assert other.measurements > 0 and (tmp_path / "phone_t1_b1.json").exists()
+    assert latency.measure_model(model.network) > 0
+    with pytest.raises(ValueError, match="Received: threads=0"):
+        TFLiteLatency(threads=0)
+
+
+def test_a_latency_budget_keeps_the_predicted_latency(trained_weights, tmp_path):
+    model = zoo.compiled_cnn()
+    model.set_weights(trained_weights)
+    latency = TFLiteLatency(repeats=5, cache_dir=str(tmp_path))
+    graph = model.channel_graph
+    groups = sorted(graph.groups)
+    costs = latency.group_costs(graph, groups)
+    limit = latency.network_cost(graph) + 2.5 * costs[costs > 0].min()
+    free = model.grow(zoo.cnn_data(), growth_ratio=1.0, method="exact", dry_run=True)
+    stage = model.grow(zoo.cnn_data(), growth_ratio=1.0, method="exact", dry_run=True,
+                       budgets={latency: limit})
+    chosen = [g for g in groups if any(
+        unit in stage.layers[name]["split_indices"] for name, unit in graph.group_members(g))]
+    assert 0 < stage.n_selected < free.n_selected
+    assert latency.widened_cost(graph, chosen) <= limit
+    assert isinstance(ks.costs.get("latency_ms"), TFLiteLatency)
