@@ -110,6 +110,13 @@ def test_a_two_budget_stage_keeps_both_and_refuses_an_infeasible_limit(trained_w
     assert params < model.count_params() <= limit        # the binding budget, kept exactly
     assert ks.count_flops(model) <= 2 * macs
     assert stage.n_selected > 0
+    # The stage records the budget with the totals around it, and says so in its summary.
+    [record] = stage.limits
+    assert (record.cost, record.limit, record.before, record.after) == (
+        "params", limit, params, model.count_params())
+    assert f"params {params:.4g} -> {model.count_params():.4g} (limit {limit:.4g})" \
+        in stage.summary()
+    assert ks.GrowthStage.from_json(stage.to_json()) == stage
     # A limit the network exceeds already: refused before any work, naming the budget.
     weights = [w.copy() for w in model.get_weights()]
     with pytest.raises(ValueError, match="budget 'params', above its limit 100"):

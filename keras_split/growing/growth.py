@@ -21,7 +21,8 @@ from keras_split.growing.growth_stage import GrowthStage
 from keras_split.growing.input_data import model_dataset
 from keras_split.growing.guard import GuardOutcome, children_pairs, guarded_split, mean_loss
 from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerRecord,
-                                               StabilityRecord, StageSeconds, TwinRecord)
+                                               LimitRecord, StabilityRecord, StageSeconds,
+                                               TwinRecord)
 from keras_split.growing.twins import twin_statistics
 from keras_split.select import cost_library
 from keras_split.select import costs as cost_lib
@@ -128,6 +129,7 @@ class _Chosen:
     units: dict
     n_noise: int
     stability: StabilityRecord = None
+    limits: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -157,8 +159,11 @@ def _select(graph, eig, reference_loss, settings):
     for group in selection.chosen_groups:
         for name, unit in graph.group_members(group):
             units[name].append(int(unit))
+    limits = [LimitRecord(model.name, limit, model.network_cost(graph),
+                          model.widened_cost(graph, selection.chosen_groups))
+              for model, limit in resolve_budgets(settings.budgets)]
     return _Chosen(selection, units, n_noise,
-                   _stability(graph, eig, reference_loss, settings, selection.chosen))
+                   _stability(graph, eig, reference_loss, settings, selection.chosen), limits)
 
 
 def _knapsack(graph, candidates, settings):
@@ -244,6 +249,8 @@ def _stage_record(model, settings, eig, chosen, split, timer, dry_run):
         twins=TwinRecord(**{k: twins[k] for k in ("units", "twins", "twin_fraction",
                                                    "distinct")}),
         n_noise=chosen.n_noise, eigen=_eigen_record(eig), stability=chosen.stability,
+        limits=[dataclasses.replace(r, after=r.before) if guard.record.action == "rolled_back"
+                else r for r in chosen.limits],
     )
 
 

@@ -4,8 +4,9 @@ import dataclasses
 import json
 import typing
 
-from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerRecord, Record,
-                                               StabilityRecord, StageSeconds, TwinRecord)
+from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerRecord,
+                                               LimitRecord, Record, StabilityRecord,
+                                               StageSeconds, TwinRecord)
 
 
 @dataclasses.dataclass
@@ -40,6 +41,8 @@ class GrowthStage(Record):
         n_noise: negative eigenvalues ignored as noise (too small to change the loss).
         eigen: an :class:`~keras_split.growing.stage_records.EigenSummary`: the
             estimate's passes and residual ratios, and its unconverged neurons.
+        limits: a :class:`~keras_split.growing.stage_records.LimitRecord` per further
+            budget (``budgets``), with the totals before and after the stage.
         stability: a :class:`~keras_split.growing.stage_records.StabilityRecord`
             (the Jaccard index of the groups chosen with the held-out and with the
             estimation eigenvalues), or None (exact eigenpairs).
@@ -82,6 +85,7 @@ class GrowthStage(Record):
     n_noise: int = 0
     eigen: EigenSummary = dataclasses.field(default_factory=EigenSummary)
     stability: typing.Optional[StabilityRecord] = None
+    limits: typing.List[LimitRecord] = dataclasses.field(default_factory=list)
 
     def to_json(self):
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -111,5 +115,7 @@ class GrowthStage(Record):
             + (f", twins {self.twins.twin_fraction:.1%}" if self.twins is not None else "")
             + (f", stability (Jaccard) {self.stability.jaccard:.2f}"
                if self.stability is not None and self.stability.jaccard is not None else "")
+            + "".join(f", {r.cost} {r.before:.4g} -> {r.after:.4g} (limit {r.limit:.4g})"
+                      for r in self.limits)
             + (f" [{grown}]" if grown else "")
         )

@@ -157,6 +157,23 @@ class EigenSummary(Record):
 
 
 @dataclasses.dataclass
+class LimitRecord(Record):
+    """A further budget of the stage (``budgets``) and the network's totals under it.
+
+    Attributes:
+        cost: the cost model's name (``"latency_ms"``, ``"param_bytes_int8"``...).
+        limit: the largest total the budget allows.
+        before, after: the network's total before and after the stage (for a
+            measured cost, as its model predicts it).
+    """
+
+    cost: str
+    limit: float
+    before: float
+    after: float
+
+
+@dataclasses.dataclass
 class StabilityRecord(Record):
     """How much the choice moves with the sample.
 
