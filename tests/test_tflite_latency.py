@@ -54,3 +54,22 @@ def test_a_latency_budget_keeps_the_predicted_latency(trained_weights, tmp_path)
     assert 0 < stage.n_selected < free.n_selected
     assert latency.widened_cost(graph, chosen) <= limit
     assert isinstance(ks.costs.get("latency_ms"), TFLiteLatency)
+
+
+def test_a_run_with_a_latency_budget_reports_predicted_and_measured(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from keras_split.apps.report import write_report
+
+    monkeypatch.setenv("HOME", str(tmp_path))   # the default latency table's folder
+    x, y = zoo.cnn_data()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    ks.grow_schedule(zoo.compiled_cnn, data, str(tmp_path / "run"), stages=1,
+                     epochs_per_stage=1, grow_kwargs={"method": "exact",
+                                                      "budgets": {"latency_ms": 100.0}})
+    text = open(write_report(str(tmp_path / "run"))).read()
+    assert "## Budgets" in text
+    [row] = [line for line in text.splitlines() if line.startswith("| 1 | latency_ms |")]
+    limit, before, after, measured = (float(c) for c in row.split("|")[3:7])
+    assert limit == 100.0 and 0 < before <= after <= limit and measured > 0
+    assert list((tmp_path / ".cache" / "keras_split" / "latency").glob("*_t1_b1.json"))

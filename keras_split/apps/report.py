@@ -162,6 +162,7 @@ def write_report(run_dir, images=None, labels=None, metric=None):
             "No test images were given, so the report has no GradCAM/saliency maps.")
     lines = [f"# Growth report: {os.path.basename(os.path.abspath(run_dir))}", ""]
     lines += _stage_table(models_by_stage, rows, history, metric)
+    lines += _limits_section(models_by_stage, history)
     lines += _comparison_section(comparison) + _seeds_section(seeds)
     for title, png in pngs:
         lines += [f"## {title}", "", f"![{title}]({png})", ""]
@@ -212,6 +213,29 @@ def _stage_table(models_by_stage, rows, history, metric):
                     "share of Dense/Conv2D units whose incoming kernel has a cosine above "
                     "0.99 with another unit of its layer (split children that stayed "
                     "copies).", ""]
+
+
+def _limits_section(models_by_stage, history):
+    """The Markdown lines of the further budgets of every stage: the cost model's totals
+    before and after (its prediction) and, for a measured cost (latency), the stage's
+    whole model measured now on this machine with the model's default settings."""
+    from keras_split.select import cost_library
+
+    lines = []
+    for k, stage in enumerate(history["stages"], start=1):
+        for record in stage.get("limits") or []:
+            cost = (cost_library.get(record["cost"]) if record["cost"] in cost_library.BUILT_IN
+                    else None)
+            measured = (f"{cost.measure_model(models_by_stage[k].strip()):.4g}"
+                        if hasattr(cost, "measure_model") and k < len(models_by_stage) else "-")
+            lines.append(f"| {k} | {record['cost']} | {record['limit']:.4g} | "
+                         f"{record['before']:.4g} | {record['after']:.4g} | {measured} |")
+    if not lines:
+        return []
+    return (["## Budgets", "", "| stage | cost | limit | before | after (predicted) | "
+             "after (measured) |", "|---:|---|---:|---:|---:|---:|"] + lines
+            + ["", "after (measured): the stage's whole model timed on this machine "
+               "(TFLite interpreter, the cost model's default settings).", ""])
 
 
 def _comparison_section(comparison):
