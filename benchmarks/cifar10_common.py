@@ -128,6 +128,20 @@ def protocol_parser(description, seeds=3):
     return parser
 
 
+def family_protocol_arguments(parser):
+    """Adds the options of the family benchmarks' training protocol: ``--seeds``,
+    ``--epochs``, ``--train-examples``, ``--val-examples``, ``--eigen-examples``,
+    ``--batch-size`` and ``--lr``."""
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--train-examples", type=int, default=10_000)
+    parser.add_argument("--val-examples", type=int, default=5_000)
+    parser.add_argument("--eigen-examples", type=int, default=1_024)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05)
+    return parser
+
+
 def command_line(script, argv):
     """The command that ran ``benchmarks/<script>`` with ``argv`` (None: this process's)."""
     return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])

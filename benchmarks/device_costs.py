@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_split as ks  # noqa: E402
 
-from cifar10_common import (RESULTS, command_line, evaluate, load, machine,  # noqa: E402
-                            normalised, train)
+from cifar10_common import (RESULTS, command_line, evaluate,  # noqa: E402
+                            family_protocol_arguments, load, machine, normalised, train)
 from families import FAMILIES  # noqa: E402
 
 TABLES = os.path.join(RESULTS, "latency_tables")
@@ -170,13 +170,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--families", default="mbv1_swish,mbv2_relu6")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=16)
-    parser.add_argument("--train-examples", type=int, default=10_000)
-    parser.add_argument("--val-examples", type=int, default=5_000)
-    parser.add_argument("--eigen-examples", type=int, default=1_024)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05)
+    family_protocol_arguments(parser)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--device", default=None, help="latency table label (default: CPU)")
     parser.add_argument("--tag", default="device_costs")

@@ -52,8 +52,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_split as ks  # noqa: E402
 from keras_split.growing.stage_records import GuardRecord, StageSeconds  # noqa: E402
 
-from cifar10_common import (RESULTS, command_line, evaluate, load, machine,  # noqa: E402
-                            normalised, train)
+from cifar10_common import (RESULTS, command_line, evaluate,  # noqa: E402
+                            family_protocol_arguments, load, machine, normalised, train)
 from cifar10_growth import RandomGrowth  # noqa: E402
 from families import FAMILIES  # noqa: E402
 
@@ -184,13 +184,7 @@ def build_parser():
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--curve", default="-3",
                         help="offsets from the target width of the width multiplier's curve")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=16)
-    parser.add_argument("--train-examples", type=int, default=10_000)
-    parser.add_argument("--val-examples", type=int, default=5_000)
-    parser.add_argument("--eigen-examples", type=int, default=1_024)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05)
+    family_protocol_arguments(parser)
     parser.add_argument("--rule", default=None, help="split rule config (JSON) of the growing "
                         "runs instead of grow()'s default")
     parser.add_argument("--grow", default=None, help="growth settings (JSON) of the growing "
