@@ -29,7 +29,7 @@ EIGEN_TOL = 0.1
 DEFAULT_BUDGET_GROUPS = "resolution"
 DEFAULT_GROUP_SHARE = 0.5
 # What a group is worth to the knapsack (budget.VALUES).
-DEFAULT_VALUE = "lambda"
+DEFAULT_VALUE = "relative"
 # The most LOBPCG passes of a stage (each with a block of two vectors per neuron).
 EIGEN_EPOCHS = 10
 # Batch sizes of array data by default. Full-data products (lobpcg, exact) give the same

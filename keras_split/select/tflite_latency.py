@@ -7,7 +7,10 @@ to TFLite on its own and run by the interpreter (XNNPACK on a CPU) with the depl
 threads, the median of ``repeats`` runs. What widening a layer costs comes from the
 same table: each layer is also timed with ``step`` more input and output channels, and
 one more channel costs the difference over ``step`` (never below 0; XNNPACK works in
-tiles of channels, so one-channel differences are steps and noise). Measurements are
+tiles of channels, so one-channel differences are steps and noise). Timed alone, layers
+sum to less than the whole model (the ops' handoffs between each other), so by default
+the whole network is timed too and the per-layer table is scaled to it: the total now
+is measured, and what a split adds is predicted at the same scale. Measurements are
 cached on disk per device, keyed by the layer's class, config and input shapes, so that
 a stage measures only configurations it has not seen.
 
@@ -54,6 +57,8 @@ class TFLiteLatency(CostModel):
         cache_dir: folder of the latency tables (default
             ``~/.cache/keras_split/latency``); one JSON file per device and setting.
         device: the table's device label (default: this machine's processor).
+        calibrate: time the whole network too and scale the per-layer table to it
+            (False: the per-layer sum alone).
 
     Raises:
         ValueError: for a bad argument.
@@ -67,12 +72,13 @@ class TFLiteLatency(CostModel):
     name = "latency_ms"
 
     def __init__(self, threads=1, batch_size=1, repeats=30, step=8, cache_dir=None,
-                 device=None):
+                 device=None, calibrate=True):
         for arg, value in (("threads", threads), ("batch_size", batch_size),
                            ("repeats", repeats), ("step", step)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
         self.threads, self.batch_size, self.repeats, self.step = threads, batch_size, repeats, step
+        self.calibrate = bool(calibrate)
         self.device = device or default_device()
         cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "keras_split",
                                               "latency")
@@ -84,17 +90,41 @@ class TFLiteLatency(CostModel):
 
     # ------------------------------------------------------------ CostModel
     def network_cost(self, graph):
+        if self.calibrate:
+            return self._whole(graph.model)
+        return self.layer_sum(graph)
+
+    def layer_sum(self, graph):
+        """The sum of the network's layers timed alone (milliseconds)."""
         return float(sum(self._ms(node, *self._channels(graph, node))
                          for node in self._timed(graph)))
 
     def group_costs(self, graph, groups):
-        return self._added(graph, {int(g): i for i, g in enumerate(groups)}, len(groups))
+        return self._scale(graph) * self._added(graph, {int(g): i for i, g in enumerate(groups)},
+                                                len(groups))
 
     def widened_cost(self, graph, groups):
         """The predicted total after splitting ``groups``: the total now plus every
         layer's per-channel costs times the channels the split adds to it."""
-        return self.network_cost(graph) + float(
+        return self.network_cost(graph) + self._scale(graph) * float(
             self._added(graph, {int(g): 0 for g in groups}, 1)[0])
+
+    def _scale(self, graph):
+        """The whole network's measured time over its layers' sum (1 without calibration)."""
+        if not self.calibrate:
+            return 1.0
+        return self._whole(graph.model) / max(self.layer_sum(graph), 1e-12)
+
+    def _whole(self, model):
+        """The whole model's milliseconds, from the table or timed now."""
+        shapes = [(self.batch_size, *t.shape[1:]) for t in model.inputs]
+        key = "model:" + hashlib.sha1(json.dumps([model.to_json(), shapes, self.repeats])
+                                      .encode()).hexdigest()
+        if key not in self.table:
+            self.table[key] = self._time(_convert(model, shapes), shapes)
+            self.measurements += 1
+            _write_table(self.path, self.table)
+        return self.table[key]
 
     def measure_model(self, model):
         """The measured milliseconds of a whole model (converted as it is, same settings).
