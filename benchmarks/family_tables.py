@@ -64,10 +64,12 @@ def families_checks(results, name="growth_families.json"):
     return rows_to_markdown(head, out, right=range(1, 6))
 
 
-# The budget variants of the ablation: (label, results file, in-place run, retrained run).
-BUDGETS = (("half per resolution, half shared (default)", "energy", "retrained"),
-           ("one for the network", "energy-network", "retrained-network"),
-           ("one per resolution", "energy-resolution", "retrained-resolution"))
+# The selection variants of the ablation: (label, in-place run, retrained run).
+BUDGETS = (("half per resolution, half shared; relative values (default)", "energy", "retrained"),
+           ("half per resolution, half shared; eigenvalues", "energy-lambda",
+            "retrained-lambda"),
+           ("one for the network; eigenvalues", "energy-network", "retrained-network"),
+           ("one per resolution; eigenvalues", "energy-resolution", "retrained-resolution"))
 
 
 def _paired(by_seed, base, key):
@@ -101,7 +103,7 @@ def families_budgets(results):
             cells.append(f"{np.mean(means):+.2f} pt ({len(means)} families)" if means else "")
         out.append(["mean over families", label, cells[0], "", cells[1], ""])
     out.extend(_criterion_rows(val))
-    head = ["family", "budgets", "in place - uniform in place, val", "(test)",
+    head = ["family", "budgets; values", "in place - uniform in place, val", "(test)",
             "found - scratch, val", "(test)"]
     return rows_to_markdown(head, out, right=range(2, 6))
 

@@ -14,14 +14,16 @@ width (the width multiplier they are compared with):
 * ``energy-network`` / ``energy-resolution``: the same with one budget for the network
   (``budget_groups=None``) / with one budget per output resolution and nothing shared
   (``group_share=1.0``), instead of the default half of each resolution's budget kept
-  apart (the ablations);
+  apart, both with eigenvalues alone as values (``value="lambda"``, the ablations);
+* ``energy-lambda``: the defaults but eigenvalues alone as values (``value="lambda"``
+  instead of ``"relative"``);
 * ``uniform``: every layer widened in place by the same factor per stage, to the target
   width's layer widths, at the same epochs and with the same split rule (the control
   that isolates the in-place recipe from the selection);
 * ``random``: random groups under the same MACs budget, same epochs and rule;
-* ``retrained``, ``retrained-network``, ``retrained-resolution``: the architecture
-  ``energy``, ``energy-network``, ``energy-resolution`` found, freshly initialised,
-  trained from scratch;
+* ``retrained``, ``retrained-network``, ``retrained-resolution``, ``retrained-lambda``:
+  the architecture ``energy``, ``energy-network``, ``energy-resolution``,
+  ``energy-lambda`` found, freshly initialised, trained from scratch;
 * ``scratch``: the target width from scratch; ``width-<w>``: other uniform widths from
   scratch (the width multiplier's curve, ``--curve``).
 
@@ -127,9 +129,12 @@ def _stage_row(stage):
             "stability": stability.to_dict() if stability is not None else None}
 
 
-# The budget ablations' settings (the default: half of each resolution's budget kept apart).
-BUDGET_ABLATIONS = {"energy-network": {"budget_groups": None, "group_share": 1.0},
-                    "energy-resolution": {"budget_groups": "resolution", "group_share": 1.0}}
+# The selection ablations' settings (the default: half of each resolution's budget kept
+# apart, relative values).
+ABLATIONS = {"energy-network": {"budget_groups": None, "group_share": 1.0, "value": "lambda"},
+             "energy-resolution": {"budget_groups": "resolution", "group_share": 1.0,
+                                   "value": "lambda"},
+             "energy-lambda": {"value": "lambda"}}
 
 
 def run(family, method, args, seed, train_xy, sets, found=None, width=None):
@@ -150,8 +155,8 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
             kwargs.update(json.loads(args.grow))
         if method == "energy":
             grower = ks.GrowthCallback(eig_data, **kwargs)
-        elif method in BUDGET_ABLATIONS:
-            grower = ks.GrowthCallback(eig_data, **{**kwargs, **BUDGET_ABLATIONS[method]})
+        elif method in ABLATIONS:
+            grower = ks.GrowthCallback(eig_data, **{**kwargs, **ABLATIONS[method]})
         elif method == "uniform":
             grower = UniformGrowth(eig_data, layer_widths(fam.build(fam.target_width)),
                                    n_stages=3, **kwargs)

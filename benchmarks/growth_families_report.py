@@ -11,12 +11,13 @@ import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-GROWING = ("energy", "energy-network", "energy-resolution", "uniform", "random")
-METHODS = ("energy", "energy-network", "energy-resolution", "uniform", "random", "retrained",
-           "retrained-network", "retrained-resolution", "scratch")
+GROWING = ("energy", "energy-network", "energy-resolution", "energy-lambda", "uniform", "random")
+METHODS = ("energy", "energy-network", "energy-resolution", "energy-lambda", "uniform", "random",
+           "retrained", "retrained-network", "retrained-resolution", "retrained-lambda",
+           "scratch")
 # The growing run whose found architecture each retrained run trains from scratch.
 RETRAINS = {"retrained": "energy", "retrained-network": "energy-network",
-            "retrained-resolution": "energy-resolution"}
+            "retrained-resolution": "energy-resolution", "retrained-lambda": "energy-lambda"}
 
 
 def _stats(values):
@@ -75,7 +76,9 @@ def table(runs, train_examples=10_000):
                  "network_budget_in_place_vs_uniform": ("energy-network", "uniform"),
                  "network_budget_found_vs_scratch": ("retrained-network", "scratch"),
                  "resolution_budgets_in_place_vs_uniform": ("energy-resolution", "uniform"),
-                 "resolution_budgets_found_vs_scratch": ("retrained-resolution", "scratch")}
+                 "resolution_budgets_found_vs_scratch": ("retrained-resolution", "scratch"),
+                 "lambda_values_in_place_vs_uniform": ("energy-lambda", "uniform"),
+                 "lambda_values_found_vs_scratch": ("retrained-lambda", "scratch")}
         for label, (a, b) in pairs.items():
             ra = {r["seed"]: r for r in by_method.get(a, [])}
             rb = {r["seed"]: r for r in by_method.get(b, [])}
