@@ -4,10 +4,11 @@ On the CIFAR-10 families of ``growth_families.py`` (same protocol: 10 000 traini
 images, a validation split, 16 epochs, SGD Nesterov, seeded), for every family and seed:
 
 * ``latency``: grown in place inside ``fit`` by ``GrowthCallback(data,
-  cost=TFLiteLatency(), budgets={latency: L})``, where ``L`` is the predicted latency of
-  the family's target width (the main cost is the latency: each stage may add
-  ``growth_ratio`` of it); each stage records the predicted and the measured latency of
-  the whole model;
+  cost=TFLiteLatency(), budgets={latency: L})``, where ``L`` is the latency of the
+  family's target width (the main cost is the latency: each stage may add
+  ``growth_ratio`` of it); each stage's prediction is compared with its model timed after
+  training (nothing else running: timings taken while the input pipeline prefetches, or
+  while any other job runs, are off by tens of percent);
 * the MACs-budget runs (``energy``) and the width multiplier's curve (``scratch`` and
   ``width-<w>``) are read from ``growth_families.json`` (same protocol, same seeds) and
   their architectures timed here, with the same interpreter settings.
@@ -73,20 +74,21 @@ def at_widths(family, widths):
 
 
 class LatencyGrowth(ks.GrowthCallback):
-    """GrowthCallback that records each stage's predicted and measured latency."""
+    """GrowthCallback that records each stage's widths and predicted latency (the stage's
+    ``latency_ms`` limit record); the stages' models are timed after ``fit``, on a quiet
+    machine (the input pipeline prefetches while a callback runs)."""
 
-    def __init__(self, data, latency, **kwargs):
+    def __init__(self, data, **kwargs):
         super().__init__(data, **kwargs)
-        self.latency, self.timings = latency, []
+        self.timings = []
 
     def _grow(self):
         stage = super()._grow()
-        t0 = time.perf_counter()
-        self.timings.append({
-            "predicted_ms": self.latency.network_cost(self.model.channel_graph),
-            "measured_ms": self.latency.measure_model(self.model.network),
-            "macs": ks.count_flops(self.model),
-            "seconds": time.perf_counter() - t0})
+        if stage is not None:
+            [record] = [r for r in stage.limits if r.cost == "latency_ms"]
+            self.timings.append({"predicted_ms": record.after, "before_ms": record.before,
+                                 "macs": ks.count_flops(self.model),
+                                 "widths": _layer_widths(self.model)})
         return stage
 
 
@@ -123,15 +125,18 @@ def run(family, seed, args, train_xy, sets, latency):
     x, y = train_xy
     model = ks.GrowingModel(fam.build(fam.seed_width))
     grower = LatencyGrowth((normalised(x[:args.eigen_examples]), y[:args.eigen_examples]),
-                           latency, cost=latency, budgets={latency: target}, seed=seed)
+                           cost=latency, budgets={latency: target}, seed=seed)
     t0 = time.perf_counter()
     timer = train(model, args, seed, x, y, [grower])
+    seconds = time.perf_counter() - t0
+    for stage in grower.timings:   # timed now that training is over
+        stage["measured_ms"] = latency.measure_model(at_widths(family, stage["widths"]).network)
     return {"family": family, "method": "latency", "seed": seed, "budget_ms": target,
             "stages": grower.timings, "widths": _layer_widths(model),
             "macs": ks.count_flops(model), "mac_epochs": float(sum(timer.macs)),
-            "seconds": time.perf_counter() - t0,
+            "seconds": seconds,
             "measured_ms": latency.measure_model(model.network),
-            "predicted_ms": latency.network_cost(model.channel_graph),
+            "predicted_ms": grower.timings[-1]["predicted_ms"] if grower.timings else target,
             **evaluate(model, sets)}
 
 

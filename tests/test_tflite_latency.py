@@ -73,3 +73,24 @@ def test_a_run_with_a_latency_budget_reports_predicted_and_measured(tmp_path, mo
     limit, before, after, measured = (float(c) for c in row.split("|")[3:7])
     assert limit == 100.0 and 0 < before <= after <= limit and measured > 0
     assert list((tmp_path / ".cache" / "keras_split" / "latency").glob("*_t1_b1.json"))
+
+
+def test_latency_and_int8_weight_bytes_at_once(trained_weights, tmp_path):
+    model = zoo.compiled_cnn()
+    model.set_weights(trained_weights)
+    graph = model.channel_graph
+    latency = TFLiteLatency(repeats=5, cache_dir=str(tmp_path))
+    flash = ks.costs.ParamBytes("int8")
+    free = model.grow(zoo.cnn_data(), growth_ratio=1.0, method="exact", dry_run=True)
+    limits = {latency: latency.network_cost(graph) * 1.3,
+              flash: flash.network_cost(graph) + 400}
+    stage = model.grow(zoo.cnn_data(), growth_ratio=1.0, method="exact", dry_run=True,
+                       budgets=limits)
+    assert 0 < stage.n_selected < free.n_selected
+    for record in stage.limits:
+        assert record.after <= record.limit
+    assert {r.cost for r in stage.limits} == {"latency_ms", "param_bytes_int8"}
+    # A limit below the network's latency: refused before any work, naming it.
+    with pytest.raises(ValueError, match="budget 'latency_ms'"):
+        model.grow(zoo.cnn_data(), budgets={latency: latency.network_cost(graph) / 2,
+                                            flash: 1e9})
