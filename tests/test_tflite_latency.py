@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 import keras_split as ks
+from keras_split.select import tflite_latency
 from keras_split.select.tflite_latency import TFLiteLatency
 from tests import zoo
+
+
+@pytest.fixture(autouse=True)
+def _quick_timing(monkeypatch):
+    """Timings only need to exist here: no pauses between blocks, two blocks."""
+    monkeypatch.setattr(tflite_latency, "PAUSE", 0.0)
+    monkeypatch.setattr(tflite_latency, "BLOCKS", 2)
 
 
 def test_latency_table_is_measured_once_per_configuration_and_device(tmp_path):

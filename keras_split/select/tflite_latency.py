@@ -36,8 +36,11 @@ from keras_split.select.cost_models import CostModel
 
 logger = logging.getLogger(__name__)
 
-# Timed runs before the measured ones.
+# Timed runs before the measured ones, and blocks of ``repeats`` runs whose smallest median
+# is kept.
 WARMUP = 5
+BLOCKS = 7
+PAUSE = 0.05
 
 
 def default_device():
@@ -52,7 +55,7 @@ class TFLiteLatency(CostModel):
     Args:
         threads: interpreter threads (as deployed).
         batch_size: examples per inference.
-        repeats: timed runs per measurement (their median is kept).
+        repeats: timed runs per block (the smallest of seven blocks' medians is kept).
         step: channels added when measuring what one more channel costs.
         cache_dir: folder of the latency tables (default
             ``~/.cache/keras_split/latency``); one JSON file per device and setting.
@@ -188,6 +191,8 @@ class TFLiteLatency(CostModel):
         return self.table[key]
 
     def _time(self, content, shapes):
+        """Milliseconds of one invoke: the smallest of ``BLOCKS`` medians of ``repeats``
+        runs each (other work on the machine only ever adds time, in bursts)."""
         interpreter = tflite_interpreter(content, num_threads=self.threads)
         interpreter.allocate_tensors()
         rng = np.random.default_rng(0)
@@ -195,12 +200,16 @@ class TFLiteLatency(CostModel):
             interpreter.set_tensor(detail["index"], rng.normal(size=shape).astype(np.float32))
         for _ in range(WARMUP):
             interpreter.invoke()
-        runs = []
-        for _ in range(self.repeats):
-            t0 = time.perf_counter()
-            interpreter.invoke()
-            runs.append(time.perf_counter() - t0)
-        return float(np.median(runs) * 1e3)
+        medians = []
+        for _ in range(BLOCKS):
+            runs = []
+            for _ in range(self.repeats):
+                t0 = time.perf_counter()
+                interpreter.invoke()
+                runs.append(time.perf_counter() - t0)
+            medians.append(np.median(runs))
+            time.sleep(PAUSE)   # blocks spread in time: a slow spell spoils fewer of them
+        return float(min(medians) * 1e3)
 
     def __repr__(self):
         return (f"TFLiteLatency(threads={self.threads}, batch_size={self.batch_size}, "
