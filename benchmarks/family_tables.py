@@ -205,25 +205,3 @@ def families_frontier(results):
             "width multiplier's MACs at that accuracy"]
     return rows_to_markdown(head, out, right=range(2, 6))
 
-
-def device_costs(results):
-    """Growth under a measured-latency budget against the MACs budget and the width
-    multiplier, at the latency each reaches (``device_costs.json``)."""
-    data = load(results, "device_costs.json")
-    runs = data["runs"] + data["baselines"]
-    out = []
-    for row in data.get("table", []):
-        mine = [r for r in runs if (r["family"], r["method"]) == (row["family"], row["method"])]
-        errors = [100 * (s["measured_ms"] / s["predicted_ms"] - 1)
-                  for r in mine for s in r.get("stages", [])]
-        out.append([
-            row["family"],
-            {"latency": "grown under the latency budget", "energy": "grown under the MACs "
-             "budget (growth_families.json)"}[row["method"]],
-            ms([r["measured_ms"] for r in mine], 3), ms([r["predicted_ms"] for r in mine], 3),
-            f"{np.mean(errors):+.1f} %" if errors else "",
-            ms([r["test"] for r in mine]),
-            f"{row['width_multiplier_at_that_latency']:.4f}"])
-    head = ["family", "run", "measured ms", "predicted ms", "stages: measured / predicted - 1",
-            "test accuracy", "width multiplier at that measured latency (test)"]
-    return rows_to_markdown(head, out, right=range(2, 7))

@@ -31,7 +31,6 @@ TABLES = {
     "families_budgets": fam.families_budgets,
     "families_screening": fam.families_screening,
     "families_frontier": fam.families_frontier,
-    "device_costs": fam.device_costs,
     "splitting_cost": src.splitting_cost,
     "data_throughput": src.data_throughput,
     "selection": src.selection,

@@ -85,20 +85,21 @@ def test_budget_variants_are_paired_by_seed_against_the_baselines(tmp_path):
     (tmp_path / "growth_families.json").write_text(json.dumps({"runs": runs}))
     rows = [r.split(" | ") for r in family_tables.families_budgets(str(tmp_path)).splitlines()]
     by_label = {r[1]: r for r in rows[2:] if r[0] == "| vgg"}
-    default = "half per resolution, half shared (default)"
+    labels = {grown: label for label, grown, _ in family_tables.BUDGETS}
+    default, per_resolution = labels["energy"], labels["energy-resolution"]
     # Energy - uniform: +1 and +2 points; retrained - scratch, seed 0 only: +1.
-    assert by_label["one per resolution"][2:4] == ["+1.50 ± 0.71 (n=2)"] * 2
-    assert by_label["one per resolution"][4] == "+1.00 (n=1)"
+    assert by_label[per_resolution][2:4] == ["+1.50 ± 0.71 (n=2)"] * 2
+    assert by_label[per_resolution][4] == "+1.00 (n=1)"
     assert by_label[default][2] == "+3.00 (n=1)"
     assert by_label[default][4] == "-3.00 (n=1)"
-    assert "one for the network" not in by_label   # no energy-network runs
+    assert labels["energy-network"] not in by_label   # no energy-network runs
     means = {r[1]: r[2] for r in rows[2:] if r[0] == "| mean over families"}
-    assert means == {"one per resolution": "+1.50 pt (1 families)",
+    assert means == {per_resolution: "+1.50 pt (1 families)",
                      default: "+3.00 pt (1 families)"}
     # The criterion: each family's mean of its two differences, then over families.
     criterion = {r[1]: (r[2], r[4]) for r in rows[2:]
                  if r[0] == "| criterion (mean of the two, val)"}
-    assert criterion == {"one per resolution": ("+1.25 pt over families", "worst vgg +1.25 pt"),
+    assert criterion == {per_resolution: ("+1.25 pt over families", "worst vgg +1.25 pt"),
                          default: ("+0.00 pt over families", "worst vgg +0.00 pt")}
 
 
