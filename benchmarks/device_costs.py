@@ -42,7 +42,7 @@ import keras_split as ks  # noqa: E402
 
 from cifar10_common import (RESULTS, command_line, evaluate,  # noqa: E402
                             family_protocol_arguments, load, machine, normalised, train)
-from families import FAMILIES  # noqa: E402
+from families import FAMILIES, layer_widths, widening_plan  # noqa: E402
 
 TABLES = os.path.join(RESULTS, "latency_tables")
 
@@ -57,17 +57,8 @@ def at_widths(family, widths):
     seed widened (tied layers once, by their first member) to those widths."""
     fam = FAMILIES[family]
     model = ks.GrowingModel(fam.build(fam.seed_width))
-    tied = {}
-    for members in model.coupled_groups():
-        names = sorted({name for name, _ in members})
-        tied.update({name: names[0] for name in names})
     while True:   # a split at most doubles a layer: as many rounds as it takes
-        plan = {}
-        for name, units in widths.items():
-            lead = tied.get(name, name)
-            now = int(model.get_layer(name).kernel.shape[-1])
-            if units > now and lead not in plan:
-                plan[lead] = list(range(min(units - now, now)))
+        plan = widening_plan(model, widths)
         if not plan:
             return model
         model.split(plan, epsilon=0.0)
@@ -88,7 +79,7 @@ class LatencyGrowth(ks.GrowthCallback):
             [record] = [r for r in stage.limits if r.cost == "latency_ms"]
             self.timings.append({"predicted_ms": record.after, "before_ms": record.before,
                                  "macs": ks.count_flops(self.model),
-                                 "widths": _layer_widths(self.model)})
+                                 "widths": layer_widths(self.model)})
         return stage
 
 
@@ -132,17 +123,12 @@ def run(family, seed, args, train_xy, sets, latency):
     for stage in grower.timings:   # timed now that training is over
         stage["measured_ms"] = latency.measure_model(at_widths(family, stage["widths"]).network)
     return {"family": family, "method": "latency", "seed": seed, "budget_ms": target,
-            "stages": grower.timings, "widths": _layer_widths(model),
+            "stages": grower.timings, "widths": layer_widths(model),
             "macs": ks.count_flops(model), "mac_epochs": float(sum(timer.macs)),
             "seconds": seconds,
             "measured_ms": latency.measure_model(model.network),
             "predicted_ms": grower.timings[-1]["predicted_ms"] if grower.timings else target,
             **evaluate(model, sets)}
-
-
-def _layer_widths(network):
-    growing = network if isinstance(network, ks.GrowingModel) else ks.GrowingModel(network)
-    return {n: int(growing.get_layer(n).kernel.shape[-1]) for n in growing.splittable_layers}
 
 
 def report(result):

@@ -22,6 +22,7 @@ import sys
 import keras
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras_split as ks  # noqa: E402
 from keras_split import models  # noqa: E402
 
 L = keras.layers
@@ -78,3 +79,26 @@ FAMILIES = {
         stages=((1, 1, 1), (4, 1, 2), (4, 2, 2), (4, 1, 2)), width=w, activation="relu6"), 8, 14),
     "resnet_relu": Family(resnet_cifar, 6, 11),
 }
+
+
+def layer_widths(network):
+    """``{producer: units}`` of a plain or growing network's splittable layers."""
+    growing = network if isinstance(network, ks.GrowingModel) else ks.GrowingModel(network)
+    return {n: int(growing.get_layer(n).kernel.shape[-1]) for n in growing.splittable_layers}
+
+
+def widening_plan(model, widths):
+    """One split's plan toward ``widths`` ({layer: units}) for a GrowingModel: for every
+    layer below its width, its first units (at most its width: a split at most doubles
+    a layer), the coupled layers of a residual ``Add`` once, by their first member."""
+    tied = {}
+    for members in model.coupled_groups():
+        names = sorted({name for name, _ in members})
+        tied.update({name: names[0] for name in names})
+    plan = {}
+    for name, units in widths.items():
+        lead = tied.get(name, name)
+        now = int(model.get_layer(name).kernel.shape[-1])
+        if units > now and lead not in plan:
+            plan[lead] = list(range(min(units - now, now)))
+    return plan

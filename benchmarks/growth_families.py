@@ -57,7 +57,7 @@ from keras_split.growing.stage_records import GuardRecord, StageSeconds  # noqa:
 from cifar10_common import (RESULTS, command_line, evaluate,  # noqa: E402
                             family_protocol_arguments, load, machine, normalised, train)
 from cifar10_growth import RandomGrowth  # noqa: E402
-from families import FAMILIES  # noqa: E402
+from families import FAMILIES, layer_widths, widening_plan  # noqa: E402
 
 from growth_families_report import (GROWING, METHODS, RETRAINS, markdown,  # noqa: E402
                                    plot, print_table, screening, table)
@@ -78,22 +78,12 @@ class UniformGrowth(ks.GrowthCallback):
 
     def _grow(self):
         model = self.model
-        widths = {n: int(model.get_layer(n).kernel.shape[-1]) for n in model.splittable_layers}
+        widths = layer_widths(model)
         self.seeds = self.seeds or dict(widths)
         k = len(self.stages) + 1
         want = {n: int(round(self.seeds[n] * (self.targets[n] / self.seeds[n])
                              ** (k / self.n_stages))) for n in widths}
-        tied = {}
-        for members in model.coupled_groups():
-            names = sorted({name for name, _ in members})
-            for name in names:
-                tied[name] = names[0]
-        plan = {}
-        for name in widths:
-            lead = tied.get(name, name)
-            need = want[name] - widths[name]
-            if need > 0 and lead not in plan:
-                plan[lead] = list(range(need))
+        plan = widening_plan(model, want)
         t0 = time.perf_counter()
         if plan:
             model.split(plan, split_rule=self._settings.rule, seed=self._settings.seed + k)
@@ -113,12 +103,6 @@ class ValidationCurve(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.accuracies.append(float(self.model.evaluate(self.x, self.y, batch_size=500,
                                                          verbose=0)[1]))
-
-
-def layer_widths(network):
-    """``{producer: units}`` of a plain or growing network's splittable layers."""
-    growing = network if isinstance(network, ks.GrowingModel) else ks.GrowingModel(network)
-    return {n: int(growing.get_layer(n).kernel.shape[-1]) for n in growing.splittable_layers}
 
 
 def _stage_row(stage):

@@ -58,12 +58,12 @@ def budgets_option(values):
     for value in values:
         name, sep, limit = value.partition("=")
         try:
+            if not sep:
+                raise ValueError(value)
             out[name.strip()] = float(limit)
         except ValueError:
-            sep = ""
-        if not sep:
             raise ValueError(f"--budget takes NAME=LIMIT (say params=20000). "
-                             f"Received: --budget {value}")
+                             f"Received: --budget {value}") from None
     return out
 
 

@@ -24,10 +24,9 @@ from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerR
                                                LimitRecord, StabilityRecord, StageSeconds,
                                                TwinRecord)
 from keras_split.growing.twins import twin_statistics
-from keras_split.select import cost_library
 from keras_split.select import costs as cost_lib
 from keras_split.select.budget import NOISE_RTOL, check_max_widths, select_groups, without_noise
-from keras_split.select.limits import check_budgets, resolve_budgets
+from keras_split.select.limits import check_budgets
 from keras_split.select.flops import count_flops
 from keras_split.select.selection import Selection
 
@@ -56,7 +55,7 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
         log_dir = prepare_log_dir(log_dir)
     check_max_widths(graph.splittable_layers, [graph.units(n) for n in graph.splittable_layers],
                      settings.max_widths)
-    check_budgets(graph, resolve_budgets(settings.budgets))
+    check_budgets(graph, settings.budget_models)
     estimate_on, held_out = _stage_data(model, data, eval_data, settings.estimation_batch_size)
     timer = [time.perf_counter()]
     eig = model.splitting_eigenpairs(
@@ -161,17 +160,17 @@ def _select(graph, eig, reference_loss, settings):
             units[name].append(int(unit))
     limits = [LimitRecord(model.name, limit, model.network_cost(graph),
                           model.widened_cost(graph, selection.chosen_groups))
-              for model, limit in resolve_budgets(settings.budgets)]
+              for model, limit in settings.budget_models]
     return _Chosen(selection, units, n_noise,
                    _stability(graph, eig, reference_loss, settings, selection.chosen), limits)
 
 
 def _knapsack(graph, candidates, settings):
     return select_groups(
-        graph, candidates, float(settings.growth_ratio), settings.cost, settings.solver,
+        graph, candidates, float(settings.growth_ratio), settings.cost_model, settings.solver,
         settings.threshold, settings.max_units, settings.round_to, settings.max_widths,
         settings.budget_groups, settings.max_growth, float(settings.group_share),
-        settings.value, resolve_budgets(settings.budgets))
+        settings.value, settings.budget_models)
 
 
 def _stability(graph, eig, reference_loss, settings, chosen):
@@ -232,7 +231,7 @@ def _stage_record(model, settings, eig, chosen, split, timer, dry_run):
     twins = twin_statistics(model)
     return GrowthStage(
         stage=len(model.growth_history), method=settings.method,
-        cost=cost_library.get(settings.cost).name,
+        cost=settings.cost_model.name,
         solver=selection.solver, growth_ratio=float(settings.growth_ratio),
         epsilon=float(used), budget=selection.budget,
         macs_before=int(split.macs_before), macs_after=int(split.macs_after),

@@ -13,7 +13,7 @@ from keras_split.growing.growth_settings import (GrowthSettings, capped_growth_r
                                                   validate_max_macs)
 from keras_split.growing.twins import twin_statistics
 from keras_split.select.flops import count_flops
-from keras_split.select.limits import check_budgets, resolve_budgets
+from keras_split.select.limits import check_budgets
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class GrowthCallback(keras.callbacks.Callback):
             min_examples=MIN_EXAMPLES)
         if self.grow_kwargs.get("log_dir") is not None:
             prepare_log_dir(self.grow_kwargs["log_dir"])
-        check_budgets(self.model.channel_graph, resolve_budgets(self._settings.budgets))
+        check_budgets(self.model.channel_graph, self._settings.budget_models)
         epochs = (self.params or {}).get("epochs")
         if self.every_n_epochs is None:
             stages = DEFAULT_STAGES if self.max_stages is None else self.max_stages

@@ -94,7 +94,7 @@ def validate_max_macs(max_macs):
                          f"Received: max_macs={max_macs!r}")
 
 
-def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold):
+def validate_growth_args(growth_ratio, epsilon, solver, method, threshold):
     """Raises ValueError, naming the argument, for a bad selection or split setting."""
     if not (_is_number(growth_ratio) and math.isfinite(growth_ratio)
             and 0 < growth_ratio <= MAX_GROWTH_RATIO):
@@ -102,7 +102,6 @@ def validate_growth_args(growth_ratio, epsilon, cost, solver, method, threshold)
                          f"Received: growth_ratio={growth_ratio!r}")
     if not (_is_number(epsilon) and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"epsilon must be a finite non-negative number, got {epsilon!r}.")
-    cost_library.get(cost)   # raises ValueError for anything that is not a cost
     if solver not in knapsack.SOLVERS:
         raise ValueError(f"solver must be one of {knapsack.SOLVERS}, got {solver!r}.")
     if method not in METHODS:
@@ -203,8 +202,9 @@ class GrowthSettings:
     split_rule: object = DEFAULT_SPLIT_RULE
 
     def __post_init__(self):
-        validate_growth_args(self.growth_ratio, self.rule.epsilon, self.cost, self.solver,
-                             self.method, self.threshold)
+        validate_growth_args(self.growth_ratio, self.rule.epsilon, self.solver, self.method,
+                             self.threshold)
+        self.cost_model   # raises ValueError for anything that is not a cost
         validate_eigen_args(self.method, self.eigen_epochs, self.eigen_tol, self.seed)
         if not (self.budget_groups in budget_lib.BUDGET_GROUPS
                 or isinstance(self.budget_groups, dict)):
@@ -213,7 +213,7 @@ class GrowthSettings:
         if not (_is_number(self.group_share) and 0.0 <= self.group_share <= 1.0):
             raise ValueError("group_share must be a number from 0 to 1. "
                              f"Received: group_share={self.group_share!r}")
-        limits.resolve_budgets(self.budgets)   # raises for a bad key or limit
+        self.budget_models   # raises ValueError for a bad key or limit
         if self.value not in budget_lib.VALUES:
             raise ValueError(f"value must be one of {budget_lib.VALUES}. "
                              f"Received: value={self.value!r}")
@@ -256,6 +256,16 @@ class GrowthSettings:
         if self.batch_size is not None:
             return int(self.batch_size)
         return FAST_BATCH_SIZE if self.method == "fast" else PRODUCTS_BATCH_SIZE
+
+    @functools.cached_property
+    def cost_model(self):
+        """The :class:`~keras_split.select.cost_models.CostModel` of ``cost`` (built once)."""
+        return cost_library.get(self.cost)
+
+    @functools.cached_property
+    def budget_models(self):
+        """``[(CostModel, limit)]`` of ``budgets`` (built once; empty for None)."""
+        return limits.resolve_budgets(self.budgets)
 
     @functools.cached_property
     def rule(self):
