@@ -190,3 +190,33 @@ def test_relative_values_are_unchanged_when_a_unit_is_rescaled_ahead_of_batchnor
     assert group_values(after, "relative") == pytest.approx(rel_before, rel=1e-8)
     with pytest.raises(ValueError, match="Received: value='norm'"):
         ks.GrowthSettings(value="norm")
+
+
+def _mlp_estimates(residual):
+    """Hand-made eigenpairs of zoo.mlp's two layers (d1: 5 units of cost 10, d2: 4 of 8)."""
+    def pairs(values, residuals):
+        return ks.Eigenpairs(values, np.eye(len(values), 11 - len(values)), residuals)
+    return {"d1": pairs([-4.0, -3.0, -0.1, -0.1, 0.0], [0.0, 0.0, 0.2, residual, 0.0]),
+            "d2": pairs([-2.0, -0.2, -0.05, 0.0], [0.0, 0.0, 0.6, 0.0])}
+
+
+def test_within_reach_keeps_the_chosen_and_those_their_residuals_could_make_compete():
+    graph = ks.GrowingModel(zoo.mlp()).channel_graph
+    eig = _mlp_estimates(residual=2.0)
+    sel = budget.select_groups(graph, eig, 0.2, cost="flops")
+    np.testing.assert_array_equal(sel.costs, [10.0] * 5 + [8.0] * 4)
+    assert [sel.groups[i] for i in sel.chosen] == [sel.groups[0]]   # d1's unit 0, 4 per 10
+    # Half of 0.4 per MAC: d1's unit 1 (0.3), d2's unit 0 (0.25) and d1's unit 3, whose
+    # residual could take it from -0.1 to -2.1 (0.21); not d2's unit 2 (-0.65: 0.08).
+    reach = budget.within_reach(graph, eig, sel)
+    assert {n: m.tolist() for n, m in reach.items()} == {
+        "d1": [True, True, False, True, False], "d2": [True, False, False, False]}
+    # A smaller residual (at most -1.0: 0.1 per MAC) leaves d1's unit 3 out of reach.
+    reach = budget.within_reach(graph, _mlp_estimates(residual=0.9), sel)
+    assert reach["d1"].tolist() == [True, True, False, False, False]
+    # A margin of 0.22 (0.088 per MAC): unit 3 (0.1) back in, d2's unit 2 (0.081) still out.
+    reach = budget.within_reach(graph, _mlp_estimates(residual=0.9), sel, margin=0.22)
+    assert reach["d1"].tolist() == [True, True, False, True, False]
+    assert reach["d2"].tolist() == [True, False, False, False]
+    # Nothing chosen: every unit may matter.
+    assert budget.within_reach(graph, eig, budget.select_groups(graph, eig, 0.05)) is None

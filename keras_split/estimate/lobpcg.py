@@ -128,7 +128,7 @@ class LobpcgEigenSolver:
         return {n: _as_block(v) for n, v in svs.items()}
 
     def fit(self, data, epochs=5, batch_size=32, verbose=0, tol=None, floor=None,
-            relative_floor=RELATIVE_FLOOR):
+            relative_floor=RELATIVE_FLOOR, reach=None):
         """At most ``epochs`` passes over ``data``: ``S v``, then LOBPCG iterations.
 
         With ``tol``, the iterations stop once every candidate has converged on
@@ -140,7 +140,10 @@ class LobpcgEigenSolver:
         neurons that cannot reach below ``-floor`` are not waited for, nor those
         that cannot reach below ``relative_floor`` times their layer's most
         negative Ritz value (tiny eigenvalues converge slowest and weigh least
-        in a selection). ``passes`` and
+        in a selection). With ``reach(pairs, loss)`` (the current ``{layer:
+        Eigenpairs}`` with residuals and the mean loss of the last pass, returning
+        ``{layer: bool[units]}`` or None for every unit) only the neurons it marks
+        are waited for: those a selection could pick. ``passes`` and
         ``residual_ratio`` (``sum(residual) / sum(|lambda|)`` over the negative
         ones) record where it stopped, ``ratios`` the ratio after every pass and
         ``converged`` whether every candidate met ``tol``.
@@ -162,7 +165,7 @@ class LobpcgEigenSolver:
         progbar = keras.utils.Progbar(int(epochs), verbose=verbose, unit_name="pass")
         svs = self._apply(self.vectors, dataset, batch_size)
         self._ritz(svs)
-        self._record(1, svs, tol, floor, relative_floor)
+        self._record(1, svs, tol, floor, relative_floor, reach)
         progbar.update(1)
         directions, direction_svs = {}, {}
         for done in range(1, int(epochs)):
@@ -171,7 +174,7 @@ class LobpcgEigenSolver:
                              done, tol)
                 break
             self._iterate(svs, directions, direction_svs, dataset, batch_size)
-            self._record(done + 1, svs, tol, floor, relative_floor)
+            self._record(done + 1, svs, tol, floor, relative_floor, reach)
             progbar.update(done + 1)
             logger.debug("LOBPCG splitting eigenpairs: pass %d/%d done", done + 1, epochs)
         self.svs = svs
@@ -223,19 +226,23 @@ class LobpcgEigenSolver:
             scale = np.where(ok, 1.0 / np.where(ok, norm, 1.0), 0.0)
             directions[name], direction_svs[name] = p * scale, p_sv * scale
 
-    def _record(self, passes, svs, tol=None, floor=None, relative_floor=0.0):
+    def _record(self, passes, svs, tol=None, floor=None, relative_floor=0.0, reach=None):
         """Records the passes made, the residual ratio of the current smallest vectors
-        and whether every candidate is within ``tol``."""
+        and whether every candidate is within ``tol`` (``reach`` is asked from the
+        second pass on: the first one never stops the iterations)."""
         pairs = {n: rayleigh_eigenpairs(self.vectors[n][:, 0], svs[n][:, 0])
                  for n in self.vectors}
         self.passes = passes
         self.residual_ratio = residual_ratio((e.values, e.residuals) for e in pairs.values())
         self.ratios.append(self.residual_ratio)
-        if tol is not None:
-            self.converged = all(
-                not np.any(_waiting(e, None if floor is None else floor(n), relative_floor)
-                           & (e.residuals > tol * np.abs(e.values)))
-                for n, e in pairs.items())
+        if tol is None:
+            return
+        marked = None if reach is None or passes < 2 else reach(pairs, self.products.loss)
+        self.converged = all(
+            not np.any(_waiting(e, None if floor is None else floor(n), relative_floor)
+                       & (True if marked is None else marked[n])
+                       & (e.residuals > tol * np.abs(e.values)))
+            for n, e in pairs.items())
 
     def eigenpairs(self, eval_data=None, batch_size=32):
         """``{layer: Eigenpairs}``; ``lambda = v^T S v`` and residuals on ``eval_data``
@@ -267,7 +274,7 @@ class LobpcgEigenSolver:
 
 def lobpcg_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32,
                       eval_data=None, seed=0, verbose=0, strategy=None, tol=None,
-                      floor=None):
+                      floor=None, reach=None):
     """Splitting eigenpairs by LOBPCG on full-data auxiliary-activation products.
 
     Args:
@@ -292,6 +299,8 @@ def lobpcg_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32
         floor: ``(layer, loss) -> float64[units]``, the ``|lambda|`` below which a
             neuron's eigenvalue does not count (the selection's noise level, from
             the mean loss of the last pass); None: 0.
+        reach: ``(pairs, loss) -> {layer: bool[units]}`` or None: with ``tol``, wait
+            only for the neurons it marks (see :meth:`LobpcgEigenSolver.fit`).
 
     Returns:
         ``{layer_name: Eigenpairs}`` with residuals on ``eval_data``, and the
@@ -308,7 +317,7 @@ def lobpcg_eigenpairs(graph, loss_fn, data, layers=None, epochs=5, batch_size=32
     solver = LobpcgEigenSolver(graph, loss_fn, layers, seed, strategy)
     per_layer = None if floor is None else (lambda name: floor(name, solver.products.loss))
     solver.fit(data, epochs=epochs, batch_size=batch_size, verbose=verbose, tol=tol,
-               floor=per_layer)
+               floor=per_layer, reach=reach)
     return solver.eigenpairs(eval_data, batch_size)
 
 

@@ -12,7 +12,7 @@ from keras_split.select.budget import layer_noise_floor
 
 
 def run_method(model, method, data, eval_data, *, layers, batch_size, eigen_epochs,
-               eigen_tol, learning_rate, seed, max_bytes, verbose):
+               eigen_tol, learning_rate, seed, max_bytes, verbose, reach=None):
     """Minimum eigenpairs of ``model``'s splittable neurons by ``method``.
 
     Args:
@@ -20,7 +20,8 @@ def run_method(model, method, data, eval_data, *, layers, batch_size, eigen_epoc
         method: ``"exact"``, ``"lobpcg"`` or ``"fast"`` (already validated).
         data, eval_data: batched datasets (``eval_data`` may be None).
         layers, batch_size, eigen_epochs, eigen_tol, learning_rate, seed,
-        max_bytes, verbose: as in :meth:`keras_split.GrowingModel.splitting_eigenpairs`.
+        max_bytes, verbose, reach: as in
+            :meth:`keras_split.GrowingModel.splitting_eigenpairs`.
 
     Returns:
         ``{layer_name: Eigenpairs}`` (a LayerEigenpairs).
@@ -46,6 +47,7 @@ def run_method(model, method, data, eval_data, *, layers, batch_size, eigen_epoc
         if method == "lobpcg":
             eig = lobpcg.lobpcg_eigenpairs(graph, loss_fn, data, tol=eigen_tol,
                                            floor=functools.partial(layer_noise_floor, graph),
+                                           reach=reach,
                                            **options)
         else:
             eig = rmsprop.fast_eigenpairs(graph, loss_fn, data, learning_rate=learning_rate,

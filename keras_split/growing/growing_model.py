@@ -190,7 +190,7 @@ class GrowingModel(keras.Model):
     def splitting_eigenpairs(self, data, method="lobpcg", layers=None, batch_size=32,
                              eigen_epochs=EIGEN_EPOCHS, learning_rate=0.01, eval_data=None, seed=0,
                              max_bytes=exact.DEFAULT_MAX_EXACT_BYTES, verbose=0,
-                             eigen_tol=EIGEN_TOL):
+                             eigen_tol=EIGEN_TOL, reach=None):
         """Minimum eigenpairs of every splittable neuron's splitting matrix.
 
         BatchNormalization is frozen (inference statistics) and dropout is off.
@@ -208,6 +208,11 @@ class GrowingModel(keras.Model):
                 eigenvalues are measured (default: ``data``).
             max_bytes: exact method: the cap on its memory (4 GiB; see exact.splitting_matrices).
             verbose: 0 silent, 1 progress bar.
+            reach: lobpcg method: ``(pairs, loss) -> {layer: bool[units]}`` or None,
+                the neurons that matter given the current estimates (``{layer:
+                Eigenpairs}`` with residuals) and mean loss; the iterations stop
+                once those have converged (``grow`` passes the units its knapsack
+                could pick). None: every neuron above the noise level.
 
         Returns:
             ``{layer_name: Eigenpairs}``, a LayerEigenpairs whose ``loss`` is the
@@ -226,7 +231,7 @@ class GrowingModel(keras.Model):
         return run_method(self, method, data, eval_data, layers=layers, batch_size=batch_size,
                           eigen_epochs=eigen_epochs, eigen_tol=eigen_tol,
                           learning_rate=learning_rate, seed=seed, max_bytes=max_bytes,
-                          verbose=verbose)
+                          verbose=verbose, reach=reach)
 
     def _check_layers(self, layers):
         """Raises ValueError for a name in ``layers`` that is not a splittable layer."""

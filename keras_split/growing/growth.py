@@ -25,7 +25,8 @@ from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerR
                                                TwinRecord)
 from keras_split.growing.twins import twin_statistics
 from keras_split.select import costs as cost_lib
-from keras_split.select.budget import NOISE_RTOL, check_max_widths, select_groups, without_noise
+from keras_split.select.budget import (NOISE_RTOL, check_max_widths, select_groups,
+                                       within_reach, without_noise)
 from keras_split.select.limits import check_budgets
 from keras_split.select.flops import count_flops
 from keras_split.select.selection import Selection
@@ -61,7 +62,7 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
     eig = model.splitting_eigenpairs(
         estimate_on, method=settings.method, eigen_epochs=settings.eigen_epochs,
         learning_rate=settings.learning_rate, eval_data=held_out, seed=settings.seed,
-        verbose=verbose, eigen_tol=settings.eigen_tol)
+        verbose=verbose, eigen_tol=settings.eigen_tol, reach=knapsack_reach(graph, settings))
     timer.append(time.perf_counter())
     # The held-out pass of the estimate computed the loss already (same compiled loss,
     # inference mode); measure it only when no pass ran (no layer with a signal).
@@ -153,7 +154,7 @@ def _select(graph, eig, reference_loss, settings):
     if n_noise:
         logger.info("Ignored %d negative eigenvalues at noise level (|lambda| ||theta||^2 / 2 "
                     "< %g of the loss %.4g).", n_noise, NOISE_RTOL, reference_loss)
-    selection = _knapsack(graph, candidates, settings)
+    selection = stage_selection(graph, candidates, settings)
     units = {name: [] for name in graph.splittable_layers}
     for group in selection.chosen_groups:
         for name, unit in graph.group_members(group):
@@ -165,12 +166,50 @@ def _select(graph, eig, reference_loss, settings):
                    _stability(graph, eig, reference_loss, settings, selection.chosen), limits)
 
 
-def _knapsack(graph, candidates, settings):
+def stage_selection(graph, candidates, settings, solver=None):
+    """The knapsack of a stage with ``settings`` on ``candidates`` (eigenpairs without the
+    noise-level ones): a :class:`~keras_split.select.selection.Selection`.
+
+    Args:
+        graph: the model's ChannelGraph.
+        candidates: ``{layer: Eigenpairs}``, as :func:`without_noise` returns them.
+        settings: a :class:`~keras_split.growing.growth_settings.GrowthSettings`.
+        solver: overrides ``settings.solver`` (None: keep it).
+
+    Example:
+        >>> selection = stage_selection(graph, without_noise(graph, eig, loss)[0], settings)
+    """
     return select_groups(
-        graph, candidates, float(settings.growth_ratio), settings.cost_model, settings.solver,
+        graph, candidates, float(settings.growth_ratio), settings.cost_model,
+        solver or settings.solver,
         settings.threshold, settings.max_units, settings.round_to, settings.max_widths,
         settings.budget_groups, settings.max_growth, float(settings.group_share),
         settings.value, settings.budget_models)
+
+
+def knapsack_reach(graph, settings):
+    """The stage's ``reach`` for the eigen estimate: ``(pairs, loss) -> {layer: bool[units]}``,
+    the units the stage's knapsack (its LP relaxation) could pick given the current
+    estimates (see
+    :func:`~keras_split.select.budget.within_reach`), or None when it picks nothing.
+
+    Args:
+        graph: the model's ChannelGraph.
+        settings: the stage's :class:`~keras_split.growing.growth_settings.GrowthSettings`.
+
+    Returns:
+        A callable, for ``GrowingModel.splitting_eigenpairs(reach=...)``.
+
+    Example:
+        >>> eig = model.splitting_eigenpairs(data, reach=knapsack_reach(graph, settings))
+    """
+    def reach(pairs, loss):
+        candidates = without_noise(graph, pairs, loss)[0]
+        # The LP relaxation: a third of the MILP's time, and the margin covers the
+        # difference.
+        selection = stage_selection(graph, candidates, settings, "lp")
+        return within_reach(graph, candidates, selection, settings.value)
+    return reach
 
 
 def _stability(graph, eig, reference_loss, settings, chosen):
@@ -182,7 +221,8 @@ def _stability(graph, eig, reference_loss, settings, chosen):
     # Layers without a splitting signal have no estimation-data values: zeros either way.
     on_fit = {name: e if e.fit_values is None else dataclasses.replace(e, values=e.fit_values)
               for name, e in eig.items()}
-    other = _knapsack(graph, without_noise(graph, on_fit, reference_loss)[0], settings).chosen
+    other = stage_selection(graph, without_noise(graph, on_fit, reference_loss)[0],
+                            settings).chosen
     a, b = set(int(i) for i in chosen), set(int(i) for i in other)
     union = a | b
     return StabilityRecord(len(a & b) / len(union) if union else None, len(a), len(b))

@@ -19,7 +19,8 @@ MAX_GROWTH_RATIO = 100.0
 DEFAULT_SPLIT_RULE = "fresh"
 # LOBPCG stops once every candidate neuron's residual ||S v - lambda v|| is at most this
 # fraction of its |lambda| (the neurons that may reach below 10 % of their layer's most
-# negative eigenvalue, lobpcg.RELATIVE_FLOOR, and above the selection's noise level):
+# negative eigenvalue, lobpcg.RELATIVE_FLOOR, above the selection's noise level, and in a
+# stage within reach of its knapsack, select.budget.within_reach):
 # the eigenvalue is then within about tol**2 |lambda| of the matrix's, far inside the
 # 5 % that the tests ask of every such candidate against the exact matrices.
 EIGEN_TOL = 0.1
@@ -128,7 +129,8 @@ class GrowthSettings:
         eigen_tol: lobpcg stops before ``eigen_epochs`` once every candidate
             neuron's residual ``||S v - lambda v||`` is at most this fraction of
             its ``|lambda|`` (the neurons that may reach below 10 % of their
-            layer's most negative eigenvalue, above the noise level; None: never).
+            layer's most negative eigenvalue, above the noise level, and that the
+            stage's knapsack could pick; None: never).
         cost: the main cost, whose total may grow by ``growth_ratio``:
             ``"flops"`` (energy-aware, the paper), ``"params"``, ``"uniform"``
             (vanilla splitting: by lambda alone under the MACs budget),

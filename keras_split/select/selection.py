@@ -11,7 +11,10 @@ class Selection:
 
     Attributes:
         groups: the coupled group ids, sorted (``ChannelGraph.groups``' keys).
-        values: per group, the sum of its members' eigenvalues (float64).
+        values: per group, what it is worth to the knapsack (float64; see
+            :func:`~keras_split.select.budget.group_values`).
+        costs: per group, what one more unit of it costs now, in the cost model's
+            unit (float64).
         chosen: indices into ``groups`` of the groups to split, sorted (int64).
         budget: the stage's budget, in the cost's unit.
         solver: the rule that chose (``"milp"``, ``"lp"``, ``"greedy"`` or
@@ -25,6 +28,7 @@ class Selection:
 
     groups: list
     values: np.ndarray
+    costs: np.ndarray
     chosen: np.ndarray
     budget: float
     solver: str
@@ -36,5 +40,5 @@ class Selection:
 
     @property
     def chosen_value(self):
-        """``sum(lambda)`` of the chosen groups (0 when none)."""
+        """The chosen groups' total value (0 when none)."""
         return float(self.values[self.chosen].sum()) if len(self.chosen) else 0.0
