@@ -224,3 +224,93 @@ def gradient_transform(optimizer, transform):
         yield
     finally:
         object.__delattr__(optimizer, "apply_gradients")
+
+
+def multi_worker(strategy):
+    """Whether ``strategy`` runs collectives across several worker processes
+    (``tf.distribute.MultiWorkerMirroredStrategy`` with more than one worker).
+
+    Why private: the strategy says whether it is in multi-worker mode only through
+    ``strategy.extended._in_multi_worker_mode()``; the cluster resolver's worker count
+    is the public equivalent and is what this reads.
+
+    Example:
+        >>> multi_worker(tf.distribute.get_strategy())
+        False
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return sum(len(tasks) for kind, tasks in spec.items() if kind in ("chief", "worker")) > 1
+
+
+def multi_worker_logs(strategy, logs):
+    """A train or test step's ``logs`` shaped so that Keras can reduce them across workers.
+
+    Why: under a multi-worker strategy the TensorFlow trainer reduces every log with
+    ``strategy.reduce("MEAN", value, axis=0)``, which TensorFlow rejects for the
+    scalars a step returns (tensorflow/tensorflow#72388, keras-team/keras#20585).
+    Each scalar becomes a vector of one element: the reduction over axis 0 is
+    then the mean over the replicas, a scalar again. Elsewhere ``logs`` are
+    returned as they are. ``tests/test_multi_worker.py`` fails if Keras stops
+    rejecting the scalars (the workaround can then go).
+
+    Example:
+        >>> logs = multi_worker_logs(model.distribute_strategy, super().train_step(data))
+    """
+    import tensorflow as tf
+
+    if not multi_worker(strategy):
+        return logs
+    return tf.nest.map_structure(
+        lambda v: tf.reshape(v, [1]) if tf.is_tensor(v) and v.shape.rank == 0 else v, logs)
+
+
+def first_replica_batch(strategy, batch):
+    """One replica's part of a distributed ``batch`` (the batch itself when it is not
+    distributed).
+
+    Why: before the first step, the TensorFlow trainer builds the model's metrics and
+    optimizer on one batch (``Trainer._maybe_symbolic_build``), which it makes by
+    reducing the distributed batch with ``strategy.reduce("MEAN", ...)``; across
+    workers that reduction fails on the batch's per-replica tensors. Building needs
+    shapes and dtypes only, which one replica's part has.
+
+    Example:
+        >>> first_replica_batch(strategy, next(iter(distributed_dataset)))
+    """
+    import tensorflow as tf
+
+    def local(v):
+        if isinstance(v, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(v)[0]
+        return v
+
+    return tf.nest.map_structure(local, batch)
+
+
+def symbolic_build(model, iterator=None, data_batch=None):
+    """``Trainer._maybe_symbolic_build`` of ``model`` that also works across workers.
+
+    Why: see :func:`first_replica_batch`; the trainer's own method is called unless
+    the strategy is multi-worker. The iterator yields ``(step, steps, iterator)``
+    tuples (Keras' epoch iterator); the first batch of the first one is built on.
+
+    Example:
+        >>> symbolic_build(model, iterator)   # inside the model's override
+    """
+    import keras
+
+    strategy = model.distribute_strategy
+    if not multi_worker(strategy):
+        return keras.Model._maybe_symbolic_build(model, iterator=iterator,
+                                                 data_batch=data_batch)
+    if iterator is not None:
+        for _, _, it in iterator:
+            data_batch = first_replica_batch(strategy, next(it))
+            break
+    with strategy.scope():
+        model._symbolic_build(data_batch=data_batch)

@@ -23,13 +23,13 @@ def mlp(act="tanh"):
     return keras.Model(x, L.Dense(3, name="out")(h), name="mlp")
 
 
-def cnn_bn_swish():
+def cnn_bn_swish(synchronized=False):
     x = keras.Input((9, 9, 3), name="x")
     h = L.Conv2D(4, 3, strides=2, padding="same", use_bias=False, name="c1")(x)
-    h = L.BatchNormalization(name="bn1")(h)
+    h = L.BatchNormalization(synchronized=synchronized, name="bn1")(h)
     h = L.Activation("swish", name="a1")(h)
     h = L.Conv2D(5, 3, dilation_rate=2, padding="same", name="c2")(h)
-    h = L.BatchNormalization(name="bn2")(h)
+    h = L.BatchNormalization(synchronized=synchronized, name="bn2")(h)
     h = L.Activation("swish", name="a2")(h)
     h = L.Conv2D(3, 2, padding="valid", activation="tanh", name="c3")(h)
     h = L.GlobalAveragePooling2D(name="gap")(h)

@@ -9,7 +9,7 @@ from keras_split.estimate import exact
 from keras_split.graph.activations import validate_surrogate
 from keras_split.graph.channel_graph import ChannelGraph
 from keras_split.graph.functional_model import as_functional
-from keras_split.growing import input_data
+from keras_split.growing import distributed, input_data
 from keras_split.growing.compiled_loss import loss_function
 from keras_split.growing.eigen_methods import run_method
 from keras_split.growing.growth import run_stage
@@ -73,12 +73,24 @@ class GrowingModel(keras.Model):
 
     def train_step(self, data):
         """``keras.Model.train_step``; the gradients of entries that a split with
-        ``SplitRule.catch_up > 1`` created are scaled (see :mod:`keras_split.surgery.catch_up`)."""
+        ``SplitRule.catch_up > 1`` created are scaled (see :mod:`keras_split.surgery.catch_up`),
+        and under ``MultiWorkerMirroredStrategy`` the logs are shaped for the reduction
+        across workers (see :func:`keras_split.compat.multi_worker_logs`)."""
         if not self._catch_up.active or getattr(self, "optimizer", None) is None:
-            return super().train_step(data)
-        transform = self._catch_up.transform(self.optimizer.iterations)
-        with compat.gradient_transform(self.optimizer, transform):
-            return super().train_step(data)
+            logs = super().train_step(data)
+        else:
+            transform = self._catch_up.transform(self.optimizer.iterations)
+            with compat.gradient_transform(self.optimizer, transform):
+                logs = super().train_step(data)
+        return compat.multi_worker_logs(self.distribute_strategy, logs)
+
+    def test_step(self, data):
+        """``keras.Model.test_step``, its logs shaped for a multi-worker reduction."""
+        return compat.multi_worker_logs(self.distribute_strategy, super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # The trainer's build before the first step, across workers too.
+        compat.symbolic_build(self, iterator=iterator, data_batch=data_batch)
 
     @property
     def catch_up(self):
@@ -195,8 +207,11 @@ class GrowingModel(keras.Model):
 
         BatchNormalization is frozen (inference statistics) and dropout is off.
         Under a ``tf.distribute`` strategy with several replicas, the lobpcg and
-        fast methods split every batch across them; exact runs on one device. A
-        warning names the neurons whose estimate is still off by 25 %.
+        fast methods split every batch across them (across the workers of a
+        ``MultiWorkerMirroredStrategy`` too: the products are all-reduced, so
+        every worker gets the same eigenpairs); exact runs on one device and is
+        refused across workers. A warning names the neurons whose estimate is
+        still off by 25 %.
 
         Args:
             data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)``
@@ -219,13 +234,15 @@ class GrowingModel(keras.Model):
             mean loss on the evaluation data (lobpcg and fast; None for exact).
 
         Raises:
-            ValueError: for an uncompiled model, a bad ``method`` or layer name,
+            ValueError: for an uncompiled model, a bad ``method`` or layer name
+                (``"exact"`` under a multi-worker strategy),
                 empty or non-finite data, or exact matrices too large.
 
         Example:
             >>> eig = model.splitting_eigenpairs((x, y), method="exact")
         """
         validate_eigen_args(method, eigen_epochs, eigen_tol, seed)
+        distributed.check_method(method, self.distribute_strategy)
         self._check_layers(layers)
         data, eval_data = input_data.estimation_datasets(self, data, eval_data, batch_size)
         return run_method(self, method, data, eval_data, layers=layers, batch_size=batch_size,

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split.estimate.eigenpairs import eigen_passes, relative_residual, unconverged_neurons
+from keras_split.growing import distributed
 from keras_split.growing.estimation_data import check_examples, fixed_batches, split_holdout
 from keras_split.growing.growth_stage import GrowthStage
 from keras_split.growing.input_data import model_dataset
@@ -50,14 +51,20 @@ def run_stage(model, data, settings, eval_data=None, dry_run=False, log_dir=None
         The :class:`~keras_split.GrowthStage`.
     """
     graph = model.channel_graph
-    # Checked before any work: the TensorBoard folder, caps below a layer's width, limits
-    # the network exceeds already, the data.
-    if log_dir is not None:
+    strategy = model.distribute_strategy
+    distributed.check_method(settings.method, strategy)
+    # Checked before any work: the TensorBoard folder (the chief's alone across workers),
+    # caps below a layer's width, limits the network exceeds already, the data.
+    if log_dir is not None and distributed.is_chief(strategy):
         log_dir = prepare_log_dir(log_dir)
+    else:
+        log_dir = None
     check_max_widths(graph.splittable_layers, [graph.units(n) for n in graph.splittable_layers],
                      settings.max_widths)
     check_budgets(graph, settings.budget_models)
     estimate_on, held_out = _stage_data(model, data, eval_data, settings.estimation_batch_size)
+    # Across workers every stage must see the same network: moving statistics averaged.
+    distributed.average_non_trainable(model.network, strategy)
     timer = [time.perf_counter()]
     eig = model.splitting_eigenpairs(
         estimate_on, method=settings.method, eigen_epochs=settings.eigen_epochs,

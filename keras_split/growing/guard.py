@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_split.data import data_utils
 from keras_split.graph.channel_map import ChannelMap
+from keras_split.growing import distributed
 from keras_split.growing.stage_records import GuardRecord, GuardTry
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def mean_loss(model, dataset, network=None):
         count += n
     if count == 0:
         raise ValueError("The evaluation data is empty.")
-    return total / count
+    # Across workers, every one takes the guard's decision from the same number.
+    return distributed.worker_mean(total / count, model.distribute_strategy)
 
 
 def _chunks(dataset):

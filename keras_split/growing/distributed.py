@@ -1,0 +1,127 @@
+"""Which process of a multi-worker run this is, and what only one of them may do.
+
+Under ``tf.distribute.MultiWorkerMirroredStrategy`` every worker runs the same
+program: the same training steps, the same growth stages and the same collectives
+in the same order. Files are the exception: the run directory, TensorBoard logs and
+saved models are written by the chief alone (the worker of task ``chief``, or
+worker 0 when the cluster has no chief), as Keras' own callbacks do not arrange.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_split import compat
+
+
+def _task(strategy):
+    """``(task_type, task_id)`` of this process in ``strategy``'s cluster, or None."""
+    if not compat.multi_worker(strategy):
+        return None
+    resolver = strategy.cluster_resolver
+    return resolver.task_type, int(resolver.task_id or 0)
+
+
+def is_chief(strategy=None):
+    """Whether this process writes the run's files: always outside a multi-worker
+    strategy; under one, only the chief (task ``chief``, else worker 0).
+
+    Args:
+        strategy: a ``tf.distribute.Strategy`` (default: the current one).
+
+    Returns:
+        A bool.
+
+    Example:
+        >>> if is_chief(model.distribute_strategy):
+        ...     model.save("grown.keras")
+    """
+    task = _task(strategy or tf.distribute.get_strategy())
+    if task is None:
+        return True
+    kind, index = task
+    if kind == "chief":
+        return True
+    has_chief = "chief" in strategy.cluster_resolver.cluster_spec().as_dict()
+    return kind == "worker" and index == 0 and not has_chief
+
+
+def task_name(strategy=None):
+    """``"single"`` outside a multi-worker strategy, else the task and its index
+    (``"worker1"``, ``"chief0"``): a name for this process's own files.
+
+    Example:
+        >>> task_name()
+        'single'
+    """
+    task = _task(strategy or tf.distribute.get_strategy())
+    return "single" if task is None else f"{task[0]}{task[1]}"
+
+
+def worker_mean(value, strategy=None):
+    """``value`` (a float this process computed) averaged over the workers of a
+    multi-worker strategy, the same on every worker; ``value`` itself elsewhere.
+
+    Every worker must call it at the same point (it is a collective).
+
+    Example:
+        >>> loss = worker_mean(local_loss, model.distribute_strategy)
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if not compat.multi_worker(strategy):
+        return value
+    local = tf.constant(float(value), tf.float64)
+    per_replica = strategy.run(lambda: tf.identity(local))
+    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
+
+
+def average_non_trainable(model, strategy=None):
+    """Sets every non-trainable variable of ``model`` (BatchNormalization's moving
+    statistics) to its mean over the workers of a multi-worker strategy; nothing
+    elsewhere.
+
+    Why: trainable weights are kept identical on every worker by the all-reduced
+    gradients, but each worker updates the moving statistics of an unsynchronised
+    BatchNormalization from its own batches, so they drift apart. A growth stage
+    measures eigenvalues and losses in inference mode, with those statistics, and
+    every worker must take the same decision from the same numbers.
+
+    Example:
+        >>> average_non_trainable(model, model.distribute_strategy)
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if not compat.multi_worker(strategy):
+        return
+    variables = [v for v in model.non_trainable_variables
+                 if getattr(v, "dtype", None) is not None and "float" in str(v.dtype)]
+    if not variables:
+        return
+    # One collective for all of them: the values flattened into one vector.
+    per_replica = strategy.run(lambda: tf.concat(
+        [tf.reshape(tf.cast(v.value, tf.float32), [-1]) for v in variables], axis=0))
+    means = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+    start = 0
+    for variable in variables:
+        size = int(np.prod(variable.shape))
+        variable.assign(tf.cast(tf.reshape(means[start:start + size], variable.shape),
+                                variable.dtype))
+        start += size
+
+
+# The eigen-estimation methods that combine every worker's data (their products are
+# all-reduced); "exact" builds each neuron's matrix on one device.
+MULTI_WORKER_METHODS = ("lobpcg", "fast")
+
+
+def check_method(method, strategy=None):
+    """Raises ValueError for an eigen-estimation ``method`` that cannot run across the
+    workers of a multi-worker strategy (before any work).
+
+    Example:
+        >>> check_method("lobpcg", strategy)
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if compat.multi_worker(strategy) and method not in MULTI_WORKER_METHODS:
+        raise ValueError(
+            f"method={method!r} builds every splitting matrix on one device and cannot "
+            f"combine the workers' data under MultiWorkerMirroredStrategy; use one of "
+            f"{MULTI_WORKER_METHODS}. Received: method={method!r}")
