@@ -24,7 +24,7 @@ def _free_ports(n):
             s.close()
 
 
-def _launch(out, mode, index=None, ports=None):
+def _launch(out, mode, index=None, ports=None, job="tests.multi_worker_job", extra=()):
     env = job_env()
     env["CUDA_VISIBLE_DEVICES"] = "-1"
     env.pop("TF_CONFIG", None)
@@ -32,12 +32,13 @@ def _launch(out, mode, index=None, ports=None):
         env["TF_CONFIG"] = json.dumps({
             "cluster": {"worker": [f"localhost:{p}" for p in ports]},
             "task": {"type": "worker", "index": index}})
-    return subprocess.Popen([sys.executable, "-m", "tests.multi_worker_job", str(out), mode],
+    return subprocess.Popen([sys.executable, "-m", job, str(out), mode, *extra],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _wait(procs, timeout=400):
+def _outputs(procs, timeout=400):
+    """Every process's output, once all have ended (all killed after ``timeout``)."""
     outputs = []
     for p in procs:
         try:
@@ -47,7 +48,11 @@ def _wait(procs, timeout=400):
                 q.kill()
             raise
         outputs.append(out)
-    for p, out in zip(procs, outputs):
+    return outputs
+
+
+def _wait(procs, timeout=400):
+    for p, out in zip(procs, _outputs(procs, timeout)):
         assert p.returncode == 0, out[-4000:]
 
 
@@ -98,3 +103,33 @@ def test_two_workers_grow_as_one_process_would(tmp_path):
     # these starts to pass, compat.symbolic_build / multi_worker_logs can go).
     assert "PerReplica" in w0["keras_fit"], w0["keras_fit"]
     assert "Invalid reduction dimension" in w0["scalar_reduce"], w0["scalar_reduce"]
+
+
+def test_a_dead_worker_fails_the_other_clearly_and_the_run_resumes(tmp_path):
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    multi.mkdir()
+    single.mkdir()
+    job = "tests.multi_worker_schedule_job"
+    ports = _free_ports(2)
+    procs = [_launch(multi, "multi", i, ports, job, extra=("1",)) for i in range(2)]
+    chief, dead = _outputs(procs, timeout=300)
+    # Worker 1 died in stage 1; the chief stops with an error that says what to do.
+    assert procs[1].returncode == 3, dead[-2000:]
+    assert procs[0].returncode != 0
+    assert "Another worker of the MultiWorkerMirroredStrategy failed" in chief, chief[-3000:]
+    assert "the last complete stage of" in chief and "is 0." in chief, chief[-3000:]
+    with open(multi / "run" / "run.json") as f:
+        assert json.load(f)["completed"] == 0
+    # The same command on both workers resumes after stage 0 and ends as one
+    # uninterrupted process does.
+    ports = _free_ports(2)
+    _wait([_launch(multi, "multi", i, ports, job) for i in range(2)]
+          + [_launch(single, "single", job=job)])
+    with open(multi / "run" / "run.json") as f:
+        assert json.load(f)["completed"] == 2
+    w0, w1, one = (np.load(p) for p in (multi / "worker0.npz", multi / "worker1.npz",
+                                         single / "single.npz"))
+    assert len(w0.files) == len(one.files)
+    for k in one.files:
+        np.testing.assert_array_equal(w0[k], w1[k])
+        np.testing.assert_allclose(w0[k], one[k], rtol=0, atol=1e-5)

@@ -10,6 +10,7 @@ the same call resumes from the last complete stage and ends bit-identical to an
 uninterrupted run (same widths, weights and optimizer state).
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,8 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_split import compat
+from keras_split.growing import distributed
 from keras_split.growing.checkpoint import (  # noqa: F401 - re-exported
     CALIBRATION_BYTES, FORMAT, load_stage, load_stage_model, read_run, save_calibration,
     save_stage, write_run)
@@ -114,6 +117,9 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         grow_data: the batches for eigen estimation (a dataset or ``stage ->
             dataset``); default: the training data of the stage.
         strategy: a ``tf.distribute.Strategy`` to build, load, train and split under.
+            Under ``MultiWorkerMirroredStrategy`` every worker runs the same call
+            with the same ``out_dir`` (a folder every worker can read); the chief
+            alone writes it.
         max_macs: a MACs cap: the stage that reaches it grows only that far, later
             ones not at all (no ``history["stages"]`` record). None: no cap.
 
@@ -124,6 +130,9 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         ValueError: for a bad argument, a directory that is not a run directory,
             a corrupt checkpoint, or a run started with another configuration;
             nothing in ``out_dir`` is overwritten then.
+        RuntimeError: across workers, when another worker died or stopped
+            responding (its heartbeats or the strategy's ``timeout_seconds``); the
+            message names the last complete stage, from which a rerun resumes.
 
     Example:
         >>> model, history = grow_schedule(make_seed, train_ds, "runs/a", stages=3)
@@ -136,28 +145,56 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
     resumes = _resumes(out_dir, run, run_config)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    scope = (strategy or tf.distribute.get_strategy()).scope
-    os.makedirs(out_dir, exist_ok=True)
-    completed, model, history = _resumed(out_dir, run, run_config, scope)
+    strategy = strategy or tf.distribute.get_strategy()
+    # Across workers the chief alone writes the run directory; every worker reads it.
+    writes = distributed.is_chief(strategy)
+    if writes:
+        os.makedirs(out_dir, exist_ok=True)
+    completed, model, history = _resumed(out_dir, run, run_config, strategy.scope, writes)
     for stage in range(completed + 1, stages + 1):
         keras.utils.set_random_seed(seed + stage)
-        model = model if model is not None else _built(build_model, scope)
+        model = model if model is not None else _built(build_model, strategy.scope)
         # A limit the network exceeds already is refused before the stage trains.
         check_budgets(model.channel_graph, resolve_budgets(grow_kwargs.get("budgets")))
-        _grow_and_fit(model, stage, history, (train_data, grow_data),
-                      dict(growth_ratio=growth_ratio, seed=seed + stage, verbose=verbose,
-                           **grow_kwargs),
-                      dict(epochs=epochs[stage], verbose=verbose, **fit_kwargs), max_macs)
-        _checkpoint(out_dir, stage, model, history, run_config, resumes)
-    return (model if model is not None else _built(build_model, scope)), history
+        with _lost_workers(strategy, out_dir, stage - 1):
+            _grow_and_fit(model, stage, history, (train_data, grow_data),
+                          dict(growth_ratio=growth_ratio, seed=seed + stage, verbose=verbose,
+                               **grow_kwargs),
+                          dict(epochs=epochs[stage], verbose=verbose, **fit_kwargs), max_macs)
+        if writes:
+            _checkpoint(out_dir, stage, model, history, run_config, resumes)
+    return (model if model is not None else _built(build_model, strategy.scope)), history
 
 
-def _resumed(out_dir, run, run_config, scope):
+# What TensorFlow raises in a collective when another worker has died, stopped sending
+# heartbeats or passed the strategy's timeout_seconds.
+_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                  tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+@contextlib.contextmanager
+def _lost_workers(strategy, out_dir, completed):
+    """Turns a collective's failure across workers into an error that says what happened
+    and how to resume."""
+    try:
+        yield
+    except _WORKER_ERRORS as err:
+        if not compat.multi_worker(strategy):
+            raise
+        raise RuntimeError(
+            f"Another worker of the MultiWorkerMirroredStrategy failed or stopped "
+            f"responding ({type(err).__name__}); the last complete stage of '{out_dir}' is "
+            f"{completed}. Run the same command on every worker again to resume after it."
+        ) from err
+
+
+def _resumed(out_dir, run, run_config, scope, writes=True):
     """``(completed stage, model, history)`` of the run so far; ``(-1, None, empty)`` for
-    a new run, whose run.json is written now (so that a run killed before its first
-    checkpoint is still a run directory)."""
+    a new run, whose run.json is written now by the process that ``writes`` (so that a
+    run killed before its first checkpoint is still a run directory)."""
     if run is None:
-        write_run(out_dir, run_config, -1)
+        if writes:
+            write_run(out_dir, run_config, -1)
     elif run["completed"] >= 0:
         return (run["completed"], *load_stage(out_dir, run["completed"], scope))
     return -1, None, {"stages": [], "fit": []}
