@@ -7,6 +7,20 @@ Training, eigen estimation and splitting run under tf.distribute.MirroredStrateg
 (all visible GPUs). Rerunning the same command resumes after the last complete
 stage. ``--cpu-devices N`` splits the CPU into N logical devices (for testing
 the distributed path without GPUs).
+
+Across machines, ``--strategy multi_worker`` runs under
+tf.distribute.MultiWorkerMirroredStrategy: start the same command on every host,
+each with its own ``TF_CONFIG`` (the cluster's ``host:port`` list and this host's
+index), and an ``--out`` folder that every host can read (a shared file system or
+``gs://``); the chief (worker 0) alone writes it. ``--batch-size`` is the global
+batch, split over every replica of every worker. A worker that dies stops the
+others within ``--collective-timeout`` seconds (sooner when its heartbeats stop);
+the same command on every host resumes after the last complete stage.
+
+    TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]},
+                "task": {"type": "worker", "index": 0}}' \
+    python examples/imagenet_mbv2.py --strategy multi_worker --data-dir gs://b/imagenet \
+        --out gs://b/runs/mbv2
 """
 
 import argparse
@@ -42,6 +56,11 @@ def parse_args(argv, default_width=0.3, model="mobilenet_v2"):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cpu-devices", type=int, default=0,
                         help="split the CPU into this many logical devices (testing)")
+    parser.add_argument("--strategy", default="mirrored", choices=("mirrored", "multi_worker"),
+                        help="one host (MirroredStrategy) or several (MultiWorkerMirrored"
+                             "Strategy, reading TF_CONFIG)")
+    parser.add_argument("--collective-timeout", type=float, default=600.0,
+                        help="multi_worker: seconds a collective waits for the other workers")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return parser.parse_args(argv)
 
@@ -50,7 +69,15 @@ def main(argv=None, model="mobilenet_v2", default_width=0.3):
     args = parse_args(argv, default_width, model)
     import tensorflow as tf
 
-    if args.cpu_devices:
+    if args.strategy == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise SystemExit("--strategy multi_worker reads the cluster from TF_CONFIG, "
+                             "which is not set.")
+        # Created before any other TensorFlow call, as the strategy requires.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=args.collective_timeout))
+    elif args.cpu_devices:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices)

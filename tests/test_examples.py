@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from tests.zoo import write_tiny_cifar
+from tests.zoo import free_ports, write_tiny_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +69,35 @@ def test_fast_eigenpairs_split_across_replicas_match_exact():
     assert result["rel"] <= 0.02 and result["cos"] >= 0.99, result
     assert result["n_selected"] > 0
     assert "Mirrored" in result["mirrored"] or "Distributed" in result["mirrored"], result
+
+
+@pytest.mark.slow
+def test_imagenet_mbv2_with_two_workers(tmp_path):
+    """``--strategy multi_worker``: two local workers grow one run (the chief writes it)."""
+    data_dir, out = tmp_path / "imagenet", tmp_path / "run"
+    data_dir.mkdir()
+    _write_imagenet_shards(str(data_dir))
+    ports = free_ports(2)
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="-1", TF_CONFIG=json.dumps(
+            {"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+             "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "examples", "imagenet_mbv2.py"),
+             "--strategy", "multi_worker", "--collective-timeout", "120",
+             "--data-dir", str(data_dir), "--out", str(out), "--stages", "1",
+             "--epochs-per-stage", "1", "--batch-size", "16", "--image-size", "32",
+             "--num-classes", "10", "--width", "0.35", "--eigen-batches", "2",
+             "--train-examples", "64", "--verbose", "0"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, text in zip(procs, outputs):
+        assert p.returncode == 0, text[-4000:]
+        assert "replicas: 2" in text
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["stage"] for r in rows] == [0, 1]
+    assert rows[0]["macs"] < rows[1]["macs"]
 
 
 def test_cifar10_example_on_a_tiny_folder(tmp_path):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,18 +9,7 @@ import keras
 import numpy as np
 
 import keras_split  # noqa: F401 - registers GrowingModel for load_model
-from tests.zoo import ROOT, job_env
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+from tests.zoo import ROOT, free_ports, job_env
 
 
 def _launch(out, mode, index=None, ports=None, job="tests.multi_worker_job", extra=()):
@@ -67,7 +55,7 @@ def test_two_workers_grow_as_one_process_would(tmp_path):
     multi, single = tmp_path / "multi", tmp_path / "single"
     multi.mkdir()
     single.mkdir()
-    ports = _free_ports(2)
+    ports = free_ports(2)
     _wait([_launch(multi, "multi", i, ports) for i in range(2)] + [_launch(single, "single")])
     (w0, weights0), (w1, weights1) = _read(multi, "worker0"), _read(multi, "worker1")
     one, weights = _read(single, "single")
@@ -110,7 +98,7 @@ def test_a_dead_worker_fails_the_other_clearly_and_the_run_resumes(tmp_path):
     multi.mkdir()
     single.mkdir()
     job = "tests.multi_worker_schedule_job"
-    ports = _free_ports(2)
+    ports = free_ports(2)
     procs = [_launch(multi, "multi", i, ports, job, extra=("1",)) for i in range(2)]
     chief, dead = _outputs(procs, timeout=300)
     # Worker 1 died in stage 1; the chief stops with an error that says what to do.
@@ -122,7 +110,7 @@ def test_a_dead_worker_fails_the_other_clearly_and_the_run_resumes(tmp_path):
         assert json.load(f)["completed"] == 0
     # The same command on both workers resumes after stage 0 and ends as one
     # uninterrupted process does.
-    ports = _free_ports(2)
+    ports = free_ports(2)
     _wait([_launch(multi, "multi", i, ports, job) for i in range(2)]
           + [_launch(single, "single", job=job)])
     with open(multi / "run" / "run.json") as f:

@@ -6,6 +6,7 @@ Shared by the digits demo, the growth recipe and the command line.
 import contextlib
 import os
 
+from keras_split.growing import distributed
 from keras_split.growing.checkpoint import load_stage_model, write_json_atomic
 
 # ``(row key, header, width, format)`` of the columns of :func:`format_table`.
@@ -31,17 +32,21 @@ def evaluate_stages(out_dir, stages, measure, scope=None):
             ``tf.distribute`` strategy's ``scope``); default: none.
 
     Returns:
-        The rows, one per stage; also written to ``out_dir/results.json``.
+        The rows, one per stage; also written to ``out_dir/results.json`` (by the
+        chief alone under a multi-worker strategy, whose workers all measure).
 
     Example:
         >>> evaluate_stages("runs/demo", 3, lambda k, m: {"stage": k})
     """
     rows = []
+    chief = True
     for stage in range(stages + 1):
         with (scope or contextlib.nullcontext)():
             model = load_stage_model(os.path.join(out_dir, f"stage_{stage}", "model.keras"))
+            chief = distributed.is_chief()
         rows.append(measure(stage, model))
-    write_json(os.path.join(out_dir, "results.json"), rows)
+    if chief:   # across workers, every one measures; the chief writes
+        write_json(os.path.join(out_dir, "results.json"), rows)
     return rows
 
 

@@ -35,7 +35,8 @@ def is_chief(strategy=None):
         >>> if is_chief(model.distribute_strategy):
         ...     model.save("grown.keras")
     """
-    task = _task(strategy or tf.distribute.get_strategy())
+    strategy = strategy or tf.distribute.get_strategy()
+    task = _task(strategy)
     if task is None:
         return True
     kind, index = task
@@ -125,3 +126,15 @@ def check_method(method, strategy=None):
             f"method={method!r} builds every splitting matrix on one device and cannot "
             f"combine the workers' data under MultiWorkerMirroredStrategy; use one of "
             f"{MULTI_WORKER_METHODS}. Received: method={method!r}")
+
+
+def barrier(strategy=None):
+    """Waits until every worker of a multi-worker strategy has reached this call (for
+    instance until the chief has written what the others read next); nothing elsewhere.
+
+    Example:
+        >>> if is_chief(strategy):
+        ...     save_stage(out_dir, stage, model, history)
+        >>> barrier(strategy)
+    """
+    worker_mean(0.0, strategy)

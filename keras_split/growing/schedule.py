@@ -163,6 +163,8 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
                           dict(epochs=epochs[stage], verbose=verbose, **fit_kwargs), max_macs)
         if writes:
             _checkpoint(out_dir, stage, model, history, run_config, resumes)
+        # The other workers go on once the stage is on disk (they may read it next).
+        distributed.barrier(strategy)
     return (model if model is not None else _built(build_model, strategy.scope)), history
 
 
