@@ -278,3 +278,29 @@ def digits_protocols(results):
     head = ["protocol", "`eigen_tol`", "MACs", "grown in place", "width 18, from scratch",
             "found architecture, retrained"]
     return rows_to_markdown(head, out, right=range(1, 6))
+
+
+# --- across workers ------------------------------------------------------------------
+
+def multi_worker_table(result):
+    """One row per configuration of ``benchmarks/multi_worker.py``'s result: seconds per
+    training step and per growth stage (the slowest process), and both against one
+    process."""
+    runs = result["runs"]
+    base = runs.get("single")
+    rows = []
+    for name, records in runs.items():
+        step = max(r["step_seconds"] for r in records)
+        grow = max(r["grow_seconds"] for r in records)
+        same = len({(r["n_selected"], r["macs_after"]) for r in records}) == 1
+        rows.append([name, len(records), f"{step:.3f}", f"{grow:.2f}",
+                     f"{step / max(r['step_seconds'] for r in base):.2f}" if base else "",
+                     f"{grow / max(r['grow_seconds'] for r in base):.2f}" if base else "",
+                     "yes" if same else "no"])
+    return rows_to_markdown(["run", "processes", "s / training step", "s / growth stage",
+                             "step vs one process", "stage vs one process",
+                             "same choice in every process"], rows, right=(1, 2, 3, 4, 5))
+
+
+def multi_worker(results):
+    return multi_worker_table(load(results, "multi_worker.json"))

@@ -44,6 +44,7 @@ TABLES = {
     "digits_demo": src.digits_demo,
     "digits_stages": src.digits_stages,
     "digits_protocols": src.digits_protocols,
+    "multi_worker": src.multi_worker,
 }
 
 BLOCK = re.compile(r"^(<!-- table:([\w-]+) -->\n)(.*?)^(<!-- /table:\2 -->)", re.S | re.M)

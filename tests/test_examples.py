@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo import free_ports, write_tiny_cifar
+from keras_split.growing.distributed import local_cluster
+from tests.zoo import write_tiny_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,12 +78,9 @@ def test_imagenet_mbv2_with_two_workers(tmp_path):
     data_dir, out = tmp_path / "imagenet", tmp_path / "run"
     data_dir.mkdir()
     _write_imagenet_shards(str(data_dir))
-    ports = free_ports(2)
     procs = []
-    for index in range(2):
-        env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="-1", TF_CONFIG=json.dumps(
-            {"cluster": {"worker": [f"localhost:{p}" for p in ports]},
-             "task": {"type": "worker", "index": index}}))
+    for config in local_cluster(2):
+        env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="-1", TF_CONFIG=config)
         procs.append(subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "examples", "imagenet_mbv2.py"),
              "--strategy", "multi_worker", "--collective-timeout", "120",

@@ -4,7 +4,6 @@ subprocess with the comparison of their run directories."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -348,14 +347,3 @@ def grouped_conv(act="swish"):
 
 TOPOLOGIES["grouped_conv"] = grouped_conv
 
-
-def free_ports(n):
-    """``n`` TCP ports free on localhost now (for the workers of a local cluster)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()

@@ -85,17 +85,33 @@ class SvProducts:
         sums = {k: v * tf.cast(n, v.dtype) for k, v in svs.items()}
         return sums, tf.cast(loss, tf.float64) * tf.cast(n, tf.float64), n
 
+    def _sv_packed(self, x, y, sw, names):
+        """:meth:`_sv_sum` of one replica as one float64 vector: the sums of ``names`` in
+        order, flattened, then the loss sum and the count."""
+        sums, loss_sum, n = self._sv_sum(x, y, sw)
+        parts = [tf.reshape(tf.cast(sums[k], tf.float64), [-1]) for k in names]
+        return tf.concat(parts + [tf.reshape(loss_sum, [1]),
+                                  tf.reshape(tf.cast(n, tf.float64), [1])], axis=0)
+
     def _sv_global(self, x, y, sw):
         """``S v`` of every active layer and the loss on a (possibly distributed) batch,
         and its size."""
         if self.strategy is None:
             sums, loss_sum, n = self._sv_sum(x, y, sw)
         else:
-            per_sums, per_loss, per_n = self.strategy.run(self._sv_sum, args=(x, y, sw))
-            total = tf.distribute.ReduceOp.SUM
-            sums = {k: self.strategy.reduce(total, v, axis=None) for k, v in per_sums.items()}
-            loss_sum = self.strategy.reduce(total, per_loss, axis=None)
-            n = self.strategy.reduce(total, per_n, axis=None)
+            # One all-reduce per batch: every layer's sums, the loss and the count packed
+            # into one float64 vector (across workers each collective has its latency).
+            names = list(self.active)
+            packed = self.strategy.run(self._sv_packed, args=(x, y, sw, names))
+            total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, packed, axis=None)
+            sums, start = {}, 0
+            for k in names:
+                shape = self.vectors[k].shape
+                size = int(np.prod(shape))
+                sums[k] = tf.cast(tf.reshape(total[start:start + size], shape),
+                                  self.vectors[k].dtype)
+                start += size
+            loss_sum, n = total[start], tf.cast(tf.round(total[start + 1]), tf.int32)
         means = {k: v / tf.cast(n, v.dtype) for k, v in sums.items()}
         return means, loss_sum / tf.cast(n, tf.float64), n
 

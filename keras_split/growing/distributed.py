@@ -7,6 +7,9 @@ saved models are written by the chief alone (the worker of task ``chief``, or
 worker 0 when the cluster has no chief), as Keras' own callbacks do not arrange.
 """
 
+import json
+import socket
+
 import numpy as np
 import tensorflow as tf
 
@@ -138,3 +141,34 @@ def barrier(strategy=None):
         >>> barrier(strategy)
     """
     worker_mean(0.0, strategy)
+
+
+def local_cluster(workers):
+    """``TF_CONFIG`` values for ``workers`` processes on this machine, one per worker, on
+    ports free now: a cluster for trying a multi-worker run (or testing one) on one host.
+
+    Args:
+        workers: the number of workers (>= 1).
+
+    Returns:
+        A list of JSON strings; give the ``i``-th to worker ``i`` as ``TF_CONFIG``.
+
+    Raises:
+        ValueError: for a bad ``workers``.
+
+    Example:
+        >>> env = dict(os.environ, TF_CONFIG=local_cluster(2)[0])
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer. Received: workers={workers!r}")
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        ports = [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            for i in range(workers)]
