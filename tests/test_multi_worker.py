@@ -13,13 +13,14 @@ from keras_split.growing.distributed import local_cluster
 from tests.zoo import ROOT, job_env
 
 
-def _launch(out, mode, index=None, cluster=None, job="tests.multi_worker_job", extra=()):
+def _launch(out, mode, run, index=None, cluster=None, extra=()):
     env = job_env()
     env["CUDA_VISIBLE_DEVICES"] = "-1"
     env.pop("TF_CONFIG", None)
     if mode == "multi":
         env["TF_CONFIG"] = cluster[index]
-    return subprocess.Popen([sys.executable, "-m", job, str(out), mode, *extra],
+    return subprocess.Popen([sys.executable, "-m", "tests.multi_worker_job", str(out), mode,
+                             run, *extra],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -55,7 +56,8 @@ def test_two_workers_grow_as_one_process_would(tmp_path):
     multi.mkdir()
     single.mkdir()
     cluster = local_cluster(2)
-    _wait([_launch(multi, "multi", i, cluster) for i in range(2)] + [_launch(single, "single")])
+    _wait([_launch(multi, "multi", "fit", i, cluster) for i in range(2)]
+          + [_launch(single, "single", "fit")])
     (w0, weights0), (w1, weights1) = _read(multi, "worker0"), _read(multi, "worker1")
     one, weights = _read(single, "single")
     assert (w0["multi_worker"], w1["multi_worker"], one["multi_worker"]) == (True, True, False)
@@ -96,9 +98,8 @@ def test_a_dead_worker_fails_the_other_clearly_and_the_run_resumes(tmp_path):
     multi, single = tmp_path / "multi", tmp_path / "single"
     multi.mkdir()
     single.mkdir()
-    job = "tests.multi_worker_schedule_job"
     cluster = local_cluster(2)
-    procs = [_launch(multi, "multi", i, cluster, job, extra=("1",)) for i in range(2)]
+    procs = [_launch(multi, "multi", "schedule", i, cluster, extra=("1",)) for i in range(2)]
     chief, dead = _outputs(procs, timeout=300)
     # Worker 1 died in stage 1; the chief stops with an error that says what to do.
     assert procs[1].returncode == 3, dead[-2000:]
@@ -110,8 +111,8 @@ def test_a_dead_worker_fails_the_other_clearly_and_the_run_resumes(tmp_path):
     # The same command on both workers resumes after stage 0 and ends as one
     # uninterrupted process does.
     cluster = local_cluster(2)
-    _wait([_launch(multi, "multi", i, cluster, job) for i in range(2)]
-          + [_launch(single, "single", job=job)])
+    _wait([_launch(multi, "multi", "schedule", i, cluster) for i in range(2)]
+          + [_launch(single, "single", "schedule")])
     with open(multi / "run" / "run.json") as f:
         assert json.load(f)["completed"] == 2
     w0, w1, one = (np.load(p) for p in (multi / "worker0.npz", multi / "worker1.npz",

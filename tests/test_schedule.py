@@ -92,6 +92,14 @@ def test_growth_callback_places_its_stages_from_the_fit_epochs(caplog):
                               batch_size=16)
     model.fit(x, y, epochs=4, batch_size=16, callbacks=[fixed], verbose=0)
     assert fixed.stage_epochs == [2]
+    # Given epochs: exactly those, none at or after the last (with a warning).
+    model = resume_job.build()
+    given = ks.GrowthCallback((x, y), grow_after=[1, 3, 5], growth_ratio=0.2, eigen_epochs=1,
+                              batch_size=16)
+    with caplog.at_level("WARNING", logger="keras_split.growing.growth_callback"):
+        hist = model.fit(x, y, epochs=5, batch_size=16, callbacks=[given], verbose=0)
+    assert given.stage_epochs == [1, 3] and "no stage after epoch 5 of 5" in caplog.text
+    assert hist.history["growth_stages"] == [1.0, 1.0, 2.0, 2.0, 2.0]
 
 
 def test_growth_callback_checks_grow_arguments_when_built():
@@ -100,7 +108,10 @@ def test_growth_callback_checks_grow_arguments_when_built():
                             ({"growth_ratio": -1}, "growth_ratio"),
                             ({"split_rule": "triple"}, "Received: split_rule='triple'"),
                             ({"epochs": 3}, r"Unknown growth settings \['epochs'\]"),
-                            ({"max_stages": -1}, "Received: max_stages=-1")):
+                            ({"max_stages": -1}, "Received: max_stages=-1"),
+                            ({"grow_after": [3, 2]}, r"Received: grow_after=\[3, 2\]"),
+                            ({"grow_after": [0]}, r"Received: grow_after=\[0\]"),
+                            ({"grow_after": [2], "every_n_epochs": 2}, "not both")):
         with pytest.raises(ValueError, match=pattern):
             ks.GrowthCallback(data, **kwargs)
 

@@ -74,6 +74,9 @@ class GrowthCallback(keras.callbacks.Callback):
             stage's ratio is reduced so as not to pass it. None: no limit.
         max_stages: at most this many stages (None: 3 with the default
             placement, unlimited with ``every_n_epochs``).
+        grow_after: instead of the default placement or ``every_n_epochs``:
+            grow after exactly these (1-based) epochs, an increasing list
+            (those at or after the fit's last epoch are dropped with a warning).
         **grow_kwargs: passed to ``GrowingModel.grow``: ``settings`` (a
             GrowthSettings) and settings by name (``growth_ratio``, ``cost``,
             ``method``, ``split_rule``...); checked here, not at epoch N.
@@ -92,13 +95,25 @@ class GrowthCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, data, every_n_epochs=None, max_macs=None, max_stages=None,
-                 **grow_kwargs):
+                 grow_after=None, **grow_kwargs):
         super().__init__()
         if every_n_epochs is not None and (isinstance(every_n_epochs, bool)
                                            or not isinstance(every_n_epochs, int)
                                            or every_n_epochs < 1):
             raise ValueError("every_n_epochs must be None or a positive integer. "
                              f"Received: every_n_epochs={every_n_epochs!r}")
+        if grow_after is not None:
+            if every_n_epochs is not None:
+                raise ValueError("Pass every_n_epochs or grow_after, not both. Received: "
+                                 f"every_n_epochs={every_n_epochs!r}, "
+                                 f"grow_after={grow_after!r}")
+            if (not isinstance(grow_after, (list, tuple)) or not grow_after
+                    or any(isinstance(e, bool) or not isinstance(e, int) or e < 1
+                           for e in grow_after)
+                    or list(grow_after) != sorted(set(grow_after))):
+                raise ValueError("grow_after must be a non-empty increasing list of "
+                                 "positive epoch numbers (1-based). "
+                                 f"Received: grow_after={grow_after!r}")
         validate_max_macs(max_macs)
         if max_stages is not None and (isinstance(max_stages, bool)
                                        or not isinstance(max_stages, int) or max_stages < 0):
@@ -113,6 +128,7 @@ class GrowthCallback(keras.callbacks.Callback):
             **{k: v for k, v in grow_kwargs.items() if k not in per_call})
         self.data = data
         self.every_n_epochs = every_n_epochs
+        self.grow_after = None if grow_after is None else list(grow_after)
         self.max_macs = max_macs
         self.max_stages = max_stages
         self.grow_kwargs = dict(grow_kwargs)
@@ -144,7 +160,12 @@ class GrowthCallback(keras.callbacks.Callback):
             prepare_log_dir(self.grow_kwargs["log_dir"])
         check_budgets(self.model.channel_graph, self._settings.budget_models)
         epochs = (self.params or {}).get("epochs")
-        if self.every_n_epochs is None:
+        if self.grow_after is not None:
+            self._planned = {e for e in self.grow_after if epochs is None or e < epochs}
+            if len(self._planned) < len(self.grow_after):
+                logger.warning("GrowthCallback: no stage after epoch %s of %s (the new units "
+                               "would not train).", max(self.grow_after), epochs)
+        elif self.every_n_epochs is None:
             stages = DEFAULT_STAGES if self.max_stages is None else self.max_stages
             self._planned = set(default_stage_epochs(epochs or 0, stages))
             if not self._planned:
@@ -156,7 +177,7 @@ class GrowthCallback(keras.callbacks.Callback):
         done = epoch + 1
         if self.max_stages is not None and len(self.stages) >= self.max_stages:
             return False
-        if self.every_n_epochs is None:
+        if self.every_n_epochs is None:   # the default placement or grow_after
             return done in (self._planned or ())
         if done % self.every_n_epochs:
             return False
