@@ -16,6 +16,7 @@ Run by ``tests/test_multi_worker.py``.
 """
 
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -73,7 +74,7 @@ class KillWorker1(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         KillWorker1.epochs += 1
         if KILL and task == "worker1" and KillWorker1.epochs == 2:
-            os._exit(3)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def schedule():

@@ -6,7 +6,7 @@ import pytest
 
 import keras_split as ks
 from keras_split.growing import growth_settings
-from keras_split.select import budget, costs
+from keras_split.select import budget, costs, reach
 from tests import zoo
 
 L = keras.layers
@@ -208,15 +208,15 @@ def test_within_reach_keeps_the_chosen_and_those_their_residuals_could_make_comp
     assert [sel.groups[i] for i in sel.chosen] == [sel.groups[0]]   # d1's unit 0, 4 per 10
     # Half of 0.4 per MAC: d1's unit 1 (0.3), d2's unit 0 (0.25) and d1's unit 3, whose
     # residual could take it from -0.1 to -2.1 (0.21); not d2's unit 2 (-0.65: 0.08).
-    reach = budget.within_reach(graph, eig, sel)
-    assert {n: m.tolist() for n, m in reach.items()} == {
+    marked = reach.within_reach(graph, eig, sel)
+    assert {n: m.tolist() for n, m in marked.items()} == {
         "d1": [True, True, False, True, False], "d2": [True, False, False, False]}
     # A smaller residual (at most -1.0: 0.1 per MAC) leaves d1's unit 3 out of reach.
-    reach = budget.within_reach(graph, _mlp_estimates(residual=0.9), sel)
-    assert reach["d1"].tolist() == [True, True, False, False, False]
+    marked = reach.within_reach(graph, _mlp_estimates(residual=0.9), sel)
+    assert marked["d1"].tolist() == [True, True, False, False, False]
     # A margin of 0.22 (0.088 per MAC): unit 3 (0.1) back in, d2's unit 2 (0.081) still out.
-    reach = budget.within_reach(graph, _mlp_estimates(residual=0.9), sel, margin=0.22)
-    assert reach["d1"].tolist() == [True, True, False, True, False]
-    assert reach["d2"].tolist() == [True, False, False, False]
+    marked = reach.within_reach(graph, _mlp_estimates(residual=0.9), sel, margin=0.22)
+    assert marked["d1"].tolist() == [True, True, False, True, False]
+    assert marked["d2"].tolist() == [True, False, False, False]
     # Nothing chosen: every unit may matter.
-    assert budget.within_reach(graph, eig, budget.select_groups(graph, eig, 0.05)) is None
+    assert reach.within_reach(graph, eig, budget.select_groups(graph, eig, 0.05)) is None

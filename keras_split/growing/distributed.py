@@ -172,3 +172,24 @@ def local_cluster(workers):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
             for i in range(workers)]
+
+
+class MultiWorkerSteps:
+    """Keras trainer hooks that let a model fit and evaluate across the workers of a
+    ``MultiWorkerMirroredStrategy`` (mixed into :class:`keras_split.GrowingModel`):
+    its step logs are shaped for the reduction across workers and it builds on one
+    replica's part of the first batch (see :func:`keras_split.compat.multi_worker_logs`
+    and :func:`keras_split.compat.symbolic_build`). Elsewhere they change nothing.
+
+    Example:
+        >>> class MyModel(MultiWorkerSteps, keras.Model): ...
+    """
+
+    def train_step(self, data):
+        return compat.multi_worker_logs(self.distribute_strategy, super().train_step(data))
+
+    def test_step(self, data):
+        return compat.multi_worker_logs(self.distribute_strategy, super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        compat.symbolic_build(self, iterator=iterator, data_batch=data_batch)

@@ -24,7 +24,7 @@ from keras_split.surgery.split_rule import SplitRule
 logger = logging.getLogger(__name__)
 
 @keras.saving.register_keras_serializable(package="keras_split")
-class GrowingModel(keras.Model):
+class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
     """A Keras model that grows by splitting steepest descent.
 
     It behaves as the wrapped model for ``compile``, ``fit``, ``evaluate``,
@@ -73,24 +73,12 @@ class GrowingModel(keras.Model):
 
     def train_step(self, data):
         """``keras.Model.train_step``; the gradients of entries that a split with
-        ``SplitRule.catch_up > 1`` created are scaled (see :mod:`keras_split.surgery.catch_up`),
-        and under ``MultiWorkerMirroredStrategy`` the logs are shaped for the reduction
-        across workers (see :func:`keras_split.compat.multi_worker_logs`)."""
+        ``SplitRule.catch_up > 1`` created are scaled (see :mod:`keras_split.surgery.catch_up`)."""
         if not self._catch_up.active or getattr(self, "optimizer", None) is None:
-            logs = super().train_step(data)
-        else:
-            transform = self._catch_up.transform(self.optimizer.iterations)
-            with compat.gradient_transform(self.optimizer, transform):
-                logs = super().train_step(data)
-        return compat.multi_worker_logs(self.distribute_strategy, logs)
-
-    def test_step(self, data):
-        """``keras.Model.test_step``, its logs shaped for a multi-worker reduction."""
-        return compat.multi_worker_logs(self.distribute_strategy, super().test_step(data))
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # The trainer's build before the first step, across workers too.
-        compat.symbolic_build(self, iterator=iterator, data_batch=data_batch)
+            return super().train_step(data)
+        transform = self._catch_up.transform(self.optimizer.iterations)
+        with compat.gradient_transform(self.optimizer, transform):
+            return super().train_step(data)
 
     @property
     def catch_up(self):
@@ -131,11 +119,8 @@ class GrowingModel(keras.Model):
         return super().fit(*args, **kwargs)
 
     def get_layer(self, name=None, index=None):
-        """A layer of the wrapped network (``fc``, ``conv1``...), as users expect.
-
-        Raises:
-            ValueError: for a name or index the network does not have.
-        """
+        """A layer of the wrapped network (``fc``, ``conv1``...), as users expect
+        (ValueError for a name or index the network does not have)."""
         return self.network.get_layer(name=name, index=index)
 
     def strip(self):
@@ -207,11 +192,10 @@ class GrowingModel(keras.Model):
 
         BatchNormalization is frozen (inference statistics) and dropout is off.
         Under a ``tf.distribute`` strategy with several replicas, the lobpcg and
-        fast methods split every batch across them (across the workers of a
-        ``MultiWorkerMirroredStrategy`` too: the products are all-reduced, so
-        every worker gets the same eigenpairs); exact runs on one device and is
-        refused across workers. A warning names the neurons whose estimate is
-        still off by 25 %.
+        fast methods split every batch across them (all-reduced across the
+        workers of a ``MultiWorkerMirroredStrategy`` too); exact runs on one
+        device, refused across workers. A warning names the neurons whose
+        estimate is still off by 25 %.
 
         Args:
             data: a batched ``tf.data.Dataset`` of ``(x, y)`` or an ``(x, y)``
@@ -223,11 +207,9 @@ class GrowingModel(keras.Model):
                 eigenvalues are measured (default: ``data``).
             max_bytes: exact method: the cap on its memory (4 GiB; see exact.splitting_matrices).
             verbose: 0 silent, 1 progress bar.
-            reach: lobpcg method: ``(pairs, loss) -> {layer: bool[units]}`` or None,
-                the neurons that matter given the current estimates (``{layer:
-                Eigenpairs}`` with residuals) and mean loss; the iterations stop
-                once those have converged (``grow`` passes the units its knapsack
-                could pick). None: every neuron above the noise level.
+            reach: lobpcg: ``(pairs, loss) -> {layer: bool[units]}``, the neurons
+                whose convergence stops the iterations (``grow``: those its
+                knapsack could pick); None: every neuron above the noise level.
 
         Returns:
             ``{layer_name: Eigenpairs}``, a LayerEigenpairs whose ``loss`` is the
@@ -316,12 +298,8 @@ class GrowingModel(keras.Model):
         """
         network, var_edits = candidate.network, candidate.var_edits
         new_graph = ChannelGraph(network, surrogate=self.surrogate)
-        summary = {}
-        for name in self._graph.producers:
-            before = self._graph.units(name)
-            after = new_graph.units(name)
-            if after != before:
-                summary[name] = (before, after)
+        summary = {n: (self._graph.units(n), new_graph.units(n)) for n in self._graph.producers
+                   if new_graph.units(n) != self._graph.units(n)}
         self._replace_network(network, new_graph, var_edits, rule)
         logger.info("Split: %s", summary)
         return summary

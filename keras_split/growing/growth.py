@@ -26,8 +26,8 @@ from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerR
                                                TwinRecord)
 from keras_split.growing.twins import twin_statistics
 from keras_split.select import costs as cost_lib
-from keras_split.select.budget import (NOISE_RTOL, check_max_widths, select_groups,
-                                       within_reach, without_noise)
+from keras_split.select.budget import NOISE_RTOL, check_max_widths, select_groups, without_noise
+from keras_split.select.reach import within_reach
 from keras_split.select.limits import check_budgets
 from keras_split.select.flops import count_flops
 from keras_split.select.selection import Selection
@@ -198,7 +198,7 @@ def knapsack_reach(graph, settings):
     """The stage's ``reach`` for the eigen estimate: ``(pairs, loss) -> {layer: bool[units]}``,
     the units the stage's knapsack (its LP relaxation) could pick given the current
     estimates (see
-    :func:`~keras_split.select.budget.within_reach`), or None when it picks nothing.
+    :func:`~keras_split.select.reach.within_reach`), or None when it picks nothing.
 
     Args:
         graph: the model's ChannelGraph.

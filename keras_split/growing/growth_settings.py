@@ -20,7 +20,7 @@ DEFAULT_SPLIT_RULE = "fresh"
 # LOBPCG stops once every candidate neuron's residual ||S v - lambda v|| is at most this
 # fraction of its |lambda| (the neurons that may reach below 10 % of their layer's most
 # negative eigenvalue, lobpcg.RELATIVE_FLOOR, above the selection's noise level, and in a
-# stage within reach of its knapsack, select.budget.within_reach):
+# stage within reach of its knapsack, select.reach.within_reach):
 # the eigenvalue is then within about tol**2 |lambda| of the matrix's, far inside the
 # 5 % that the tests ask of every such candidate against the exact matrices.
 EIGEN_TOL = 0.1

@@ -109,17 +109,14 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
             of them (``[4, 4, 4, 12]``: grow early, the final width longest).
         growth_ratio, seed: passed to ``grow``; stage K uses ``seed + K``.
         grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable), of ``fit``.
-        config: JSON-serialisable settings that identify the run (data path,
-            model name...); a restart with other settings is refused.
+        config: JSON-serialisable settings of the run; a restart with others is refused.
         deterministic: TensorFlow op determinism (for the whole process): seeded,
             ordered data make runs and resumptions bit-identical on one machine.
         verbose: passed to ``fit`` and ``grow``.
-        grow_data: the batches for eigen estimation (a dataset or ``stage ->
-            dataset``); default: the training data of the stage.
-        strategy: a ``tf.distribute.Strategy`` to build, load, train and split under.
-            Under ``MultiWorkerMirroredStrategy`` every worker runs the same call
-            with the same ``out_dir`` (a folder every worker can read); the chief
-            alone writes it.
+        grow_data: the batches for eigen estimation (a dataset or ``stage -> dataset``;
+            default: the stage's training data).
+        strategy: a ``tf.distribute.Strategy`` to build, load, train and split under
+            (across workers, each runs the same call; the chief alone writes ``out_dir``).
         max_macs: a MACs cap: the stage that reaches it grows only that far, later
             ones not at all (no ``history["stages"]`` record). None: no cap.
 
@@ -130,9 +127,8 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
         ValueError: for a bad argument, a directory that is not a run directory,
             a corrupt checkpoint, or a run started with another configuration;
             nothing in ``out_dir`` is overwritten then.
-        RuntimeError: across workers, when another worker died or stopped
-            responding (its heartbeats or the strategy's ``timeout_seconds``); the
-            message names the last complete stage, from which a rerun resumes.
+        RuntimeError: across workers, when another one died or stopped responding;
+            the message names the last complete stage, from which a rerun resumes.
 
     Example:
         >>> model, history = grow_schedule(make_seed, train_ds, "runs/a", stages=3)
@@ -146,25 +142,16 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy or tf.distribute.get_strategy()
-    # Across workers the chief alone writes the run directory; every worker reads it.
-    writes = distributed.is_chief(strategy)
-    if writes:
-        os.makedirs(out_dir, exist_ok=True)
-    completed, model, history = _resumed(out_dir, run, run_config, strategy.scope, writes)
+    completed, model, history = _resumed(out_dir, run, run_config, strategy)
     for stage in range(completed + 1, stages + 1):
         keras.utils.set_random_seed(seed + stage)
         model = model if model is not None else _built(build_model, strategy.scope)
-        # A limit the network exceeds already is refused before the stage trains.
-        check_budgets(model.channel_graph, resolve_budgets(grow_kwargs.get("budgets")))
         with _lost_workers(strategy, out_dir, stage - 1):
             _grow_and_fit(model, stage, history, (train_data, grow_data),
                           dict(growth_ratio=growth_ratio, seed=seed + stage, verbose=verbose,
                                **grow_kwargs),
                           dict(epochs=epochs[stage], verbose=verbose, **fit_kwargs), max_macs)
-        if writes:
-            _checkpoint(out_dir, stage, model, history, run_config, resumes)
-        # The other workers go on once the stage is on disk (they may read it next).
-        distributed.barrier(strategy)
+        _checkpoint(out_dir, stage, model, history, run_config, resumes, strategy)
     return (model if model is not None else _built(build_model, strategy.scope)), history
 
 
@@ -190,29 +177,37 @@ def _lost_workers(strategy, out_dir, completed):
         ) from err
 
 
-def _resumed(out_dir, run, run_config, scope, writes=True):
+def _resumed(out_dir, run, run_config, strategy):
     """``(completed stage, model, history)`` of the run so far; ``(-1, None, empty)`` for
-    a new run, whose run.json is written now by the process that ``writes`` (so that a
-    run killed before its first checkpoint is still a run directory)."""
-    if run is None:
-        if writes:
+    a new run, whose run.json is written now (so that a run killed before its first
+    checkpoint is still a run directory). Across workers the chief alone writes the
+    run directory; every worker reads it."""
+    if distributed.is_chief(strategy):
+        os.makedirs(out_dir, exist_ok=True)
+        if run is None:
             write_run(out_dir, run_config, -1)
-    elif run["completed"] >= 0:
-        return (run["completed"], *load_stage(out_dir, run["completed"], scope))
+    if run is not None and run["completed"] >= 0:
+        return (run["completed"], *load_stage(out_dir, run["completed"], strategy.scope))
     return -1, None, {"stages": [], "fit": []}
 
 
-def _checkpoint(out_dir, stage, model, history, run_config, resumes):
-    """Saves stage ``stage`` and then run.json, which names it the last completed one."""
-    save_stage(out_dir, stage, model, history)
-    write_run(out_dir, run_config, stage, resumes)
-    logger.info("Stage %d of '%s' saved", stage, out_dir)
+def _checkpoint(out_dir, stage, model, history, run_config, resumes, strategy):
+    """Saves stage ``stage`` and then run.json, which names it the last completed one (the
+    chief alone across workers; the others go on once it is on disk, as they may read it
+    next)."""
+    if distributed.is_chief(strategy):
+        save_stage(out_dir, stage, model, history)
+        write_run(out_dir, run_config, stage, resumes)
+        logger.info("Stage %d of '%s' saved", stage, out_dir)
+    distributed.barrier(strategy)
 
 
 def _grow_and_fit(model, stage, history, data, grow_kwargs, fit_kwargs, max_macs=None):
     """Stage ``stage``: grow (after the seed's stage 0, up to ``max_macs``), then fit;
     both are recorded in ``history``. ``data`` is ``(train_data, grow_data)`` as
     :func:`grow_schedule` got them."""
+    # A limit the network exceeds already is refused before the stage trains.
+    check_budgets(model.channel_graph, resolve_budgets(grow_kwargs.get("budgets")))
     train_data, grow_data = data
     train = train_data(stage) if callable(train_data) else train_data
     ratio = None

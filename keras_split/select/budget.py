@@ -18,14 +18,12 @@ logger = logging.getLogger(__name__)
 # At most this many knapsack solves per selection: each one lowers the budget by how far
 # the last solve's selection overshot the exact cost or MACs bound.
 MAX_BUDGET_ROUNDS = 50
-# A group is within reach of a selection when its most favourable value per cost is at
-# least this fraction of the least valuable chosen group's (see within_reach).
-REACH_MARGIN = 0.5
 
 
 def _costs(graph, groups, model):
     """Per-group costs, the network total, and the exact-total function, in one unit."""
-    return (model.group_costs(graph, groups), model.network_cost(graph),
+    return (np.asarray(model.group_costs(graph, groups), dtype=np.float64),
+            model.network_cost(graph),
             lambda chosen: model.widened_cost(graph, [groups[i] for i in chosen]))
 
 
@@ -184,8 +182,7 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
         chosen.extend(_share_the_rest(graph, groups, masked, group_cost, chosen,
                                       (total, budget, exact_total), growth_ratio, options))
     chosen = np.array(sorted(chosen), dtype=np.int64)
-    return Selection(groups, values, np.asarray(group_cost, dtype=np.float64), chosen,
-                     float(budget), solver_used)
+    return Selection(groups, values, group_cost, chosen, float(budget), solver_used)
 
 
 def group_values(graph, groups, eigenpairs, value="lambda"):
@@ -208,55 +205,6 @@ def group_values(graph, groups, eigenpairs, value="lambda"):
         sum(eigenpairs[n].values[u] * weights[n][u] for n, u in graph.group_members(g))
         for g in groups
     ], dtype=np.float64)
-
-
-def within_reach(graph, eigenpairs, selection, value="lambda", margin=REACH_MARGIN):
-    """The units that the knapsack could pick once their eigenvalues are known exactly.
-
-    ``eigenpairs`` are estimates with residuals ``r``: some eigenvalue of each
-    neuron lies within ``r`` of its estimate, and an iterative estimate of the
-    smallest one only falls as it converges, so ``lambda - r`` is a unit's most
-    favourable value. A coupled group is within reach when ``selection`` (the
-    knapsack on the estimates) chose it, or when its most favourable value per
-    unit of cost is at least ``margin`` times that of the least valuable group
-    chosen. The others would need their value to grow by more than ``1 / margin``
-    to compete, further than their residuals allow.
-
-    Args:
-        graph: the model's ChannelGraph.
-        eigenpairs: ``{layer: Eigenpairs}`` with residuals (None counts as 0).
-        selection: the :class:`Selection` made with these eigenpairs.
-        value: how a group is valued, as in :func:`group_values`.
-        margin: in ``(0, 1]``; smaller keeps more groups within reach.
-
-    Returns:
-        ``{layer: bool[units]}``, or None when nothing was chosen (every unit may
-        then matter).
-
-    Example:
-        >>> selection = select_groups(graph, eig, 0.5, value="relative")
-        >>> within_reach(graph, eig, selection, "relative")["conv1"]
-        array([ True, False,  True])
-    """
-    if not len(selection.chosen):
-        return None
-    costs = np.asarray(selection.costs, dtype=np.float64)
-    free = costs <= 0
-    safe = np.where(free, 1.0, costs)
-    least = float(np.min(np.where(free, np.inf, -selection.values / safe)[selection.chosen]))
-    favourable = {n: dataclasses.replace(
-        e, values=e.values - (0.0 if e.residuals is None else e.residuals))
-        for n, e in eigenpairs.items()}
-    best = -group_values(graph, selection.groups, favourable, value)
-    reach = free | (best / safe >= margin * least) if np.isfinite(least) else free | (best > 0)
-    reach[selection.chosen] = True
-    masks = {n: np.zeros(graph.units(n), dtype=bool) for n in eigenpairs}
-    for g, group in enumerate(selection.groups):
-        if reach[g]:
-            for name, unit in graph.group_members(group):
-                if name in masks:
-                    masks[name][unit] = True
-    return masks
 
 
 def _knapsack_options(graph, groups, solver, max_units, max_widths, max_growth, round_to):
