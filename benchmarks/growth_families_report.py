@@ -138,8 +138,9 @@ def markdown(rows):
             + " | stage, epochs of 15k (mean / max) | Jaccard |")
     lines = [head, "|---|---" + "|---:" * (head.count("|") - 3) + "|"]
     for r in rows:
-        fmt = "{:+.4f} ± {:.4f} (n={})" if r.get("paired") else "{:.4f} ± {:.4f} (n={})"
-        cells = " | ".join(fmt.format(*r[k]) for k in keys)
+        sign = "+" if r.get("paired") else ""
+        cells = " | ".join(f"{r[k][0]:{sign}.4f}" + (f" ± {r[k][1]:.4f}" if r[k][2] > 1 else "")
+                           + f" (n={r[k][2]})" for k in keys)
         macs = f"{r['macs']:,.0f}" if "macs" in r else ""
         ratio = r.get("mac_epochs_vs_scratch")
         cost = r.get("stage_epochs_15k")
