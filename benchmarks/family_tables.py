@@ -205,3 +205,30 @@ def families_frontier(results):
             "width multiplier's MACs at that accuracy"]
     return rows_to_markdown(head, out, right=range(2, 6))
 
+
+
+def families_reach(results):
+    """Per family, the default stage's LOBPCG passes and cost (in epochs of 15 000 images)
+    when the estimate waits for every candidate (``growth_families.json``'s energy runs) and
+    when it waits only for the units the knapsack could pick (``probe_reach.json``), and
+    whether the runs' accuracies are the same."""
+    old = load(results, "growth_families.json")
+    new = load(results, "probe_reach.json")
+    out = []
+    for family, by in _by_family(new["runs"]).items():
+        mine = by.get("energy", {})
+        before = {r["seed"]: r for r in old["runs"]
+                  if r["family"] == family and r["method"] == "energy" and r["seed"] in mine}
+        cells = [family, str(len(mine))]
+        for runs in (list(before.values()), list(mine.values())):
+            passes = [st["passes"] for r in runs for st in r["stages"]]
+            cost = report.stage_costs(runs, new["settings"]["train_examples"])
+            cells += [f"{np.mean(passes):.2f}", f"{np.mean(cost):.2f} / {np.max(cost):.2f}"]
+        same = all(before[s][k] == mine[s][k] for s in mine for k in ("val", "test"))
+        cells.append("yes" if same else "no")
+        out.append(cells)
+    head = ["family", "seeds", "passes, every candidate",
+            "stage cost, every candidate (mean / max)",
+            "passes, within reach", "stage cost, within reach (mean / max)",
+            "same accuracies"]
+    return rows_to_markdown(head, out, right=range(1, 6))

@@ -31,6 +31,7 @@ TABLES = {
     "families_budgets": fam.families_budgets,
     "families_screening": fam.families_screening,
     "families_frontier": fam.families_frontier,
+    "families_reach": fam.families_reach,
     "mbv1_45k": lambda results: fam.families(results, "growth_mbv1_45k.json"),
     "mbv1_45k_checks": lambda results: fam.families_checks(results, "growth_mbv1_45k.json"),
     "splitting_cost": src.splitting_cost,
