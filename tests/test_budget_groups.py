@@ -72,8 +72,49 @@ def test_one_budget_favours_the_cheap_layer_a_budget_per_resolution_grows_both_a
     assert labels == {"hi": (16, 16), "lo": (4, 4)}
     with pytest.raises(ValueError, match="missing \\['lo'\\]"):
         budget.budget_labels(graph, {"hi": 0})
-    with pytest.raises(ValueError, match="Received: budget_groups='depth'"):
+    with pytest.raises(ValueError, match="'layer' or a dict .*Received: budget_groups='depth'"):
         ks.GrowthSettings(budget_groups="depth")
+
+
+def _three_layers():
+    """Two layers of 8 channels at 16x16 ("a" with 3 inputs, "b" with 8), then 8 at 4x4."""
+    x = keras.Input((16, 16, 3))
+    h = L.Conv2D(8, 3, padding="same", activation="swish", name="a")(x)
+    h = L.Conv2D(8, 3, padding="same", activation="swish", name="b")(h)
+    h = L.Conv2D(8, 3, strides=4, padding="same", activation="swish", name="lo")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    return ks.GrowingModel(keras.Model(x, L.Dense(4, name="out")(h)))
+
+
+def test_a_budget_per_layer_grows_every_layer_by_its_share():
+    model = _three_layers()
+    graph, eig = model.channel_graph, _all_negative(model)
+    assert budget.budget_labels(graph, "layer") == {"a": "a", "b": "b", "lo": "lo"}
+    # "b" is worth nothing to one budget per resolution: "a" (cheaper per unit, and
+    # worth as much) takes what the 16x16 budget buys.
+    eig["b"] = ks.Eigenpairs(eig["b"].values * 1e-3, eig["b"].vectors)
+    sel = budget.select_groups(graph, eig, 0.5, budget_groups="resolution")
+    assert _chosen_per_layer(graph, sel.groups, sel.chosen)["b"] == 0
+    # A budget per layer and nothing shared: every layer grows by about half its width
+    # whatever its eigenvalues, each within half of its own share of the summed costs
+    # (a unit of "a" costs its filter and one more input channel of "b": 25 344 MACs).
+    sel = budget.select_groups(graph, eig, 0.5, budget_groups="layer", group_share=1.0)
+    per_layer = _chosen_per_layer(graph, sel.groups, sel.chosen)
+    assert per_layer == {"a": 2, "b": 2, "lo": 2}
+    group_cost = costs.group_costs(graph, sel.groups, "flops")
+    total = costs.network_cost(graph, "flops")
+    for name in ("a", "b", "lo"):
+        mine = np.array([graph.group_members(g)[0][0] == name for g in sel.groups])
+        spent = group_cost[[i for i in sel.chosen if mine[i]]].sum()
+        assert spent <= 0.5 * total * group_cost[mine].sum() / group_cost.sum() + 1e-6
+    # Half kept per layer: a quarter of each layer's share buys one unit of each ("b"
+    # keeps this floor); the shared half goes to the valuable units, first the cheap "lo"
+    # (all 8 of them), then one more "a" within the exact cost.
+    sel = budget.select_groups(graph, eig, 0.5, budget_groups="layer", group_share=0.5)
+    assert _chosen_per_layer(graph, sel.groups, sel.chosen) == {"a": 2, "b": 1, "lo": 8}
+    sel = budget.select_groups(graph, eig, 0.5, budget_groups="layer", group_share=0.0)
+    assert _chosen_per_layer(graph, sel.groups, sel.chosen)["b"] == 0
+    assert ks.GrowthSettings(budget_groups="layer").budget_groups == "layer"
 
 
 def test_max_growth_caps_every_layer_per_stage():

@@ -147,8 +147,8 @@ class GrowthSettings:
         round_to: ``milp``: grown layers end at a multiple of this width.
         budget_groups: ``"resolution"`` (the default: one budget per output
             resolution, each ``growth_ratio`` times its own layers' cost, as the
-            seed papers' code), None (one budget for the network) or
-            ``{layer: label}``.
+            seed papers' code), None (one budget for the network), ``"layer"``
+            (one per splittable layer) or ``{layer: label}``.
         group_share: with several budget groups, the fraction (0 to 1) of its
             own budget that each group keeps; the rest of the network's budget
             goes to the best remaining candidates of any group (1: separate
@@ -210,8 +210,8 @@ class GrowthSettings:
         validate_eigen_args(self.method, self.eigen_epochs, self.eigen_tol, self.seed)
         if not (self.budget_groups in budget_lib.BUDGET_GROUPS
                 or isinstance(self.budget_groups, dict)):
-            raise ValueError("budget_groups must be None, 'resolution' or a dict {layer: "
-                             f"label}}. Received: budget_groups={self.budget_groups!r}")
+            raise ValueError("budget_groups must be None, 'resolution', 'layer' or a dict "
+                             f"{{layer: label}}. Received: budget_groups={self.budget_groups!r}")
         if not (_is_number(self.group_share) and 0.0 <= self.group_share <= 1.0):
             raise ValueError("group_share must be a number from 0 to 1. "
                              f"Received: group_share={self.group_share!r}")

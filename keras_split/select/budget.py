@@ -77,7 +77,7 @@ def _caps(names, widths, max_units, max_widths):
     return None if np.all(np.isinf(caps)) else caps
 
 
-BUDGET_GROUPS = (None, "resolution")
+BUDGET_GROUPS = (None, "resolution", "layer")
 # What a coupled group is worth to the knapsack: the sum of its members' eigenvalues
 # ("lambda"), or of each eigenvalue times the squared norm of the unit's incoming weights
 # ("relative": the loss change of a split step measured relative to the unit's own weights,
@@ -93,7 +93,10 @@ def budget_labels(graph, budget_groups):
         budget_groups: None (one budget), ``"resolution"`` (one budget per
             output resolution: the seed papers' code splits MobileNet into its
             high- and low-resolution layers, each growing by the ratio of its own
-            cost) or a dict ``{layer: label}`` naming every splittable layer.
+            cost), ``"layer"`` (one budget per splittable layer: with a
+            ``group_share`` below 1, every layer grows by at least that share of the
+            ratio, a floor of the width multiplier's growth) or a dict
+            ``{layer: label}`` naming every splittable layer.
 
     Raises:
         ValueError: for another value, or a dict that misses or adds layers.
@@ -104,13 +107,16 @@ def budget_labels(graph, budget_groups):
     if budget_groups == "resolution":
         return {n: tuple(int(d) for d in graph.producers[n].outputs[0].shape[1:-1])
                 for n in names}
+    if budget_groups == "layer":
+        return {n: n for n in names}
     if isinstance(budget_groups, dict):
         if set(budget_groups) != set(names):
             raise ValueError("budget_groups must name every splittable layer once: missing "
                              f"{sorted(set(names) - set(budget_groups))}, unknown "
                              f"{sorted(set(budget_groups) - set(names))}.")
         return dict(budget_groups)
-    raise ValueError("budget_groups must be None, 'resolution' or a dict {layer: label}. "
+    raise ValueError("budget_groups must be None, 'resolution', 'layer' or a dict "
+                     "{layer: label}. "
                      f"Received: budget_groups={budget_groups!r}")
 
 
