@@ -13,17 +13,17 @@ width (the width multiplier they are compared with):
   defaults; ``--rule`` and ``--grow`` replace settings, for choosing them);
 * ``energy-network`` / ``energy-resolution``: the same with one budget for the network
   (``budget_groups=None``) / with one budget per output resolution and nothing shared
-  (``group_share=1.0``), instead of the default half of each resolution's budget kept
+  (``group_share=1.0``), instead of the default half of each layer's budget kept
   apart, both with eigenvalues alone as values (``value="lambda"``, the ablations);
-* ``energy-lambda``: the defaults but eigenvalues alone as values (``value="lambda"``
-  instead of ``"relative"``);
+* ``energy-resolution-half`` / ``energy-lambda``: half of each output resolution's budget
+  kept apart, with relative values / with eigenvalues alone (``value="lambda"``);
 * ``uniform``: every layer widened in place by the same factor per stage, to the target
   width's layer widths, at the same epochs and with the same split rule (the control
   that isolates the in-place recipe from the selection);
 * ``random``: random groups under the same MACs budget, same epochs and rule;
-* ``retrained``, ``retrained-network``, ``retrained-resolution``, ``retrained-lambda``:
-  the architecture ``energy``, ``energy-network``, ``energy-resolution``,
-  ``energy-lambda`` found, freshly initialised, trained from scratch;
+* ``retrained``, ``retrained-network``, ``retrained-resolution``,
+  ``retrained-resolution-half``, ``retrained-lambda``: the architecture the matching
+  ``energy*`` run found, freshly initialised, trained from scratch;
 * ``scratch``: the target width from scratch; ``width-<w>``: other uniform widths from
   scratch (the width multiplier's curve, ``--curve``).
 
@@ -113,12 +113,15 @@ def _stage_row(stage):
             "stability": stability.to_dict() if stability is not None else None}
 
 
-# The selection ablations' settings (the default: half of each resolution's budget kept
-# apart, relative values).
+# The selection ablations' settings, each complete (the default: half of each layer's
+# budget kept apart, relative values).
 ABLATIONS = {"energy-network": {"budget_groups": None, "group_share": 1.0, "value": "lambda"},
              "energy-resolution": {"budget_groups": "resolution", "group_share": 1.0,
                                    "value": "lambda"},
-             "energy-lambda": {"value": "lambda"}}
+             "energy-resolution-half": {"budget_groups": "resolution", "group_share": 0.5,
+                                        "value": "relative"},
+             "energy-lambda": {"budget_groups": "resolution", "group_share": 0.5,
+                               "value": "lambda"}}
 
 
 def run(family, method, args, seed, train_xy, sets, found=None, width=None):

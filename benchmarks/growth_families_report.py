@@ -11,13 +11,16 @@ import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-GROWING = ("energy", "energy-network", "energy-resolution", "energy-lambda", "uniform", "random")
-METHODS = ("energy", "energy-network", "energy-resolution", "energy-lambda", "uniform", "random",
-           "retrained", "retrained-network", "retrained-resolution", "retrained-lambda",
-           "scratch")
+GROWING = ("energy", "energy-network", "energy-resolution", "energy-resolution-half",
+           "energy-lambda", "uniform", "random")
+METHODS = ("energy", "energy-network", "energy-resolution", "energy-resolution-half",
+           "energy-lambda", "uniform", "random", "retrained", "retrained-network",
+           "retrained-resolution", "retrained-resolution-half", "retrained-lambda", "scratch")
 # The growing run whose found architecture each retrained run trains from scratch.
 RETRAINS = {"retrained": "energy", "retrained-network": "energy-network",
-            "retrained-resolution": "energy-resolution", "retrained-lambda": "energy-lambda"}
+            "retrained-resolution": "energy-resolution",
+            "retrained-resolution-half": "energy-resolution-half",
+            "retrained-lambda": "energy-lambda"}
 
 
 def _stats(values):
@@ -77,6 +80,10 @@ def table(runs, train_examples=10_000):
                  "network_budget_found_vs_scratch": ("retrained-network", "scratch"),
                  "resolution_budgets_in_place_vs_uniform": ("energy-resolution", "uniform"),
                  "resolution_budgets_found_vs_scratch": ("retrained-resolution", "scratch"),
+                 "half_per_resolution_in_place_vs_uniform": ("energy-resolution-half",
+                                                             "uniform"),
+                 "half_per_resolution_found_vs_scratch": ("retrained-resolution-half",
+                                                          "scratch"),
                  "lambda_values_in_place_vs_uniform": ("energy-lambda", "uniform"),
                  "lambda_values_found_vs_scratch": ("retrained-lambda", "scratch")}
         for label, (a, b) in pairs.items():

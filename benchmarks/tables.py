@@ -32,6 +32,7 @@ TABLES = {
     "families_screening": fam.families_screening,
     "families_frontier": fam.families_frontier,
     "families_reach": fam.families_reach,
+    "eigen_exact": fam.eigen_exact,
     "mbv1_45k": lambda results: fam.families(results, "growth_mbv1_45k.json"),
     "mbv1_45k_checks": lambda results: fam.families_checks(results, "growth_mbv1_45k.json"),
     "splitting_cost": src.splitting_cost,
