@@ -18,7 +18,7 @@ import sys
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 NOTE = ("the README's main job with its defaults: 3 seeds, growth after epochs 2, 4, 6 of "
         "60 up to the MACs of width 18, GrowthCallback/grow defaults (split rule 'fresh', "
-        "half of each output resolution's budget kept apart and half shared, relative "
+        "half of each layer's budget kept apart and half shared, relative "
         "values, LOBPCG); "
         "test_accuracy_bn re-estimates BatchNorm statistics on the training images")
 
