@@ -208,7 +208,6 @@ def families_frontier(results):
     return rows_to_markdown(head, out, right=range(2, 6))
 
 
-
 def families_reach(results):
     """Per family, the default stage's LOBPCG passes and cost (in epochs of 15 000 images)
     when the estimate waits for every candidate (``growth_families.json``'s energy runs) and

@@ -210,10 +210,7 @@ class GrowthSettings:
                              self.threshold)
         self.cost_model   # raises ValueError for anything that is not a cost
         validate_eigen_args(self.method, self.eigen_epochs, self.eigen_tol, self.seed)
-        if not (self.budget_groups in budget_lib.BUDGET_GROUPS
-                or isinstance(self.budget_groups, dict)):
-            raise ValueError("budget_groups must be None, 'resolution', 'layer' or a dict "
-                             f"{{layer: label}}. Received: budget_groups={self.budget_groups!r}")
+        budget_lib.check_budget_groups(self.budget_groups)
         if not (_is_number(self.group_share) and 0.0 <= self.group_share <= 1.0):
             raise ValueError("group_share must be a number from 0 to 1. "
                              f"Received: group_share={self.group_share!r}")

@@ -93,14 +93,13 @@ def budget_labels(graph, budget_groups):
         budget_groups: None (one budget), ``"resolution"`` (one budget per
             output resolution: the seed papers' code splits MobileNet into its
             high- and low-resolution layers, each growing by the ratio of its own
-            cost), ``"layer"`` (one budget per splittable layer: with a
-            ``group_share`` below 1, every layer grows by at least that share of the
-            ratio, a floor of the width multiplier's growth) or a dict
+            cost), ``"layer"`` (one budget per splittable layer) or a dict
             ``{layer: label}`` naming every splittable layer.
 
     Raises:
         ValueError: for another value, or a dict that misses or adds layers.
     """
+    check_budget_groups(budget_groups)
     names = list(graph.splittable_layers)
     if budget_groups is None:
         return {n: 0 for n in names}
@@ -115,9 +114,16 @@ def budget_labels(graph, budget_groups):
                              f"{sorted(set(names) - set(budget_groups))}, unknown "
                              f"{sorted(set(budget_groups) - set(names))}.")
         return dict(budget_groups)
-    raise ValueError("budget_groups must be None, 'resolution', 'layer' or a dict "
-                     "{layer: label}. "
-                     f"Received: budget_groups={budget_groups!r}")
+
+
+def check_budget_groups(budget_groups):
+    """Raises ValueError unless ``budget_groups`` is one of ``BUDGET_GROUPS`` or a dict.
+
+    Example: ``check_budget_groups("layer")`` returns None.
+    """
+    if not (isinstance(budget_groups, dict) or budget_groups in BUDGET_GROUPS):
+        raise ValueError("budget_groups must be None, 'resolution', 'layer' or a dict "
+                         f"{{layer: label}}. Received: budget_groups={budget_groups!r}")
 
 
 def growth_caps(graph, max_growth):
