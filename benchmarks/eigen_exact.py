@@ -43,7 +43,7 @@ import keras_split as ks  # noqa: E402
 from keras_split.estimate import lobpcg  # noqa: E402
 from keras_split.growing import estimation_data, growth, growth_settings  # noqa: E402
 from keras_split.growing.guard import mean_loss  # noqa: E402
-from keras_split.select.budget import layer_noise_floor, without_noise  # noqa: E402
+from keras_split.select.noise import layer_noise_floor, without_noise  # noqa: E402
 from keras_split.select.reach import within_reach  # noqa: E402
 
 from cifar10_common import (RESULTS, command_line, compile_model, load, machine,  # noqa: E402

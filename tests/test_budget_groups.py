@@ -6,7 +6,7 @@ import pytest
 
 import keras_split as ks
 from keras_split.growing import growth_settings
-from keras_split.select import budget, costs, reach
+from keras_split.select import budget, costs, noise, reach
 from tests import zoo
 
 L = keras.layers
@@ -117,6 +117,35 @@ def test_a_budget_per_layer_grows_every_layer_by_its_share():
     assert ks.GrowthSettings(budget_groups="layer").budget_groups == "layer"
 
 
+def test_a_filled_budget_widens_a_layer_without_negative_eigenvalues():
+    model = _three_layers()
+    graph, eig = model.channel_graph, _all_negative(model)
+    # "b" has no negative eigenvalue: its units' values from 0.1 (unit 1), 0.2 (unit 4) up.
+    eig["b"] = ks.Eigenpairs(np.array([0.5, 0.1, 0.3, 0.9, 0.2, 0.7, 0.4, 0.6]),
+                             eig["b"].vectors)
+
+    def b_units(sel):
+        return [u for i in sel.chosen for n, u in graph.group_members(sel.groups[i])
+                if n == "b"]
+
+    for share, grown in ((0.5, {"a": 2, "b": 1, "lo": 8}), (1.0, {"a": 2, "b": 2, "lo": 2})):
+        plain = budget.select_groups(graph, eig, 0.5, budget_groups="layer", group_share=share)
+        assert b_units(plain) == []
+        sel = budget.select_groups(graph, eig, 0.5, budget_groups="layer", group_share=share,
+                                   fill=True)
+        # The counts that "b" with negative eigenvalues would get, its least valuable first.
+        assert _chosen_per_layer(graph, sel.groups, sel.chosen) == grown
+        assert b_units(sel) == [1, 4][:grown["b"]]
+        # A filled unit sets no bar: the other units of "b" stay out of the estimate's reach.
+        assert reach.within_reach(graph, eig, sel)["b"].tolist() == [
+            u in b_units(sel) for u in range(8)]
+    # One budget for the network: nothing kept apart, nothing filled.
+    sel = budget.select_groups(graph, eig, 0.5, budget_groups=None, fill=True)
+    assert b_units(sel) == []
+    with pytest.raises(ValueError, match="Received: fill_budgets='yes'"):
+        ks.GrowthSettings(fill_budgets="yes")
+
+
 def test_max_growth_caps_every_layer_per_stage():
     model = _two_resolutions()
     graph, eig = model.channel_graph, _all_negative(model)
@@ -157,7 +186,7 @@ def test_every_stage_records_the_selections_stability():
     chosen = []
     for values in ("values", "fit_values"):
         pairs = {n: ks.Eigenpairs(getattr(e, values), e.vectors) for n, e in eig.items()}
-        pairs = budget.without_noise(model.channel_graph, pairs, eig.loss)[0]
+        pairs = noise.without_noise(model.channel_graph, pairs, eig.loss)[0]
         chosen.append(set(budget.select_groups(
             model.channel_graph, pairs, 0.3, budget_groups=growth_settings.DEFAULT_BUDGET_GROUPS,
             group_share=growth_settings.DEFAULT_GROUP_SHARE).chosen
@@ -206,7 +235,7 @@ def test_relative_values_are_unchanged_when_a_unit_is_rescaled_ahead_of_batchnor
         return {graph.group_members(g)[0]: v for g, v in zip(sel.groups, sel.values)}
 
     lam_before, rel_before = group_values(before, "lambda"), group_values(before, "relative")
-    norms = budget.unit_sq_norms(graph, "c2")
+    norms = noise.unit_sq_norms(graph, "c2")
     assert rel_before[("c2", 2)] == pytest.approx(before["c2"].values[2] * norms[2], rel=1e-12)
     # Unit 0 of c1 three times larger, its frozen BatchNorm statistics rescaled with it:
     # the network computes the same function.

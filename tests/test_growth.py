@@ -195,7 +195,7 @@ def test_same_seed_same_decisions_and_tensorboard(tmp_path, trained_weights):
 
 
 def test_noise_level_eigenvalues_are_not_split(trained_weights):
-    from keras_split.select.budget import without_noise
+    from keras_split.select.noise import without_noise
 
     x, y = data()
     model = compiled()

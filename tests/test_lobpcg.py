@@ -14,7 +14,7 @@ from keras_split.estimate import lobpcg
 from keras_split.estimate.exact import splitting_matrices
 from keras_split.estimate.eigenpairs import eigen_passes
 from keras_split.growing import growth, growth_settings, guard
-from keras_split.select.budget import without_noise
+from keras_split.select.noise import without_noise
 from keras_split.select.reach import within_reach
 from tests import zoo
 

@@ -8,7 +8,7 @@ from keras_split.data import data_utils
 from keras_split.estimate import exact, lobpcg, rmsprop
 from keras_split.estimate.eigenpairs import warn_unconverged
 from keras_split.growing.compiled_loss import check_labels
-from keras_split.select.budget import layer_noise_floor
+from keras_split.select.noise import layer_noise_floor
 
 
 def run_method(model, method, data, eval_data, *, layers, batch_size, eigen_epochs,

@@ -26,7 +26,8 @@ from keras_split.growing.stage_records import (EigenSummary, GuardRecord, LayerR
                                                TwinRecord)
 from keras_split.growing.twins import twin_statistics
 from keras_split.select import costs as cost_lib
-from keras_split.select.budget import NOISE_RTOL, check_max_widths, select_groups, without_noise
+from keras_split.select.budget import check_max_widths, select_groups
+from keras_split.select.noise import NOISE_RTOL, without_noise
 from keras_split.select.reach import within_reach
 from keras_split.select.limits import check_budgets
 from keras_split.select.flops import count_flops
@@ -191,7 +192,7 @@ def stage_selection(graph, candidates, settings, solver=None):
         solver or settings.solver,
         settings.threshold, settings.max_units, settings.round_to, settings.max_widths,
         settings.budget_groups, settings.max_growth, float(settings.group_share),
-        settings.value, settings.budget_models)
+        settings.value, settings.budget_models, bool(settings.fill_budgets))
 
 
 def knapsack_reach(graph, settings):

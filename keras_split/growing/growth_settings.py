@@ -156,6 +156,10 @@ class GrowthSettings:
             goes to the best remaining candidates of any group (1: separate
             budgets only, as the seed papers' code; 0: as one budget; the
             default 0.5 keeps half of each).
+        fill_budgets: with several budget groups, a group whose candidates
+            (negative values) leave part of the budget it keeps spends the rest
+            on its other units, least valuable first, as a width multiplier
+            would widen it (False: that part goes to the shared budget).
         value: what a coupled group is worth to the knapsack: ``"relative"``
             (the default, chosen on a CIFAR-10 validation split: each eigenvalue
             times the squared norm of the unit's incoming weights, a split step
@@ -198,6 +202,7 @@ class GrowthSettings:
     round_to: int = None
     budget_groups: object = DEFAULT_BUDGET_GROUPS
     group_share: float = DEFAULT_GROUP_SHARE
+    fill_budgets: bool = False
     value: str = DEFAULT_VALUE
     max_growth: float = None
     batch_size: int = None
@@ -214,6 +219,9 @@ class GrowthSettings:
         if not (_is_number(self.group_share) and 0.0 <= self.group_share <= 1.0):
             raise ValueError("group_share must be a number from 0 to 1. "
                              f"Received: group_share={self.group_share!r}")
+        if not isinstance(self.fill_budgets, (bool, np.bool_)):
+            raise ValueError("fill_budgets must be True or False. "
+                             f"Received: fill_budgets={self.fill_budgets!r}")
         self.budget_models   # raises ValueError for a bad key or limit
         if self.value not in budget_lib.VALUES:
             raise ValueError(f"value must be one of {budget_lib.VALUES}. "

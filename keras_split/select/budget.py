@@ -1,16 +1,15 @@
 """Which coupled groups to split: candidates above noise, costs, the budgeted knapsack."""
 
-import dataclasses
 import logging
 import math
 
-import keras
 import numpy as np
 
 from keras_split.select import cost_library
 from keras_split.select import costs as cost_lib
 from keras_split.select import knapsack
 from keras_split.select.limits import limits_of
+from keras_split.select.noise import unit_sq_norms
 from keras_split.select.selection import Selection
 
 logger = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ def growth_caps(graph, max_growth):
 def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
                   threshold=0.0, max_units=None, round_to=None, max_widths=None,
                   budget_groups=None, max_growth=None, group_share=1.0, value="lambda",
-                  budgets=None):
+                  budgets=None, fill=False):
     """Chooses the coupled groups to split under ``growth_ratio`` times the network's cost.
 
     The knapsack is solved with per-group marginal costs. The exact cost of the
@@ -155,7 +154,10 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     ``group_share`` below 1 a budget group keeps that fraction of its budget and
     the rest of the network's goes to any candidate not chosen yet. Groups are
     worth :func:`group_values` (``threshold`` applies to it); ``budgets``,
-    ``[(CostModel, limit)]``, limit other totals after the stage.
+    ``[(CostModel, limit)]``, limit other totals after the stage. With ``fill`` a
+    budget group whose candidates leave part of its kept budget spends the rest on
+    its other units, the least valuable first (as a width multiplier would widen
+    it: those units are split although their value is not negative).
 
     Returns:
         A :class:`~keras_split.select.selection.Selection`; ``cost="uniform"``
@@ -187,9 +189,15 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
         # Separate budgets: this group's own cost, its layers' units each at its cost now.
         part_budget = (group_share * growth_ratio * _part_cost(group_cost, mine, total)
                        if separate else budget)
-        chosen.extend(_within_bounds(graph, groups, np.where(mine, masked, 0.0), group_cost,
-                                     (total, part_budget, exact_total), growth_ratio, options,
-                                     fixed=chosen))
+        new = list(_within_bounds(graph, groups, np.where(mine, masked, 0.0), group_cost,
+                                  (total, part_budget, exact_total), growth_ratio, options,
+                                  fixed=chosen))
+        if fill and separate:
+            new.extend(_fill(graph, groups, np.where(mine & (masked == 0), values, np.nan),
+                             group_cost, chosen + new,
+                             (total, part_budget - float(group_cost[new].sum()), exact_total),
+                             growth_ratio, options))
+        chosen.extend(new)
     if separate and group_share < 1.0:
         chosen.extend(_share_the_rest(graph, groups, masked, group_cost, chosen,
                                       (total, budget, exact_total), growth_ratio, options))
@@ -233,6 +241,16 @@ def _knapsack_options(graph, groups, solver, max_units, max_widths, max_growth, 
                 widths=widths)
 
 
+def _after(options, chosen):
+    """The knapsack's options once the groups ``chosen`` are split: every layer's cap
+    and width count their units."""
+    taken = options["layer_of"][:, chosen].sum(axis=1)
+    after = dict(options, widths=[w + int(t) for w, t in zip(options["widths"], taken)])
+    if options["max_units"] is not None:
+        after["max_units"] = np.maximum(options["max_units"] - taken, 0.0)
+    return after
+
+
 def _share_the_rest(graph, groups, masked, group_cost, chosen, budget_terms, growth_ratio,
                     options):
     """The shared pass: what the network's budget has left after the separate budgets'
@@ -244,12 +262,24 @@ def _share_the_rest(graph, groups, masked, group_cost, chosen, budget_terms, gro
         return []
     rest = masked.copy()
     rest[chosen] = 0.0
-    taken = options["layer_of"][:, chosen].sum(axis=1)
-    shared = dict(options, widths=[w + int(t) for w, t in zip(options["widths"], taken)])
-    if options["max_units"] is not None:
-        shared["max_units"] = np.maximum(options["max_units"] - taken, 0.0)
     return list(_within_bounds(graph, groups, rest, group_cost, (total, left, exact_total),
-                               growth_ratio, shared, fixed=chosen))
+                               growth_ratio, _after(options, chosen), fixed=chosen))
+
+
+def _fill(graph, groups, values, group_cost, chosen, budget_terms, growth_ratio, options):
+    """A budget group's remainder (``budget_terms``' budget) spent on its groups whose
+    ``values`` are not NaN, the least valuable first: each is given a stand-in worth
+    from 1 (the most valuable) to 2 (the least), solved like the candidates."""
+    total, left, exact_total = budget_terms
+    eligible = ~np.isnan(values)
+    eligible[chosen] = False
+    if left <= 0 or not eligible.any():
+        return []
+    low, high = np.min(values[eligible]), np.max(values[eligible])
+    worth = np.where(eligible, -1.0 - (high - np.where(eligible, values, high))
+                     / max(high - low, np.finfo(np.float64).tiny), 0.0)
+    return list(_within_bounds(graph, groups, worth, group_cost, (total, left, exact_total),
+                               growth_ratio, _after(options, chosen), fixed=chosen))
 
 
 def _part_cost(group_cost, mine, total):
@@ -320,80 +350,3 @@ def _log_nothing(masked, target, limits, rooms):
     logger.info("Nothing to split: %d candidates (lambda below the threshold), none fits the "
                 "budget %.4g%s.", int((masked < 0).sum()), target,
                 f" and the limits of {binding}" if binding else "")
-
-
-# A negative eigenvalue is noise when a step as large as the neuron's own incoming
-# weights would change the loss by less than this fraction of it:
-# |lambda| * ||theta||^2 / 2 < NOISE_RTOL * |loss| (float32 resolves ~6e-8 of a loss).
-NOISE_RTOL = 1e-6
-
-
-def noise_floor(kernel, loss, rtol=NOISE_RTOL):
-    """Per unit of a producer, the ``|lambda|`` below which a negative eigenvalue is noise.
-
-    Args:
-        kernel: the producer's kernel (``[..., units]``).
-        loss: the loss the changes are measured against.
-        rtol: the relative resolution.
-
-    Returns:
-        ``float64[units]``: ``2 * rtol * |loss| / ||theta_i||^2``.
-
-    Example:
-        >>> noise_floor(np.ones((2, 3)), loss=1.0).tolist()
-        [1e-06, 1e-06, 1e-06]
-    """
-    norms = _sq_norms(kernel)
-    floor = rtol * max(abs(float(loss)), np.finfo(np.float32).tiny)
-    return 2.0 * floor / np.maximum(norms, np.finfo(np.float64).tiny)
-
-
-def _sq_norms(kernel):
-    kernel = np.asarray(kernel, dtype=np.float64)
-    return np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
-
-
-def unit_sq_norms(graph, name):
-    """``||theta_i||^2`` of every unit of producer ``name`` (its kernel's columns):
-    ``float64[units]``.
-
-    Example:
-        >>> unit_sq_norms(model.channel_graph, "conv").shape
-        (8,)
-    """
-    return _sq_norms(keras.ops.convert_to_numpy(graph.kernel(name)))
-
-
-def layer_noise_floor(graph, name, loss, rtol=NOISE_RTOL):
-    """:func:`noise_floor` of producer ``name`` of ``graph``: ``float64[units]``."""
-    return noise_floor(keras.ops.convert_to_numpy(graph.kernel(name)), loss, rtol)
-
-
-def without_noise(graph, eigenpairs, loss, rtol=NOISE_RTOL):
-    """``(eigenpairs, count)``: ``eigenpairs`` with noise-level negative eigenvalues set to 0.
-
-    On an uncalibrated network (say every output 0.1) the splitting matrices are
-    rounding noise, and eigenvalues of -1e-21 would otherwise be split like real
-    ones. A neuron's eigenvalue counts when a step of the size of its own
-    incoming weights, ``||theta||``, predicts a loss change of at least ``rtol``
-    times the loss: ``|lambda| ||theta||^2 / 2 >= rtol |loss|``.
-
-    Args:
-        graph: the model's ChannelGraph.
-        eigenpairs: ``{layer: Eigenpairs}``.
-        loss: the loss the changes are measured against (the held-out loss).
-        rtol: the relative resolution.
-
-    Returns:
-        New ``{layer: Eigenpairs}`` (vectors and residuals shared) and the number
-        of neurons whose negative eigenvalue was set to 0.
-
-    Example:
-        >>> eig, n_noise = without_noise(model.channel_graph, eig, loss=2.3)
-    """
-    kept, count = {}, 0
-    for name, e in eigenpairs.items():
-        noise = (e.values < 0) & (np.abs(e.values) < layer_noise_floor(graph, name, loss, rtol))
-        count += int(noise.sum())
-        kept[name] = dataclasses.replace(e, values=np.where(noise, 0.0, e.values))
-    return kept, count

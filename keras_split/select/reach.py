@@ -44,7 +44,9 @@ def within_reach(graph, eigenpairs, selection, value="lambda", margin=REACH_MARG
     costs = np.asarray(selection.costs, dtype=np.float64)
     free = costs <= 0
     safe = np.where(free, 1.0, costs)
-    least = float(np.min(np.where(free, np.inf, -selection.values / safe)[selection.chosen]))
+    # Groups chosen although not negative (a budget's fill) set no bar to compete with.
+    paid = np.where(free | (selection.values >= 0), np.inf, -selection.values / safe)
+    least = float(np.min(paid[selection.chosen]))
     favourable = {n: dataclasses.replace(
         e, values=e.values - (0.0 if e.residuals is None else e.residuals))
         for n, e in eigenpairs.items()}
