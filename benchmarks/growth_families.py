@@ -183,6 +183,9 @@ def build_parser():
                         "runs, e.g. {\"budget_groups\": \"resolution\"}")
     parser.add_argument("--val-curve", action="store_true", help="record the validation "
                         "accuracy after every epoch of the runs from scratch")
+    parser.add_argument("--reuse", default=None, metavar="TAG", help="a retrained run whose "
+                        "architecture, seed and protocol equal a run of <TAG>.json is copied "
+                        "from it (runs are bit-identical on one host), marked reused_from")
     parser.add_argument("--tag", default="growth_families")
     parser.add_argument("--report", action="store_true", help="only print and plot <tag>.json")
     parser.add_argument("--screen", default=None, metavar="PREFIX",
@@ -240,6 +243,14 @@ def run_all(args, runs, train_xy, sets, save_now):
                 if method in done:
                     continue
                 source = RETRAINS.get(method)
+                reused = _reused(args, family, seed, method, found.get((family, seed, source)),
+                                 done.get(source))
+                if reused:
+                    runs.append(reused)
+                    print(f"{family:<12} seed {seed} {method:<17} reused from {args.reuse}",
+                          flush=True)
+                    save_now()
+                    continue
                 if source and (family, seed, source) not in found:
                     if source in done:
                         print(f"{family} seed {seed}: {method} needs the {source} run's "
@@ -255,6 +266,23 @@ def run_all(args, runs, train_xy, sets, save_now):
                       + "  ".join(f"{k} {r[k]:.4f}" for k in sets)
                       + f"  {r['seconds']:.0f} s", flush=True)
                 save_now()
+
+
+def _reused(args, family, seed, method, found, grown):
+    """The run of ``--reuse``'s file that trains the same architecture from scratch with
+    the same seed and protocol (None without one): a copy, marked ``reused_from``.
+    ``found``: the architecture, or None; ``grown``: the record of the growing run that
+    found it, or None."""
+    if not (args.reuse and method in RETRAINS and (found is not None or grown)):
+        return None
+    other = json.load(open(os.path.join(RESULTS, args.reuse + ".json")))
+    same = all(other["settings"].get(k) == getattr(args, k)
+               for k in SHARED if k not in ("rule", "grow"))
+    widths = layer_widths(found) if found is not None else grown["widths"]
+    for r in other["runs"] if same else []:
+        if (r["family"], r["seed"], r["method"], r["widths"]) == (family, seed, method, widths):
+            return dict(r, reused_from=args.reuse)
+    return None
 
 
 def save(path, args, argv, settings, runs, rows=None):
