@@ -85,17 +85,24 @@ def compare(graph, exact, eig, loss, settings):
             "jaccard": len(chosen & again) / max(1, len(chosen | again))}
 
 
-def run(family, seed, args, x, y):
+def trained_seed(family, seed, epochs, x, y):
+    """The family's seed network trained ``epochs`` epochs on ``(x, y)`` (a compiled
+    GrowingModel), and its first stage's estimation and held-out halves of 1 024 images."""
     fam = FAMILIES[family]
     keras.utils.set_random_seed(seed)
     model = ks.GrowingModel(fam.build(fam.seed_width))
-    data, steps = training_data(x, y, 128, args.epochs, seed)
+    data, steps = training_data(x, y, 128, epochs, seed)
     compile_model(model, argparse.Namespace(lr=0.05), steps * 16)
-    model.fit(data, epochs=args.epochs, steps_per_epoch=steps, verbose=0)
-    settings = ks.GrowthSettings(seed=seed)
-    graph = model.channel_graph
+    model.fit(data, epochs=epochs, steps_per_epoch=steps, verbose=0)
     est, held = estimation_data.split_holdout(tf.data.Dataset.from_tensor_slices(
         (normalised(x[:1024]), y[:1024])).batch(128))
+    return model, est, held
+
+
+def run(family, seed, args, x, y):
+    model, est, held = trained_seed(family, seed, args.epochs, x, y)
+    settings = ks.GrowthSettings(seed=seed)
+    graph = model.channel_graph
     t0 = time.perf_counter()
     exact = model.splitting_eigenpairs(est, method="exact")
     out = {"family": family, "seed": seed, "exact_seconds": time.perf_counter() - t0}

@@ -132,7 +132,7 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
     t0 = time.perf_counter()
     out = {"family": family, "method": method, "seed": seed}
     if method in GROWING:
-        model = ks.GrowingModel(fam.build(fam.seed_width))
+        model = ks.GrowingModel(fam.build(fam.seed_width), **json.loads(args.model or "{}"))
         cap = ks.count_flops(fam.build(fam.target_width))
         eig_data = (normalised(x[:args.eigen_examples]), y[:args.eigen_examples])
         kwargs = dict(max_macs=cap, seed=seed)
@@ -181,6 +181,8 @@ def build_parser():
                         "runs instead of grow()'s default")
     parser.add_argument("--grow", default=None, help="growth settings (JSON) of the growing "
                         "runs, e.g. {\"budget_groups\": \"resolution\"}")
+    parser.add_argument("--model", default=None, help="GrowingModel arguments (JSON) of the "
+                        "growing runs, e.g. '{\"surrogate_beta\": 1.0}'")
     parser.add_argument("--val-curve", action="store_true", help="record the validation "
                         "accuracy after every epoch of the runs from scratch")
     parser.add_argument("--reuse", default=None, metavar="TAG", help="a retrained run whose "
@@ -196,7 +198,7 @@ def build_parser():
 
 # The settings every run of one results file shares (a rerun with others is refused).
 SHARED = ("eval", "epochs", "train_examples", "val_examples", "eigen_examples",
-          "batch_size", "lr", "rule", "grow")
+          "batch_size", "lr", "rule", "grow", "model")
 
 
 def main(argv=None):
@@ -277,7 +279,7 @@ def _reused(args, family, seed, method, found, grown):
         return None
     other = json.load(open(os.path.join(RESULTS, args.reuse + ".json")))
     same = all(other["settings"].get(k) == getattr(args, k)
-               for k in SHARED if k not in ("rule", "grow"))
+               for k in SHARED if k not in ("rule", "grow", "model"))
     widths = layer_widths(found) if found is not None else grown["widths"]
     for r in other["runs"] if same else []:
         if (r["family"], r["seed"], r["method"], r["widths"]) == (family, seed, method, widths):

@@ -126,13 +126,15 @@ def screening(prefix, results=RESULTS):
         with open(os.path.join(results, name)) as f:
             result = json.load(f)
         rule, grow = result["settings"].get("rule"), result["settings"].get("grow")
+        grow = (grow or "default") + (f"; GrowingModel {result['settings']['model']}"
+                                      if result["settings"].get("model") else "")
         for r in sorted(result["runs"], key=lambda r: (r["family"], r["method"], r["seed"])):
             growing = r["method"] in GROWING
             passes = [st.get("passes") for st in r.get("stages", [])]
             lines.append(
                 f"| {r['family']} | {r['method']} | {r['seed']} | "
                 f"{result['settings']['epochs']} | {(rule or 'default') if growing else ''} | "
-                f"{(grow or 'default') if growing else ''} | {r['macs']:,} | {r['val']:.4f} | "
+                f"{grow if growing else ''} | {r['macs']:,} | {r['val']:.4f} | "
                 f"{passes if any(p is not None for p in passes) else ''} | {name} |")
     return "\n".join(lines)
 

@@ -182,6 +182,36 @@ def test_relu_surrogate_is_softplus_beta3():
     np.testing.assert_array_equal(act.second_derivative(tf.constant(z)).numpy(), 0.0)
 
 
+@pytest.mark.parametrize("beta", [1.0, 3.0, 10.0])
+def test_surrogate_beta_sets_the_softplus_sharpness_of_the_exact_matrices(float64, beta):
+    """A ReLU unit's matrix is sum_n dL/da_n * beta s_n (1 - s_n) x_n x_n^T, s_n =
+    sigmoid(beta z_n), computed here with numpy from the network's own tensors."""
+    model = ks.GrowingModel(zoo.mlp(act="relu"), surrogate_beta=beta)
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = zoo.data_for(model.network, n=16)
+    net = model.network
+    sub = keras.Model(net.inputs, [net.get_layer("d1").output, net.outputs[0]])
+    with tf.GradientTape() as tape:
+        a, out = sub(x, training=False)
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y, out))
+    g = tape.gradient(loss, a).numpy()
+    kernel, bias = (w.numpy() for w in net.get_layer("d1").weights)
+    s = 1 / (1 + np.exp(-beta * (x @ kernel + bias)))
+    want = np.einsum("ni,nj,nk->ijk", g * beta * s * (1 - s), x, x)
+    got = splitting_matrices(model.channel_graph, model.splitting_loss(), (x, y),
+                             batch_size=16)["d1"]
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+    config = model.get_config()
+    assert config["surrogate_beta"] == beta
+    assert ks.GrowingModel.from_config(config).channel_graph.surrogate_beta == beta
+
+
+@pytest.mark.parametrize("beta", [0, -1.0, float("nan"), float("inf"), "3", True])
+def test_surrogate_beta_refuses_what_is_not_a_positive_number(beta):
+    with pytest.raises(ValueError, match="Received: surrogate_beta="):
+        ks.GrowingModel(zoo.mlp(act="relu"), surrogate_beta=beta)
+
+
 @pytest.mark.parametrize("topology", ["mlp", "cnn_bn_swish", "separable", "conv1d",
                                       "separable_conv", "grouped_conv"])
 def test_fast_products_equal_the_exact_matrices_times_v(float64, topology):

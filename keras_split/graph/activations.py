@@ -15,9 +15,13 @@ given the activation that closes a neuron, what is ``sigma''(z)``?
   the splitting papers, ``surrogate="softplus"`` (the default of
   :class:`keras_split.GrowingModel`) replaces their ``sigma''`` by that of a
   smooth surrogate, ``softplus_beta(z) = log(1 + exp(beta * z)) / beta`` with
-  ``beta = 3``, whose second derivative is ``beta * s * (1 - s)`` with
-  ``s = sigmoid(beta * z)``. ``surrogate=None`` keeps the true (zero) value.
+  ``beta = 3`` by default (``surrogate_beta``: larger is closer to the ReLU's kink,
+  smaller spreads the weight over more pre-activations), whose second derivative is
+  ``beta * s * (1 - s)`` with ``s = sigmoid(beta * z)``. ``surrogate=None`` keeps the
+  true (zero) value.
 """
+
+import math
 
 import keras
 import tensorflow as tf
@@ -75,6 +79,30 @@ def validate_surrogate(surrogate):
             f"surrogate must be one of {SURROGATES}, got {surrogate!r}."
         )
     return surrogate
+
+
+def validate_surrogate_beta(beta):
+    """Checks a ``surrogate_beta`` argument (the softplus surrogate's sharpness).
+
+    Args:
+        beta: a positive, finite number.
+
+    Returns:
+        ``beta`` as a float.
+
+    Raises:
+        ValueError: for anything else.
+
+    Example:
+        >>> validate_surrogate_beta(3)
+        3.0
+    """
+    if (isinstance(beta, bool) or not isinstance(beta, (int, float))
+            or not math.isfinite(beta) or beta <= 0):
+        raise ValueError(
+            f"surrogate_beta must be a positive finite number. Received: surrogate_beta={beta!r}"
+        )
+    return float(beta)
 
 
 def softplus_surrogate_second_derivative(z, beta=SOFTPLUS_BETA):
@@ -158,6 +186,7 @@ class NeuronActivation:
         fn: the element-wise activation callable (None for the identity).
         name: its name, used to recognise the piecewise-linear family.
         surrogate: None or ``"softplus"`` (see the module docstring).
+        beta: the softplus surrogate's sharpness.
 
     Example:
         >>> act = NeuronActivation(keras.activations.relu, "relu", "softplus")
@@ -165,10 +194,11 @@ class NeuronActivation:
         True
     """
 
-    def __init__(self, fn, name, surrogate):
+    def __init__(self, fn, name, surrogate, beta=SOFTPLUS_BETA):
         self.fn = fn
         self.name = name
         self.surrogate = validate_surrogate(surrogate)
+        self.beta = validate_surrogate_beta(beta)
         self.piecewise_linear = name in PIECEWISE_LINEAR
 
     @property
@@ -183,7 +213,7 @@ class NeuronActivation:
     def second_derivative(self, z):
         """``sigma''(z)`` (or the surrogate's), a tensor like ``z``."""
         if self.uses_surrogate:
-            return softplus_surrogate_second_derivative(z)
+            return softplus_surrogate_second_derivative(z, self.beta)
         if self.is_zero:
             return tf.zeros_like(z)
         closed_form = CLOSED_FORMS.get(self.fn)

@@ -78,6 +78,7 @@ class ChannelGraph:
     Args:
         model: a built functional ``keras.Model``.
         surrogate: None or ``"softplus"``, for the neuron activations.
+        surrogate_beta: the softplus surrogate's sharpness.
 
     Raises:
         ValueError: for a nested model, a layer called more than once, an
@@ -90,9 +91,10 @@ class ChannelGraph:
         ['conv1', 'conv2']
     """
 
-    def __init__(self, model, surrogate="softplus"):
+    def __init__(self, model, surrogate="softplus", surrogate_beta=act_lib.SOFTPLUS_BETA):
         self.model = model
         self.surrogate = act_lib.validate_surrogate(surrogate)
+        self.surrogate_beta = act_lib.validate_surrogate_beta(surrogate_beta)
         self.nodes = self._ordered_nodes(model)
         self._parent = [FIXED]
         self._owner = [None]
@@ -219,7 +221,7 @@ class ChannelGraph:
             else:
                 return NeuronChain(
                     layer, None, layer, True,
-                    act_lib.NeuronActivation(fn, act_name, self.surrogate),
+                    act_lib.NeuronActivation(fn, act_name, self.surrogate, self.surrogate_beta),
                 )
         point, bn = layer, None
         tensor = node.outputs[0]
@@ -233,11 +235,11 @@ class ChannelGraph:
             if act is not None:
                 return NeuronChain(
                     layer, bn, nxt.layer, False,
-                    act_lib.NeuronActivation(act[0], act[1], self.surrogate),
+                    act_lib.NeuronActivation(act[0], act[1], self.surrogate, self.surrogate_beta),
                 )
         return NeuronChain(
             layer, bn, point, False,
-            act_lib.NeuronActivation(None, "linear", self.surrogate),
+            act_lib.NeuronActivation(None, "linear", self.surrogate, self.surrogate_beta),
         )
 
     # ---------------------------------------------------------------- queries

@@ -6,7 +6,7 @@ import keras
 
 from keras_split import compat
 from keras_split.estimate import exact
-from keras_split.graph.activations import validate_surrogate
+from keras_split.graph.activations import SOFTPLUS_BETA
 from keras_split.graph.channel_graph import ChannelGraph
 from keras_split.graph.functional_model import as_functional
 from keras_split.growing import distributed, input_data
@@ -36,16 +36,17 @@ class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
         model: a functional or Sequential ``keras.Model`` built from supported
             layers (see :mod:`keras_split.graph.handlers`).
         surrogate: ``"softplus"`` (default) gives piecewise-linear activations
-            (ReLU family, identity) the second derivative of
-            ``softplus(3 z) / 3``, as the splitting papers' code does; None uses
-            the true second derivative everywhere (zero for those activations).
+            (ReLU family, identity) the second derivative of ``softplus(beta z) /
+            beta``, as the splitting papers' code does; None uses the true second
+            derivative everywhere (zero for those activations).
+        surrogate_beta: that ``beta`` (3 by default; larger is sharper).
         growth_history: earlier :class:`~keras_split.GrowthStage` objects or their
             dicts (as ``.keras`` files hold them); the attribute lists objects.
         **kwargs: passed to ``keras.Model`` (e.g. ``name``).
 
     Raises:
         ValueError: for an unsupported layer, a nested or shared layer, or a
-            bad ``surrogate``; the message names the layer.
+            bad ``surrogate`` or ``surrogate_beta``; the message names the layer.
 
     Example:
         >>> model = GrowingModel(keras.Sequential([keras.Input((4,)),
@@ -55,10 +56,11 @@ class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
         >>> model.split({"dense": [0, 3]}, eigenpairs=eig, epsilon=1e-2)
     """
 
-    def __init__(self, model, surrogate="softplus", growth_history=None, **kwargs):
-        self.surrogate = validate_surrogate(surrogate)
+    def __init__(self, model, surrogate="softplus", growth_history=None,
+                 surrogate_beta=SOFTPLUS_BETA, **kwargs):
         network = as_functional(model)
-        graph = ChannelGraph(network, surrogate=self.surrogate)
+        graph = ChannelGraph(network, surrogate, surrogate_beta)
+        self.surrogate, self.surrogate_beta = graph.surrogate, graph.surrogate_beta
         kwargs.setdefault("name", f"growing_{network.name}")
         super().__init__(**kwargs)
         self.network = network
@@ -97,6 +99,7 @@ class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
         return {
             "model": keras.saving.serialize_keras_object(self.network),
             "surrogate": self.surrogate,
+            "surrogate_beta": self.surrogate_beta,
             "growth_history": [s.to_dict() for s in self.growth_history],
             "name": self.name,
         }
@@ -110,9 +113,8 @@ class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
         return cls(network, **config)
 
     def fit(self, *args, **kwargs):
-        """``keras.Model.fit``; with a :class:`keras_split.GrowthCallback` among the
-        callbacks, the others are checked and linked to it first (see
-        :func:`keras_split.growing.growth_callback.prepare_fit_callbacks`)."""
+        """``keras.Model.fit``; with a :class:`keras_split.GrowthCallback` among the callbacks,
+        the others are checked and linked to it first (``prepare_fit_callbacks``)."""
         from keras_split.growing.growth_callback import prepare_fit_callbacks
 
         prepare_fit_callbacks(kwargs.get("callbacks", args[5] if len(args) > 5 else None))
@@ -236,10 +238,8 @@ class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
         """Raises ValueError for a name in ``layers`` that is not a splittable layer."""
         for name in layers or ():
             if name not in self._graph.splittable_layers:
-                raise ValueError(
-                    f"Layer '{name}' is not a splittable layer of this model. "
-                    f"Splittable layers: {self._graph.splittable_layers}."
-                )
+                raise ValueError(f"Layer '{name}' is not a splittable layer of this model. "
+                                 f"Splittable layers: {self._graph.splittable_layers}.")
 
     def split(self, plan, eigenpairs=None, epsilon=None, split_rule="copy", seed=0):
         """Splits the named units in place, each into two children made by ``split_rule``.
@@ -297,7 +297,7 @@ class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
             ``{layer_name: (units_before, units_after)}`` for every widened producer.
         """
         network, var_edits = candidate.network, candidate.var_edits
-        new_graph = ChannelGraph(network, surrogate=self.surrogate)
+        new_graph = ChannelGraph(network, self.surrogate, self.surrogate_beta)
         summary = {n: (self._graph.units(n), new_graph.units(n)) for n in self._graph.producers
                    if new_graph.units(n) != self._graph.units(n)}
         self._replace_network(network, new_graph, var_edits, rule)

@@ -180,29 +180,43 @@ def select_groups(graph, eigenpairs, growth_ratio, cost="flops", solver="milp",
     masked = np.where(values < threshold, values, 0.0)
     labels = budget_labels(graph, budget_groups)
     of_group = [labels[graph.group_members(g)[0][0]] for g in groups]
-    chosen = []
     separate = len(set(labels.values())) > 1
-    for label in dict.fromkeys(labels.values()):
-        mine = np.array([lab == label for lab in of_group])
-        if not mine.any():
-            continue
-        # Separate budgets: this group's own cost, its layers' units each at its cost now.
-        part_budget = (group_share * growth_ratio * _part_cost(group_cost, mine, total)
-                       if separate else budget)
-        new = list(_within_bounds(graph, groups, np.where(mine, masked, 0.0), group_cost,
-                                  (total, part_budget, exact_total), growth_ratio, options,
-                                  fixed=chosen))
-        if fill and separate:
-            new.extend(_fill(graph, groups, np.where(mine & (masked == 0), values, np.nan),
-                             group_cost, chosen + new,
-                             (total, part_budget - float(group_cost[new].sum()), exact_total),
-                             growth_ratio, options))
-        chosen.extend(new)
+    chosen = _by_budget_group(graph, groups, (values, masked), group_cost, of_group,
+                              dict.fromkeys(labels.values()), (total, budget, exact_total),
+                              growth_ratio, options, group_share if separate else None, fill)
     if separate and group_share < 1.0:
         chosen.extend(_share_the_rest(graph, groups, masked, group_cost, chosen,
                                       (total, budget, exact_total), growth_ratio, options))
     chosen = np.array(sorted(chosen), dtype=np.int64)
     return Selection(groups, values, group_cost, chosen, float(budget), solver_used)
+
+
+def _by_budget_group(graph, groups, values_masked, group_cost, of_group, labels, totals,
+                     growth_ratio, options, share, fill):
+    """The groups each budget group buys, in the order of ``labels`` (a later one gets
+    what an earlier one left of the MACs bound). ``share`` is the fraction of its own
+    budget each keeps, or None for one budget (``totals[1]``) for the network; with
+    ``fill`` each spends what its candidates leave on its other units."""
+    values, masked = values_masked
+    total, budget, exact_total = totals
+    chosen = []
+    for label in labels:
+        mine = np.array([lab == label for lab in of_group])
+        if not mine.any():
+            continue
+        # Separate budgets: this group's own cost, its layers' units each at its cost now.
+        part_budget = (share * growth_ratio * _part_cost(group_cost, mine, total)
+                       if share is not None else budget)
+        new = list(_within_bounds(graph, groups, np.where(mine, masked, 0.0), group_cost,
+                                  (total, part_budget, exact_total), growth_ratio, options,
+                                  fixed=chosen))
+        if fill and share is not None:
+            new.extend(_fill(graph, groups, np.where(mine & (masked == 0), values, np.nan),
+                             group_cost, chosen + new,
+                             (total, part_budget - float(group_cost[new].sum()), exact_total),
+                             growth_ratio, options))
+        chosen.extend(new)
+    return chosen
 
 
 def group_values(graph, groups, eigenpairs, value="lambda"):
