@@ -123,33 +123,46 @@ def print_table(runs):
             f" / {r[k]['jaccard']:.2f}" for k in ("default", "no_floor")))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def seed_network_parser(description, families):
+    """The arguments of a benchmark on the families' trained seed networks."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--families", default=",".join(families))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-examples", type=int, default=4_000)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_resumable(path, script, argv, args, run_one, show, **extra):
+    """``run_one(family, seed, args, x, y)`` for every family and seed of ``args`` that
+    ``path`` lacks, each written to it as it ends (with ``extra``) and shown by ``show``
+    (a list of runs); then every run is shown."""
     tf.config.experimental.enable_op_determinism()
     (x, y), _, _ = load(args.data_dir, args.train_examples, 5_000)
     result = {"runs": []}
-    if os.path.exists(PATH):
-        with open(PATH) as f:
+    if os.path.exists(path):
+        with open(path) as f:
             result = json.load(f)
     done = {(r["family"], r["seed"]) for r in result["runs"]}
     for seed in (int(s) for s in args.seeds.split(",")):
         for family in args.families.split(","):
             if (family, seed) in done:
                 continue
-            result["runs"].append(run(family, seed, args, x, y))
-            result.update(command=command_line("eigen_exact.py", argv), machine=machine(),
+            result["runs"].append(run_one(family, seed, args, x, y))
+            result.update(command=command_line(script, argv), machine=machine(),
                           settings={k: v for k, v in vars(args).items() if k != "data_dir"},
-                          eigen_tol=growth_settings.EIGEN_TOL,
-                          relative_floor=lobpcg.RELATIVE_FLOOR)
-            with open(PATH, "w") as f:
+                          **extra)
+            with open(path, "w") as f:
                 json.dump(result, f, indent=1)
-    print_table(result["runs"])
+            show(result["runs"][-1:])
+    show(result["runs"])
+
+
+def main(argv=None):
+    args = seed_network_parser(__doc__.split("\n")[0], FAMILIES).parse_args(argv)
+    run_resumable(PATH, "eigen_exact.py", argv, args, run, print_table,
+                  eigen_tol=growth_settings.EIGEN_TOL, relative_floor=lobpcg.RELATIVE_FLOOR)
 
 
 if __name__ == "__main__":

@@ -259,3 +259,18 @@ def eigen_exact(results):
             "passes, no floor", "> 5 % off, no floor", "largest error, no floor",
             "choice's Jaccard, no floor"]
     return rows_to_markdown(head, out, right=range(1, 11))
+
+
+def surrogate_beta(results):
+    """Per ReLU family, seed and surrogate sharpness, a first stage's choice
+    (``surrogate_beta.json``): units chosen, the Jaccard index between the choices on the
+    estimation and held-out halves, and against the default sharpness's choice."""
+    data = load(results, "surrogate_beta.json")
+    out = []
+    for r in sorted(data["runs"], key=lambda r: (r["family"], r["seed"])):
+        for beta, b in sorted(r["betas"].items(), key=lambda kv: float(kv[0])):
+            out.append([r["family"], str(r["seed"]), f"{float(beta):g}", str(b["chosen"]),
+                        f"{b['halves']:.2f}", f"{b['vs_default']:.2f}"])
+    head = ["family", "seed", "surrogate_beta", "units chosen",
+            "Jaccard, two halves", "Jaccard against beta = 3"]
+    return rows_to_markdown(head, out, right=range(1, 6))

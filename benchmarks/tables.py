@@ -33,6 +33,7 @@ TABLES = {
     "families_frontier": fam.families_frontier,
     "families_reach": fam.families_reach,
     "eigen_exact": fam.eigen_exact,
+    "surrogate_beta": fam.surrogate_beta,
     "mbv1_45k": lambda results: fam.families(results, "growth_mbv1_45k.json"),
     "mbv1_45k_checks": lambda results: fam.families_checks(results, "growth_mbv1_45k.json"),
     "splitting_cost": src.splitting_cost,
