@@ -54,7 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_split as ks  # noqa: E402
 from keras_split.growing.stage_records import GuardRecord, StageSeconds  # noqa: E402
 
-from cifar10_common import (RESULTS, command_line, evaluate,  # noqa: E402
+from cifar10_common import (RESULTS, command_line, cpu_model, evaluate,  # noqa: E402
                             family_protocol_arguments, load, machine, normalised, train)
 from cifar10_growth import RandomGrowth  # noqa: E402
 from families import FAMILIES, layer_widths, widening_plan  # noqa: E402
@@ -130,7 +130,8 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
     keras.utils.set_random_seed(seed)
     x, y = train_xy
     t0 = time.perf_counter()
-    out = {"family": family, "method": method, "seed": seed}
+    # Runs are bit-identical on one CPU model only: each run records its own.
+    out = {"family": family, "method": method, "seed": seed, "cpu": cpu_model()}
     if method in GROWING:
         model = ks.GrowingModel(fam.build(fam.seed_width), **json.loads(args.model or "{}"))
         cap = ks.count_flops(fam.build(fam.target_width))
@@ -272,7 +273,8 @@ def run_all(args, runs, train_xy, sets, save_now):
 
 def _reused(args, family, seed, method, found, grown):
     """The run of ``--reuse``'s file that trains the same architecture from scratch with
-    the same seed and protocol (None without one): a copy, marked ``reused_from``.
+    the same seed and protocol on the same CPU model (a run's own ``cpu``, else the file's)
+    (None without one): a copy, marked ``reused_from``.
     ``found``: the architecture, or None; ``grown``: the record of the growing run that
     found it, or None."""
     if not (args.reuse and method in RETRAINS and (found is not None or grown)):
@@ -281,8 +283,10 @@ def _reused(args, family, seed, method, found, grown):
     same = all(other["settings"].get(k) == getattr(args, k)
                for k in SHARED if k not in ("rule", "grow", "model"))
     widths = layer_widths(found) if found is not None else grown["widths"]
+    here = cpu_model()  # a run is repeated bit for bit on the same CPU model only
     for r in other["runs"] if same else []:
-        if (r["family"], r["seed"], r["method"], r["widths"]) == (family, seed, method, widths):
+        if ((r["family"], r["seed"], r["method"], r["widths"]) == (family, seed, method, widths)
+                and r.get("cpu", other["machine"]["cpu"]) == here):
             return dict(r, reused_from=args.reuse)
     return None
 
