@@ -134,12 +134,13 @@ def seed_network_parser(description, families):
     return parser
 
 
-def run_resumable(path, script, argv, args, run_one, show, **extra):
+def run_resumable(path, script, argv, args, run_one, show, n_load=None, **extra):
     """``run_one(family, seed, args, x, y)`` for every family and seed of ``args`` that
     ``path`` lacks, each written to it as it ends (with ``extra``) and shown by ``show``
-    (a list of runs); then every run is shown."""
+    (a list of runs); then every run is shown. ``x, y``: the first ``n_load`` training
+    images (``args.train_examples`` by default; a longer load starts with the same)."""
     tf.config.experimental.enable_op_determinism()
-    (x, y), _, _ = load(args.data_dir, args.train_examples, 5_000)
+    (x, y), _, _ = load(args.data_dir, n_load or args.train_examples, 5_000)
     result = {"runs": []}
     if os.path.exists(path):
         with open(path) as f:

@@ -274,3 +274,25 @@ def surrogate_beta(results):
     head = ["family", "seed", "surrogate_beta", "units chosen",
             "Jaccard, estimation vs held-out images", "Jaccard against beta = 3"]
     return rows_to_markdown(head, out, right=range(1, 6))
+
+
+def estimation_size(results):
+    """Per family and sample size, how far a first stage's choice depends on its
+    estimation sample (``estimation_size.json``): units chosen on each of two disjoint
+    samples and the Jaccard index between the two choices, over seeds; then the mean
+    over the families."""
+    runs = load(results, "estimation_size.json")["runs"]
+    sizes = sorted({n for r in runs for n in r["sizes"]}, key=int)
+    out, by_size = [], {n: [] for n in sizes}
+    for family in dict.fromkeys(r["family"] for r in runs):
+        mine = [r for r in runs if r["family"] == family]
+        for n in sizes:
+            jac = [r["sizes"][n]["jaccard"] for r in mine if n in r["sizes"]]
+            chosen = [c for r in mine if n in r["sizes"] for c in r["sizes"][n]["chosen"]]
+            by_size[n].append(np.mean(jac))
+            out.append([family, n, f"{np.mean(chosen):.1f}", ms(jac, 2)])
+    for n in sizes:
+        out.append(["mean over families", n, "", f"{np.mean(by_size[n]):.2f}"])
+    head = ["family", "images per sample", "units chosen (mean)",
+            "Jaccard between the two samples' choices"]
+    return rows_to_markdown(head, out, right=range(1, 4))

@@ -34,6 +34,7 @@ TABLES = {
     "families_reach": fam.families_reach,
     "eigen_exact": fam.eigen_exact,
     "surrogate_beta": fam.surrogate_beta,
+    "estimation_size": fam.estimation_size,
     "mbv1_45k": lambda results: fam.families(results, "growth_mbv1_45k.json"),
     "mbv1_45k_checks": lambda results: fam.families_checks(results, "growth_mbv1_45k.json"),
     "splitting_cost": src.splitting_cost,
