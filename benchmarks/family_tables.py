@@ -296,3 +296,22 @@ def estimation_size(results):
     head = ["family", "images per sample", "units chosen (mean)",
             "Jaccard between the two samples' choices"]
     return rows_to_markdown(head, out, right=range(1, 4))
+
+
+def families_old_scale(results):
+    """The one-seed screening of ``SplitRule(old_scale=0.7)``: each run of
+    ``probe_old07.json`` against the run of ``probe_avx2_default.json`` (the defaults, on
+    the same CPU model) with the same family, method and seed; validation accuracy.
+    ``scratch-rule`` (the shrink alone, at the target width) pairs with ``scratch``."""
+    base = {(r["family"], r["method"], r["seed"]): r
+            for r in load(results, "probe_avx2_default.json")["runs"]}
+    out = []
+    for r in load(results, "probe_old07.json")["runs"]:
+        method = "scratch" if r["method"] == "scratch-rule" else r["method"]
+        b = base.get((r["family"], method, r["seed"]))
+        if b is None:
+            continue
+        out.append([r["family"], r["method"], str(r["seed"]), f"{b['val']:.4f}",
+                    f"{r['val']:.4f}", f"{100 * (r['val'] - b['val']):+.2f} pt"])
+    head = ["family", "run", "seed", "defaults (val)", "old_scale 0.7 (val)", "difference"]
+    return rows_to_markdown(head, out, right=range(2, 6))

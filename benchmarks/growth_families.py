@@ -25,7 +25,10 @@ width (the width multiplier they are compared with):
   ``retrained-resolution-half``, ``retrained-lambda``: the architecture the matching
   ``energy*`` run found, freshly initialised, trained from scratch;
 * ``scratch``: the target width from scratch; ``width-<w>``: other uniform widths from
-  scratch (the width multiplier's curve, ``--curve``).
+  scratch (the width multiplier's curve, ``--curve``);
+* ``scratch-rule``: the target width from scratch, with the growing runs' split rule
+  applied at their stage epochs but no unit added: with ``old_scale < 1`` the kernels'
+  shrink alone (the control that separates its effect from growth's).
 
 Every finished run is written to ``benchmarks/results/<tag>.json`` as it ends and a rerun
 with the same settings skips it (``--tag`` names a variant), so that the benchmark can
@@ -69,7 +72,8 @@ class UniformGrowth(ks.GrowthCallback):
     Stage ``k`` of ``S`` brings layer ``l`` to ``round(seed_l * (target_l / seed_l) **
     (k / S))`` units (split with the settings' rule, the coupled groups of a residual
     ``Add`` once for all their members), so that the last stage ends at the target
-    width's architecture.
+    width's architecture. Started at the target width, it adds no unit and applies only
+    the rule's ``old_scale``.
     """
 
     def __init__(self, data, targets, n_stages, **kwargs):
@@ -85,7 +89,7 @@ class UniformGrowth(ks.GrowthCallback):
                              ** (k / self.n_stages))) for n in widths}
         plan = widening_plan(model, want)
         t0 = time.perf_counter()
-        if plan:
+        if plan or self._settings.rule.old_scale != 1.0:   # the shrink alone: no unit added
             model.split(plan, split_rule=self._settings.rule, seed=self._settings.seed + k)
         self.stages.append(argparse.Namespace(
             seconds=StageSeconds(split=time.perf_counter() - t0),
@@ -133,7 +137,8 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
     # Runs are bit-identical on one CPU model only: each run records its own.
     out = {"family": family, "method": method, "seed": seed, "cpu": cpu_model()}
     if method in GROWING:
-        model = ks.GrowingModel(fam.build(fam.seed_width), **json.loads(args.model or "{}"))
+        start = fam.target_width if method == "scratch-rule" else fam.seed_width
+        model = ks.GrowingModel(fam.build(start), **json.loads(args.model or "{}"))
         cap = ks.count_flops(fam.build(fam.target_width))
         eig_data = (normalised(x[:args.eigen_examples]), y[:args.eigen_examples])
         kwargs = dict(max_macs=cap, seed=seed)
@@ -145,7 +150,7 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
             grower = ks.GrowthCallback(eig_data, **kwargs)
         elif method in ABLATIONS:
             grower = ks.GrowthCallback(eig_data, **{**kwargs, **ABLATIONS[method]})
-        elif method == "uniform":
+        elif method in ("uniform", "scratch-rule"):
             grower = UniformGrowth(eig_data, layer_widths(fam.build(fam.target_width)),
                                    n_stages=3, **kwargs)
         else:

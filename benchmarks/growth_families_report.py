@@ -12,7 +12,7 @@ import numpy as np
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 GROWING = ("energy", "energy-network", "energy-resolution", "energy-resolution-half",
-           "energy-lambda", "uniform", "random")
+           "energy-lambda", "uniform", "random", "scratch-rule")
 METHODS = ("energy", "energy-network", "energy-resolution", "energy-resolution-half",
            "energy-lambda", "uniform", "random", "retrained", "retrained-network",
            "retrained-resolution", "retrained-resolution-half", "retrained-lambda", "scratch")

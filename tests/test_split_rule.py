@@ -117,6 +117,48 @@ def test_fresh_scale_and_init_set_the_childs_weight_scale_and_keep_the_function(
         ks.SplitRule(fresh_init="he")
 
 
+def test_old_scale_shrinks_the_kernels_ahead_of_a_batchnorm_and_keeps_the_function(float64):
+    network = zoo.cnn_bn_swish()   # c1 -> bn1, c2 (with a bias) -> bn2; c3 and out: no BN
+    zoo.randomize_batchnorm(network, np.random.default_rng(1))
+    for name in ("bn1", "bn2"):
+        network.get_layer(name).momentum = 1.0   # a training-mode call keeps the statistics
+    model = _compiled(network)
+    x, _ = zoo.data_for(network)
+    before = {mode: keras.ops.convert_to_numpy(model.network(x, training=mode))
+              for mode in (False, True)}
+
+    def weights(layer):
+        return [keras.ops.convert_to_numpy(w).copy()
+                for w in model.network.get_layer(layer).weights]
+
+    old = {n: weights(n) for n in ("c1", "c2", "bn1", "bn2", "c3", "out")}
+    eps = model.network.get_layer("bn2").epsilon
+    rule = ks.SplitRule(epsilon=0.0, incoming="fresh", outgoing="parent", reset_slots=True,
+                        fresh_scale=0.5, old_scale=0.5)
+    model.split({"c2": [1]}, split_rule=rule, seed=0)
+    # The same function in inference and training mode (batch statistics).
+    for mode in (False, True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(model.network(x, training=mode)),
+                                   before[mode], atol=1e-10)
+    new = {n: weights(n) for n in old}
+    np.testing.assert_allclose(new["c1"][0], 0.5 * old["c1"][0], rtol=1e-12)
+    kernel, bias = new["c2"]
+    np.testing.assert_allclose(kernel[..., [0, 1, 3, 4, 5]], 0.5 * old["c2"][0], rtol=1e-12)
+    np.testing.assert_allclose(bias[[0, 1, 3, 4, 5]], 0.5 * old["c2"][1], rtol=1e-12)
+    gamma, beta, mean, var = new["bn2"]
+    np.testing.assert_allclose(mean[[0, 1, 3, 4, 5]], 0.5 * old["bn2"][2], rtol=1e-12)
+    np.testing.assert_allclose(var[[0, 1, 3, 4, 5]], 0.25 * old["bn2"][3], rtol=1e-12)
+    np.testing.assert_array_equal(gamma[[0, 1, 3, 4, 5]], old["bn2"][0])
+    assert model.network.get_layer("bn2").epsilon == pytest.approx(0.25 * eps, rel=1e-12)
+    # c3 (tanh, no BatchNormalization) keeps its scale; its rows of the new child are 0.
+    np.testing.assert_array_equal(np.delete(new["c3"][0], 2, axis=2), old["c3"][0])
+    np.testing.assert_array_equal(new["out"][0], old["out"][0])
+    with pytest.raises(ValueError, match="Received: old_scale=1.5"):
+        ks.SplitRule(old_scale=1.5)
+    with pytest.raises(ValueError, match="Received: old_scale=0"):
+        ks.SplitRule(old_scale=0)
+
+
 def test_reset_slots_zero_the_second_childs_momentum():
     model = _compiled(zoo.mlp())
     x, y = zoo.data_for(model.network)

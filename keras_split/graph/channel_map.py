@@ -89,19 +89,21 @@ class WeightEdit:
         delta: None or an array of the new weight's shape.
         step: the part of ``delta`` that is the split's step along eigenvectors
             (linear in epsilon, so that a smaller step is ``delta - (1 - f) * step``).
+        scale: multiplies the rebuilt weight, ``delta`` included (not its slots).
     """
 
-    def __init__(self, gathers=(), delta=None, step=None):
+    def __init__(self, gathers=(), delta=None, step=None, scale=1.0):
         self.gathers = list(gathers)
         self.delta = delta
         self.step = step
+        self.scale = scale
 
     def apply(self, array, with_delta=True, halve=True, reset_seconds=False):
         """The rebuilt array.
 
         Args:
             array: the old weight (or one of its optimizer slots).
-            with_delta: add ``delta`` (weights, not slots).
+            with_delta: add ``delta`` and multiply by ``scale`` (weights, not slots).
             halve: halve duplicated entries where the gather says so.
             reset_seconds: zero the entries of every second copy of a split
                 channel, on every gathered axis (optimizer slots of new children).
@@ -117,4 +119,6 @@ class WeightEdit:
                     out[tuple(index)] = 0
         if with_delta and self.delta is not None:
             out = out + self.delta.astype(out.dtype)
+        if with_delta and self.scale != 1.0:
+            out = out * np.asarray(self.scale, dtype=out.dtype)
         return out

@@ -7,7 +7,7 @@ computes the same function, and for small ``epsilon`` the loss drops by about
 ``epsilon**2 / 2 * lambda``. Such children stay near copies of each other
 through training (on CIFAR-10, see docs/benchmarks.md): the same halved outgoing weights
 receive the same gradients, and the ``epsilon * v`` difference grows far too
-slowly. A rule decides three things, each function-preserving at ``epsilon = 0``:
+slowly. A rule decides the following, each function-preserving at ``epsilon = 0``:
 
 * ``incoming``: ``"eigen"``, children ``theta +/- eps_i * v``, with ``eps_i =
   epsilon`` (``relative=False``) or ``epsilon * ||theta||`` (``relative=True``);
@@ -21,6 +21,12 @@ slowly. A rule decides three things, each function-preserving at ``epsilon = 0``
 * the optimizer state of the children: slots are copied from the parent, and
   with ``reset_slots=True`` the second child's slots (its incoming weights and
   its rows in every consumer) start at zero.
+* how fast the rest of the network learns: ``old_scale=s < 1`` multiplies, at every
+  split, the kernel and bias of every producer that a BatchNormalization directly
+  follows by ``s``, and that BatchNormalization's moving mean by ``s``, its moving
+  variance and ``epsilon`` by ``s**2``: the network computes exactly the same function
+  (the normalisation divides the scale out) and those kernels' effective learning rate
+  grows by ``1 / s**2`` (the "shrink" of shrink-and-perturb warm starting).
 * how fast the second children learn: ``catch_up=g > 1`` multiplies the gradient
   of every weight entry the split creates by ``g`` at first, decaying linearly to
   1 over as many steps as the network had trained before the split (see
@@ -66,6 +72,9 @@ class SplitRule:
         catch_up: the gradient multiplier (>= 1) of the entries the split
             creates, at the split; it decays to 1 over as many steps as the
             network trained before (1: off; see :mod:`keras_split.surgery.catch_up`).
+        old_scale: in (0, 1]: the factor every kernel ahead of a BatchNormalization
+            is multiplied by at a split, its normalisation compensating exactly
+            (1: off; see the module docstring).
 
     Raises:
         ValueError: for a bad argument, naming it.
@@ -80,9 +89,10 @@ class SplitRule:
     fresh_init: str = "kernel"
     fresh_scale: float = 1.0
     catch_up: float = 1.0
+    old_scale: float = 1.0
 
     def __post_init__(self):
-        for name in ("epsilon", "noise", "fresh_scale", "catch_up"):
+        for name in ("epsilon", "noise", "fresh_scale", "catch_up", "old_scale"):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or value < 0):
@@ -97,6 +107,9 @@ class SplitRule:
         if self.fresh_scale <= 0:
             raise ValueError("fresh_scale must be a positive number. "
                              f"Received: fresh_scale={self.fresh_scale!r}")
+        if not 0 < self.old_scale <= 1:
+            raise ValueError("old_scale must be a number in (0, 1]. "
+                             f"Received: old_scale={self.old_scale!r}")
         if self.catch_up < 1:
             raise ValueError("catch_up must be a number >= 1. "
                              f"Received: catch_up={self.catch_up!r}")

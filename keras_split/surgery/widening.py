@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_split.graph.channel_graph import FIXED
+from keras_split.graph.channel_map import WeightEdit
 from keras_split.surgery.split_rule import SplitRule
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class WidenedNetwork:
     def stepped(self):
         """``[(variable, step)]``: the kernels moved along an eigenvector step, with that
         step (linear in epsilon: ``variable - (1 - f) * step`` is the step scaled by ``f``)."""
-        return [(v, self.var_edits[v.path].step) for v in self.network.weights
+        return [(v, self.var_edits[v.path].step * self.var_edits[v.path].scale)
+                for v in self.network.weights
                 if v.path in self.var_edits and self.var_edits[v.path].step is not None]
 
 
@@ -194,6 +196,33 @@ def _children_outgoing(kernel, edit, in_map, rule, rng):
     return delta
 
 
+def _shrunk_layers(graph, scale):
+    """``{layer_name: role}`` of what ``SplitRule.old_scale`` rescales: every producer that a
+    BatchNormalization directly follows (``"kernel"``) and that BatchNormalization
+    (``"normalization"``); empty when ``scale`` is 1."""
+    if scale == 1.0:
+        return {}
+    out = {}
+    for name, chain in graph.chains.items():
+        if chain.batch_norm is not None:
+            out[name] = "kernel"
+            out[chain.batch_norm.name] = "normalization"
+    return out
+
+
+def _shrink(layer, role, updates, edits, scale):
+    """Scales a producer's weights by ``scale``, or its BatchNormalization's moving mean
+    by ``scale`` and moving variance and ``epsilon`` by ``scale**2`` (``role``), so that
+    the normalised output is exactly the same."""
+    if role == "kernel":
+        for w in layer.weights:
+            edits.setdefault(w.name, WeightEdit()).scale = scale
+    elif role == "normalization":
+        updates["epsilon"] = layer.epsilon * scale ** 2
+        edits.setdefault("moving_mean", WeightEdit()).scale = scale
+        edits.setdefault("moving_variance", WeightEdit()).scale = scale ** 2
+
+
 def plan_edits(graph, groups, eigenpairs=None, rule=None, seed=0):
     """Config updates and weight edits of every layer for splitting ``groups``.
 
@@ -219,12 +248,14 @@ def plan_edits(graph, groups, eigenpairs=None, rule=None, seed=0):
     for group in groups:
         for name, unit in graph.group_members(group):
             split_units.setdefault(name, []).append(unit)
+    shrunk = _shrunk_layers(graph, rule.old_scale)
     plans = {}
     for n in graph.nodes:
         handler = graph.handlers[n.layer.name]
         in_maps = [maps[id(t)] for t in n.inputs]
         out_maps = [maps[id(t)] for t in n.outputs]
         updates, edits = handler.widen(n.layer, in_maps, out_maps)
+        _shrink(n.layer, shrunk.get(n.layer.name), updates, edits, rule.old_scale)
         if handler.role == "producer":
             kernel = edits[handler.kernel_name]
             fan_map = handler.fan_in_map(n.layer, in_maps[0])
