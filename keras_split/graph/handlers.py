@@ -141,6 +141,14 @@ class BatchNormalizationHandler(ChannelwiseHandler):
     def exported_tensors(self, layer):
         return 0   # folded into the producer before it
 
+    def rescale_input(self, layer, scale, updates, edits):
+        """Plans the statistics of an input multiplied by ``scale``: the moving mean by
+        ``scale``, the moving variance and ``epsilon`` by ``scale**2``, so that the
+        normalised output is exactly the same (``updates``/``edits`` as ``widen``'s)."""
+        updates["epsilon"] = layer.epsilon * scale ** 2
+        edits.setdefault("moving_mean", WeightEdit()).scale = scale
+        edits.setdefault("moving_variance", WeightEdit()).scale = scale ** 2
+
     def validate(self, layer):
         super().validate(layer)
         if layer.axis not in (-1, len(layer.input.shape) - 1):

@@ -210,17 +210,14 @@ def _shrunk_layers(graph, scale):
     return out
 
 
-def _shrink(layer, role, updates, edits, scale):
-    """Scales a producer's weights by ``scale``, or its BatchNormalization's moving mean
-    by ``scale`` and moving variance and ``epsilon`` by ``scale**2`` (``role``), so that
-    the normalised output is exactly the same."""
+def _shrink(layer, handler, role, updates, edits, scale):
+    """Scales a producer's weights by ``scale``, or has its BatchNormalization's handler
+    compensate (``role``), so that the normalised output is exactly the same."""
     if role == "kernel":
         for w in layer.weights:
             edits.setdefault(w.name, WeightEdit()).scale = scale
     elif role == "normalization":
-        updates["epsilon"] = layer.epsilon * scale ** 2
-        edits.setdefault("moving_mean", WeightEdit()).scale = scale
-        edits.setdefault("moving_variance", WeightEdit()).scale = scale ** 2
+        handler.rescale_input(layer, scale, updates, edits)
 
 
 def plan_edits(graph, groups, eigenpairs=None, rule=None, seed=0):
@@ -255,7 +252,7 @@ def plan_edits(graph, groups, eigenpairs=None, rule=None, seed=0):
         in_maps = [maps[id(t)] for t in n.inputs]
         out_maps = [maps[id(t)] for t in n.outputs]
         updates, edits = handler.widen(n.layer, in_maps, out_maps)
-        _shrink(n.layer, shrunk.get(n.layer.name), updates, edits, rule.old_scale)
+        _shrink(n.layer, handler, shrunk.get(n.layer.name), updates, edits, rule.old_scale)
         if handler.role == "producer":
             kernel = edits[handler.kernel_name]
             fan_map = handler.fan_in_map(n.layer, in_maps[0])
