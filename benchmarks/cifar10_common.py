@@ -78,7 +78,11 @@ def normalised(x):
 
 def compile_model(model, args, steps):
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+    # Decoupled decay (the variables shrink by lr * weight_decay per step, on every
+    # trainable variable): 5e-3 here is about an L2 coefficient of 5e-4 with momentum 0.9.
+    decay = getattr(args, "weight_decay", None)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                                 weight_decay=decay),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     return model
@@ -131,7 +135,7 @@ def protocol_parser(description, seeds=3):
 def family_protocol_arguments(parser):
     """Adds the options of the family benchmarks' training protocol: ``--seeds``,
     ``--epochs``, ``--train-examples``, ``--val-examples``, ``--eigen-examples``,
-    ``--batch-size`` and ``--lr``."""
+    ``--batch-size``, ``--lr`` and ``--weight-decay``."""
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--train-examples", type=int, default=10_000)
@@ -139,6 +143,8 @@ def family_protocol_arguments(parser):
     parser.add_argument("--eigen-examples", type=int, default=1_024)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="the SGD's decoupled weight decay (none by default)")
     return parser
 
 

@@ -298,20 +298,80 @@ def estimation_size(results):
     return rows_to_markdown(head, out, right=range(1, 4))
 
 
+def _defaults_for(results):
+    """``{(family, method, seed): run}`` of the defaults: ``probe_avx2_default.json``
+    (validation runs on the AVX2 CPU model of the old_scale screening) where it has the
+    run, else ``growth_families.json``."""
+    base = {}
+    for name in ("growth_families.json", "probe_avx2_default.json"):
+        for r in load(results, name)["runs"]:
+            base[(r["family"], r["method"], r["seed"])] = r
+    return base
+
+
 def families_old_scale(results):
-    """The one-seed screening of ``SplitRule(old_scale=0.7)``: each run of
-    ``probe_old07.json`` against the run of ``probe_avx2_default.json`` (the defaults, on
-    the same CPU model) with the same family, method and seed; validation accuracy.
+    """The screening of ``SplitRule(old_scale=0.7)``: each run of ``probe_old07.json``
+    against the run with the defaults of the same family, method and seed (from
+    ``probe_avx2_default.json`` on the same CPU model where there is one, else from
+    ``growth_families.json``, whose CPU the last column names); validation accuracy.
     ``scratch-rule`` (the shrink alone, at the target width) pairs with ``scratch``."""
-    base = {(r["family"], r["method"], r["seed"]): r
-            for r in load(results, "probe_avx2_default.json")["runs"]}
+    base = _defaults_for(results)
     out = []
     for r in load(results, "probe_old07.json")["runs"]:
         method = "scratch" if r["method"] == "scratch-rule" else r["method"]
         b = base.get((r["family"], method, r["seed"]))
         if b is None:
             continue
+        same = "same" if b.get("cpu") == r.get("cpu") else "other"
         out.append([r["family"], r["method"], str(r["seed"]), f"{b['val']:.4f}",
-                    f"{r['val']:.4f}", f"{100 * (r['val'] - b['val']):+.2f} pt"])
-    head = ["family", "run", "seed", "defaults (val)", "old_scale 0.7 (val)", "difference"]
-    return rows_to_markdown(head, out, right=range(2, 6))
+                    f"{r['val']:.4f}", f"{100 * (r['val'] - b['val']):+.2f} pt", same])
+    head = ["family", "run", "seed", "defaults (val)", "old_scale 0.7 (val)", "difference",
+            "CPU model of the defaults' run"]
+    return rows_to_markdown(head, sorted(out), right=range(2, 6))
+
+
+def families_old_scale_summary(results):
+    """Per family and run of ``probe_old07.json``: the mean ± sample std over seeds (n) of
+    the difference to the defaults (as :func:`families_old_scale` pairs them), and of the
+    run's lead over the target width from scratch with the same shrinks
+    (``scratch-rule``, same seed) where that control ran; validation, points."""
+    base = _defaults_for(results)
+    old = load(results, "probe_old07.json")["runs"]
+    control = {(r["family"], r["seed"]): r["val"] for r in old if r["method"] == "scratch-rule"}
+    gains, leads = {}, {}
+    for r in old:
+        method = "scratch" if r["method"] == "scratch-rule" else r["method"]
+        b = base.get((r["family"], method, r["seed"]))
+        key = (r["family"], r["method"])
+        if b is not None:
+            gains.setdefault(key, []).append(100 * (r["val"] - b["val"]))
+        if r["method"] != "scratch-rule" and (r["family"], r["seed"]) in control:
+            leads.setdefault(key, []).append(100 * (r["val"] - control[(r["family"], r["seed"])]))
+    def cell(values):
+        return ms(values, digits=2, sign=True) if values else ""
+    out = [[family, method, cell(gains[(family, method)]), cell(leads.get((family, method), []))]
+           for family, method in sorted(gains)]
+    head = ["family", "run", "old_scale 0.7 - defaults (val, pt)",
+            "old_scale 0.7 - scratch-rule (val, pt)"]
+    return rows_to_markdown(head, out, right=range(2, 4))
+
+
+def families_weight_decay(results):
+    """VGG with weight decay (``probe_wd.json``: the defaults; ``probe_wd_old07.json``:
+    with ``old_scale=0.7``) against the same runs without (``probe_avx2_default.json``,
+    ``probe_old07.json``), the same seed and CPU model; validation accuracy."""
+    def index(name):
+        return {(r["family"], r["method"], r["seed"]): r for r in load(results, name)["runs"]}
+    pairs = (("defaults", "probe_avx2_default.json", "probe_wd.json"),
+             ("old_scale 0.7", "probe_old07.json", "probe_wd_old07.json"))
+    out = []
+    for rule, plain_name, decay_name in pairs:
+        plain = index(plain_name)
+        for key, r in sorted(index(decay_name).items()):
+            p = plain.get(key)
+            out.append([key[0], key[1], str(key[2]), rule if key[1] != "scratch" else "",
+                        f"{p['val']:.4f}" if p else "", f"{r['val']:.4f}",
+                        f"{100 * (r['val'] - p['val']):+.2f} pt" if p else ""])
+    head = ["family", "run", "seed", "split rule", "no weight decay (val)",
+            "weight decay 5e-3 (val)", "difference"]
+    return rows_to_markdown(head, out, right=range(2, 7))

@@ -204,7 +204,7 @@ def build_parser():
 
 # The settings every run of one results file shares (a rerun with others is refused).
 SHARED = ("eval", "epochs", "train_examples", "val_examples", "eigen_examples",
-          "batch_size", "lr", "rule", "grow", "model")
+          "batch_size", "lr", "rule", "grow", "model", "weight_decay")
 
 
 def main(argv=None):

@@ -128,12 +128,14 @@ def screening(prefix, results=RESULTS):
         rule, grow = result["settings"].get("rule"), result["settings"].get("grow")
         grow = (grow or "default") + (f"; GrowingModel {result['settings']['model']}"
                                       if result["settings"].get("model") else "")
+        decay = result["settings"].get("weight_decay")
+        epochs = f"{result['settings']['epochs']}" + (f", weight decay {decay:g}" if decay else "")
         for r in sorted(result["runs"], key=lambda r: (r["family"], r["method"], r["seed"])):
             growing = r["method"] in GROWING
             passes = [st.get("passes") for st in r.get("stages", [])]
             lines.append(
                 f"| {r['family']} | {r['method']} | {r['seed']} | "
-                f"{result['settings']['epochs']} | {(rule or 'default') if growing else ''} | "
+                f"{epochs} | {(rule or 'default') if growing else ''} | "
                 f"{grow if growing else ''} | {r['macs']:,} | {r['val']:.4f} | "
                 f"{passes if any(p is not None for p in passes) else ''} | {name} |")
     return "\n".join(lines)

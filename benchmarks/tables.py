@@ -36,6 +36,7 @@ TABLES = {
     "surrogate_beta": fam.surrogate_beta,
     "estimation_size": fam.estimation_size,
     "families_old_scale": fam.families_old_scale,
+    "families_old_scale_summary": fam.families_old_scale_summary,
     "mbv1_45k": lambda results: fam.families(results, "growth_mbv1_45k.json"),
     "mbv1_45k_checks": lambda results: fam.families_checks(results, "growth_mbv1_45k.json"),
     "splitting_cost": src.splitting_cost,
