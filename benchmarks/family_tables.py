@@ -5,6 +5,8 @@ Accuracies are ``mean ± sample std (n=seeds)``; differences are paired by seed,
 Nothing here loads TensorFlow.
 """
 
+import os
+
 import numpy as np
 
 from benchmarks import growth_families_report as report
@@ -357,21 +359,24 @@ def families_old_scale_summary(results):
 
 
 def families_weight_decay(results):
-    """VGG with weight decay (``probe_wd.json``: the defaults; ``probe_wd_old07.json``:
-    with ``old_scale=0.7``) against the same runs without (``probe_avx2_default.json``,
-    ``probe_old07.json``), the same seed and CPU model; validation accuracy."""
+    """The runs with weight decay (``probe_wd*.json``; those of ``probe_wd_old07*`` with
+    ``old_scale=0.7``) against the same run without (``probe_avx2_default.json``,
+    ``probe_old07.json``): the same family, method, seed and CPU model; validation."""
     def index(name):
         return {(r["family"], r["method"], r["seed"]): r for r in load(results, name)["runs"]}
-    pairs = (("defaults", "probe_avx2_default.json", "probe_wd.json"),
-             ("old_scale 0.7", "probe_old07.json", "probe_wd_old07.json"))
+    plain = {"defaults": index("probe_avx2_default.json"),
+             "old_scale 0.7": index("probe_old07.json")}
     out = []
-    for rule, plain_name, decay_name in pairs:
-        plain = index(plain_name)
-        for key, r in sorted(index(decay_name).items()):
-            p = plain.get(key)
+    for name in sorted(n for n in os.listdir(results)
+                       if n.startswith("probe_wd") and n.endswith(".json")):
+        rule = "old_scale 0.7" if name.startswith("probe_wd_old07") else "defaults"
+        decay = load(results, name)["settings"]["weight_decay"]
+        for key, r in sorted(index(name).items()):
+            p = plain[rule].get(key)
             out.append([key[0], key[1], str(key[2]), rule if key[1] != "scratch" else "",
-                        f"{p['val']:.4f}" if p else "", f"{r['val']:.4f}",
+                        f"{decay:g}", f"{p['val']:.4f}" if p else "", f"{r['val']:.4f}",
                         f"{100 * (r['val'] - p['val']):+.2f} pt" if p else ""])
-    head = ["family", "run", "seed", "split rule", "no weight decay (val)",
-            "weight decay 5e-3 (val)", "difference"]
-    return rows_to_markdown(head, out, right=range(2, 7))
+    head = ["family", "run", "seed", "split rule", "weight decay", "without (val)",
+            "with (val)", "difference"]
+    return rows_to_markdown(head, sorted(out, key=lambda row: (row[3], row[1], row[4])),
+                            right=(2, 4, 5, 6, 7))

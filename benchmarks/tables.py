@@ -37,6 +37,7 @@ TABLES = {
     "estimation_size": fam.estimation_size,
     "families_old_scale": fam.families_old_scale,
     "families_old_scale_summary": fam.families_old_scale_summary,
+    "families_weight_decay": fam.families_weight_decay,
     "mbv1_45k": lambda results: fam.families(results, "growth_mbv1_45k.json"),
     "mbv1_45k_checks": lambda results: fam.families_checks(results, "growth_mbv1_45k.json"),
     "splitting_cost": src.splitting_cost,
