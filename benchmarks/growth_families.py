@@ -214,6 +214,10 @@ def main(argv=None):
         return
     path = os.path.join(RESULTS, args.tag + ".json")
     settings = {k: getattr(args, k) for k in SHARED}
+    if args.rule is None:
+        # What "the default rule" meant for these runs: a file made with another one is
+        # not resumed with this one (files without the key predate old_scale's default).
+        settings["default_rule"] = ks.GrowthSettings().rule.get_config()
     old = json.load(open(path)) if os.path.exists(path) else None
     if args.report and old is not None:
         settings = old["settings"]

@@ -126,6 +126,9 @@ def screening(prefix, results=RESULTS):
         with open(os.path.join(results, name)) as f:
             result = json.load(f)
         rule, grow = result["settings"].get("rule"), result["settings"].get("grow")
+        # Files without "default_rule" predate the default rule's old_scale.
+        default = (result["settings"].get("default_rule") or {"old_scale": 1.0})["old_scale"]
+        rule = rule or f"default (old_scale {default:g})"
         grow = (grow or "default") + (f"; GrowingModel {result['settings']['model']}"
                                       if result["settings"].get("model") else "")
         decay = result["settings"].get("weight_decay")
@@ -135,7 +138,7 @@ def screening(prefix, results=RESULTS):
             passes = [st.get("passes") for st in r.get("stages", [])]
             lines.append(
                 f"| {r['family']} | {r['method']} | {r['seed']} | "
-                f"{epochs} | {(rule or 'default') if growing else ''} | "
+                f"{epochs} | {rule if growing else ''} | "
                 f"{grow if growing else ''} | {r['macs']:,} | {r['val']:.4f} | "
                 f"{passes if any(p is not None for p in passes) else ''} | {name} |")
     return "\n".join(lines)

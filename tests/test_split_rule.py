@@ -77,10 +77,14 @@ def test_fresh_keeps_the_parent_and_silences_the_child(float64):
     new = {n: keras.ops.convert_to_numpy(model.network.get_layer(n).kernel)
            for n in ("stem", "res_conv", "head")}
     assert new["stem"].shape[-1] == new["res_conv"].shape[-1] == 5
-    np.testing.assert_array_equal(new["stem"][..., 1], old["stem"][..., 1])
+    # A BatchNormalization follows stem: the rule's old_scale shrinks every kernel there.
+    shrink = split_rule.OLD_SCALE
+    np.testing.assert_allclose(new["stem"][..., 1], shrink * old["stem"][..., 1], rtol=1e-6)
+    np.testing.assert_allclose(np.delete(new["stem"], 2, axis=-1), shrink * old["stem"],
+                               rtol=1e-6)
     child = new["stem"][..., 2]
-    assert not np.allclose(child, old["stem"][..., 1])
-    rms = np.sqrt(np.mean(old["stem"] ** 2)) * split_rule.FRESH_SCALE
+    assert not np.allclose(child, shrink * old["stem"][..., 1])
+    rms = np.sqrt(np.mean(old["stem"] ** 2)) * split_rule.FRESH_SCALE * shrink
     assert 0.7 < np.sqrt(np.mean(child ** 2)) / rms < 1.4
     # The consumer takes the parent's whole row on the first child and 0 on the second.
     np.testing.assert_array_equal(new["head"][..., 1, :], old["head"][..., 1, :])
@@ -157,6 +161,22 @@ def test_old_scale_shrinks_the_kernels_ahead_of_a_batchnorm_and_keeps_the_functi
         ks.SplitRule(old_scale=1.5)
     with pytest.raises(ValueError, match="Received: old_scale=0"):
         ks.SplitRule(old_scale=0)
+
+
+def test_the_default_growth_rule_shrinks_the_kernels_ahead_of_a_batchnorm(float64):
+    model = _compiled(zoo.cnn_bn_swish())   # c1 -> bn1, c2 -> bn2; c3: no BN
+    x, _ = zoo.data_for(model.network)
+    before = keras.ops.convert_to_numpy(model.network(x, training=False))
+    old = {n: keras.ops.convert_to_numpy(model.network.get_layer(n).kernel).copy()
+           for n in ("c1", "c3")}
+    rule = ks.GrowthSettings().rule   # what grow() and GrowthCallback use by default
+    model.split({"c2": [1]}, split_rule=rule, seed=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.network(x, training=False)),
+                               before, atol=1e-10)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.network.get_layer("c1").kernel),
+                               0.7 * old["c1"], rtol=1e-12)
+    c3 = keras.ops.convert_to_numpy(model.network.get_layer("c3").kernel)
+    np.testing.assert_array_equal(np.delete(c3, 2, axis=2), old["c3"])
 
 
 def test_reset_slots_zero_the_second_childs_momentum():
@@ -273,10 +293,12 @@ def test_grow_records_children_and_twins():
 def test_found_architecture_is_fresh_with_the_grown_widths():
     model, x, y = _trained_cnn()
     stage = model.grow((x, y), growth_ratio=0.5, method="exact", batch_size=16)
-    # grow's default rule is "fresh": a kept parent and a silent child at half the kernel's RMS.
+    # grow's default rule is "fresh": a kept parent and a silent child at half the kernel's
+    # RMS, the kernels ahead of a BatchNormalization shrunk by 0.7.
     assert growth_settings.DEFAULT_SPLIT_RULE == "fresh"
     assert stage.split_rule == ks.SplitRule(epsilon=0.0, incoming="fresh", outgoing="parent",
-                                            reset_slots=True, fresh_scale=0.5).get_config()
+                                            reset_slots=True, fresh_scale=0.5,
+                                            old_scale=0.7).get_config()
     fresh = model.found_architecture(seed=0)
     assert not isinstance(fresh, ks.GrowingModel)
     assert fresh.get_config()["layers"] == model.network.get_config()["layers"]

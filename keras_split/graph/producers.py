@@ -106,6 +106,13 @@ class ProducerHandler(LayerHandler):
         """Edits of weights other than the kernel and bias (none for Dense and Conv)."""
         return {}
 
+    def rescale_output(self, layer, scale, edits):
+        """Plans the layer's output multiplied by ``scale`` (``edits`` as ``widen``'s): the
+        units' kernel and the bias are scaled, not the weights before them (a separable
+        convolution's depthwise kernel), so that the output is exactly ``scale`` times."""
+        for name in [self.kernel_name] + (["bias"] if layer.use_bias else []):
+            edits.setdefault(name, WeightEdit()).scale = scale
+
     # ------------------------------------------------------------------ costs
     def macs(self, layer, output_tensor):
         # Kernel [..., fan_in / groups, units]: one MAC per weight per position.

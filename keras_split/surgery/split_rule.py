@@ -160,6 +160,9 @@ class SplitRule:
 # The scale of the default rule's fresh children, relative to the layer's kernel RMS: chosen
 # on CIFAR-10 validation splits across network families (benchmarks/growth_families.py).
 FRESH_SCALE = 0.5
+# The default rule's shrink of the kernels ahead of a BatchNormalization at every split
+# (``old_scale``), chosen the same way.
+OLD_SCALE = 0.7
 
 # Named rules. "copy" is the seed papers' split; docs/benchmarks.md compares them.
 RULES = {
@@ -167,5 +170,5 @@ RULES = {
     "antisymmetric": SplitRule(epsilon=0.1, relative=True, outgoing="antisymmetric",
                                noise=1.0, reset_slots=True),
     "fresh": SplitRule(epsilon=0.0, incoming="fresh", outgoing="parent", reset_slots=True,
-                       fresh_scale=FRESH_SCALE),
+                       fresh_scale=FRESH_SCALE, old_scale=OLD_SCALE),
 }

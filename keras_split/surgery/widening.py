@@ -214,8 +214,7 @@ def _shrink(layer, handler, role, updates, edits, scale):
     """Scales a producer's weights by ``scale``, or has its BatchNormalization's handler
     compensate (``role``), so that the normalised output is exactly the same."""
     if role == "kernel":
-        for w in layer.weights:
-            edits.setdefault(w.name, WeightEdit()).scale = scale
+        handler.rescale_output(layer, scale, edits)
     elif role == "normalization":
         handler.rescale_input(layer, scale, updates, edits)
 
