@@ -334,28 +334,33 @@ def families_old_scale(results):
 
 def families_old_scale_summary(results):
     """Per family and run of ``probe_old07.json``: the mean ± sample std over seeds (n) of
-    the difference to the defaults (as :func:`families_old_scale` pairs them), and of the
-    run's lead over the target width from scratch with the same shrinks
-    (``scratch-rule``, same seed) where that control ran; validation, points."""
+    the difference to the defaults (as :func:`families_old_scale` pairs them), of the run's
+    lead over the target width from scratch (the plain one, paired the same way) and over
+    it with the same shrinks (``scratch-rule``, same seed) where that control ran;
+    validation, points."""
     base = _defaults_for(results)
     old = load(results, "probe_old07.json")["runs"]
     control = {(r["family"], r["seed"]): r["val"] for r in old if r["method"] == "scratch-rule"}
-    gains, leads = {}, {}
+    gains, leads, plain = {}, {}, {}
     for r in old:
         method = "scratch" if r["method"] == "scratch-rule" else r["method"]
         b = base.get((r["family"], method, r["seed"]))
+        scratch = base.get((r["family"], "scratch", r["seed"]))
         key = (r["family"], r["method"])
         if b is not None:
             gains.setdefault(key, []).append(100 * (r["val"] - b["val"]))
         if r["method"] != "scratch-rule" and (r["family"], r["seed"]) in control:
             leads.setdefault(key, []).append(100 * (r["val"] - control[(r["family"], r["seed"])]))
+        if r["method"] != "scratch-rule" and scratch is not None:
+            plain.setdefault(key, []).append(100 * (r["val"] - scratch["val"]))
     def cell(values):
         return ms(values, digits=2, sign=True) if values else ""
-    out = [[family, method, cell(gains[(family, method)]), cell(leads.get((family, method), []))]
+    out = [[family, method, cell(gains[(family, method)]),
+            cell(plain.get((family, method), [])), cell(leads.get((family, method), []))]
            for family, method in sorted(gains)]
     head = ["family", "run", "old_scale 0.7 - defaults (val, pt)",
-            "old_scale 0.7 - scratch-rule (val, pt)"]
-    return rows_to_markdown(head, out, right=range(2, 4))
+            "old_scale 0.7 - scratch (val, pt)", "old_scale 0.7 - scratch-rule (val, pt)"]
+    return rows_to_markdown(head, out, right=range(2, 5))
 
 
 def families_weight_decay(results):
