@@ -53,7 +53,9 @@ def test_a_latency_budget_keeps_the_predicted_latency(trained_weights, tmp_path)
     graph = model.channel_graph
     groups = sorted(graph.groups)
     costs = latency.group_costs(graph, groups)
-    limit = latency.network_cost(graph) + 2.5 * costs[costs > 0].min()
+    # A few typical groups fit (the median, not the smallest cost: one measured difference
+    # can be near zero on a busy machine).
+    limit = latency.network_cost(graph) + 2.5 * np.median(costs[costs > 0])
     free = model.grow(zoo.cnn_data(), growth_ratio=1.0, method="exact", dry_run=True)
     stage = model.grow(zoo.cnn_data(), growth_ratio=1.0, method="exact", dry_run=True,
                        budgets={latency: limit})
