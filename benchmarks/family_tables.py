@@ -369,12 +369,12 @@ def families_weight_decay(results):
     ``probe_old07.json``): the same family, method, seed and CPU model; validation."""
     def index(name):
         return {(r["family"], r["method"], r["seed"]): r for r in load(results, name)["runs"]}
-    plain = {"defaults": index("probe_avx2_default.json"),
+    plain = {"old_scale 1": index("probe_avx2_default.json"),
              "old_scale 0.7": index("probe_old07.json")}
     out = []
     for name in sorted(n for n in os.listdir(results)
                        if n.startswith("probe_wd") and n.endswith(".json")):
-        rule = "old_scale 0.7" if name.startswith("probe_wd_old07") else "defaults"
+        rule = "old_scale 0.7" if name.startswith("probe_wd_old07") else "old_scale 1"
         decay = load(results, name)["settings"]["weight_decay"]
         for key, r in sorted(index(name).items()):
             p = plain[rule].get(key)
