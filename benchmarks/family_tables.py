@@ -300,15 +300,24 @@ def estimation_size(results):
     return rows_to_markdown(head, out, right=range(1, 4))
 
 
+def _runs_by_key(results, name):
+    """``{(family, method, seed): run}`` of the results file ``name``."""
+    return {(r["family"], r["method"], r["seed"]): r for r in load(results, name)["runs"]}
+
+
 def _defaults_for(results):
     """``{(family, method, seed): run}`` of the defaults: ``probe_avx2_default.json``
     (validation runs on the AVX2 CPU model of the old_scale screening) where it has the
     run, else ``growth_families.json``."""
-    base = {}
-    for name in ("growth_families.json", "probe_avx2_default.json"):
-        for r in load(results, name)["runs"]:
-            base[(r["family"], r["method"], r["seed"])] = r
-    return base
+    return {**_runs_by_key(results, "growth_families.json"),
+            **_runs_by_key(results, "probe_avx2_default.json")}
+
+
+def _default_run(base, run):
+    """The run of ``base`` that ``run`` of the old_scale screening pairs with (None
+    without one): the same family, method and seed, ``scratch-rule`` with ``scratch``."""
+    method = "scratch" if run["method"] == "scratch-rule" else run["method"]
+    return base.get((run["family"], method, run["seed"]))
 
 
 def families_old_scale(results):
@@ -320,8 +329,7 @@ def families_old_scale(results):
     base = _defaults_for(results)
     out = []
     for r in load(results, "probe_old07.json")["runs"]:
-        method = "scratch" if r["method"] == "scratch-rule" else r["method"]
-        b = base.get((r["family"], method, r["seed"]))
+        b = _default_run(base, r)
         if b is None:
             continue
         same = "same" if b.get("cpu") == r.get("cpu") else "other"
@@ -343,8 +351,7 @@ def families_old_scale_summary(results):
     control = {(r["family"], r["seed"]): r["val"] for r in old if r["method"] == "scratch-rule"}
     gains, leads, plain = {}, {}, {}
     for r in old:
-        method = "scratch" if r["method"] == "scratch-rule" else r["method"]
-        b = base.get((r["family"], method, r["seed"]))
+        b = _default_run(base, r)
         scratch = base.get((r["family"], "scratch", r["seed"]))
         key = (r["family"], r["method"])
         if b is not None:
@@ -353,10 +360,8 @@ def families_old_scale_summary(results):
             leads.setdefault(key, []).append(100 * (r["val"] - control[(r["family"], r["seed"])]))
         if r["method"] != "scratch-rule" and scratch is not None:
             plain.setdefault(key, []).append(100 * (r["val"] - scratch["val"]))
-    def cell(values):
-        return ms(values, digits=2, sign=True) if values else ""
-    out = [[family, method, cell(gains[(family, method)]),
-            cell(plain.get((family, method), [])), cell(leads.get((family, method), []))]
+    out = [[family, method, _diff_cell(gains[(family, method)]),
+            _diff_cell(plain.get((family, method))), _diff_cell(leads.get((family, method)))]
            for family, method in sorted(gains)]
     head = ["family", "run", "old_scale 0.7 - defaults (val, pt)",
             "old_scale 0.7 - scratch (val, pt)", "old_scale 0.7 - scratch-rule (val, pt)"]
@@ -367,16 +372,14 @@ def families_weight_decay(results):
     """The runs with weight decay (``probe_wd*.json``; those of ``probe_wd_old07*`` with
     ``old_scale=0.7``) against the same run without (``probe_avx2_default.json``,
     ``probe_old07.json``): the same family, method, seed and CPU model; validation."""
-    def index(name):
-        return {(r["family"], r["method"], r["seed"]): r for r in load(results, name)["runs"]}
-    plain = {"old_scale 1": index("probe_avx2_default.json"),
-             "old_scale 0.7": index("probe_old07.json")}
+    plain = {"old_scale 1": _runs_by_key(results, "probe_avx2_default.json"),
+             "old_scale 0.7": _runs_by_key(results, "probe_old07.json")}
     out = []
     for name in sorted(n for n in os.listdir(results)
                        if n.startswith("probe_wd") and n.endswith(".json")):
         rule = "old_scale 0.7" if name.startswith("probe_wd_old07") else "old_scale 1"
         decay = load(results, name)["settings"]["weight_decay"]
-        for key, r in sorted(index(name).items()):
+        for key, r in sorted(_runs_by_key(results, name).items()):
             p = plain[rule].get(key)
             out.append([key[0], key[1], str(key[2]), rule if key[1] != "scratch" else "",
                         f"{decay:g}", f"{p['val']:.4f}" if p else "", f"{r['val']:.4f}",

@@ -19,14 +19,12 @@ def load(results, name):
         return json.load(f)
 
 
-def ms(values, digits=4, sign=False):
-    """``mean ± sample std (n=k)`` of ``values`` (ddof 1; no std for one value; the mean
-    signed with ``sign``)."""
+def ms(values, digits=4):
+    """``mean ± sample std (n=k)`` of ``values`` (ddof 1; no std for one value)."""
     values = np.asarray(values, dtype=np.float64)
-    mean = f"{values.mean():{'+' if sign else ''}.{digits}f}"
     if len(values) < 2:
-        return f"{mean} (n={len(values)})"
-    return f"{mean} ± {values.std(ddof=1):.{digits}f} (n={len(values)})"
+        return f"{values.mean():.{digits}f} (n={len(values)})"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f} (n={len(values)})"
 
 
 def rows_to_markdown(head, rows, right=()):
