@@ -41,10 +41,12 @@ plots accuracy against MACs with the width multiplier as a curve.
 """
 
 import argparse
+import base64
 import json
 import os
 import sys
 import time
+import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -160,6 +162,8 @@ def run(family, method, args, seed, train_xy, sets, found=None, width=None):
         out["stages"] = [_stage_row(st) for st in grower.stages]
         out["widths"] = layer_widths(model)
         out["found"] = model.found_architecture(seed=seed)
+        if method in RETRAINS.values():
+            out["found_config"] = pack_architecture(out["found"])
     else:
         model = found if method in RETRAINS else fam.build(width)
         curve = ValidationCurve(*sets["val"]) if args.val_curve else None
@@ -263,6 +267,10 @@ def run_all(args, runs, train_xy, sets, save_now):
                           flush=True)
                     save_now()
                     continue
+                if (source and (family, seed, source) not in found
+                        and "found_config" in done.get(source, {})):
+                    found[(family, seed, source)] = unpack_architecture(
+                        done[source]["found_config"], seed)
                 if source and (family, seed, source) not in found:
                     if source in done:
                         print(f"{family} seed {seed}: {method} needs the {source} run's "
@@ -278,6 +286,20 @@ def run_all(args, runs, train_xy, sets, save_now):
                       + "  ".join(f"{k} {r[k]:.4f}" for k in sets)
                       + f"  {r['seconds']:.0f} s", flush=True)
                 save_now()
+
+
+def pack_architecture(network):
+    """``network``'s architecture (its JSON config, compressed) as a string: what a later
+    process needs to train the found architecture when its growing run ended earlier."""
+    return base64.b64encode(zlib.compress(network.to_json().encode(), 9)).decode()
+
+
+def unpack_architecture(packed, seed):
+    """The network ``pack_architecture`` packed, freshly initialised as
+    ``GrowingModel.found_architecture(seed=seed)`` initialises it (the same weights)."""
+    network = keras.models.model_from_json(zlib.decompress(base64.b64decode(packed)).decode())
+    keras.utils.set_random_seed(seed)
+    return keras.models.clone_model(network)
 
 
 def _reused(args, family, seed, method, found, grown):
