@@ -150,9 +150,10 @@ SUMMARY = (("scratch", "target width from scratch"), ("energy", "grown in place"
            ("uniform", "uniform widening in place"), ("retrained", "found architecture, retrained"))
 
 
-def families_summary(results):
-    """Per family: test accuracy of the four runs that matter, and their MACs."""
-    runs = load(results, "growth_families.json")["runs"]
+def families_summary(results, name="growth_families.json"):
+    """Per family: test accuracy of the four runs that matter, and their MACs
+    (``name``: the results file)."""
+    runs = load(results, name)["runs"]
     key = "test" if runs and "test" in runs[0] else "val"
     out = []
     for family in dict.fromkeys(r["family"] for r in runs):
@@ -189,12 +190,13 @@ def _macs_for(curve, accuracy):
     return f"{macs[int(np.argmin(np.abs(np.array(acc) - accuracy)))] / 1e6:.2f} M"
 
 
-def families_frontier(results):
+def families_frontier(results, name="growth_families.json"):
     """Per family: the width multiplier's curve (test accuracy at each width's MACs, means
     over seeds), and for the grown network and the found architecture their accuracy and
-    MACs and the MACs at which the curve reaches that accuracy."""
+    MACs and the MACs at which the curve reaches that accuracy (``name``: the results
+    file)."""
     out = []
-    for family, by in _by_family(load(results, "growth_families.json")["runs"]).items():
+    for family, by in _by_family(load(results, name)["runs"]).items():
         curve = _curve(by)
         if len(curve) < 2:
             continue
