@@ -9,9 +9,12 @@ images, a validation split, 16 epochs, SGD Nesterov, seeded), for every family a
   ``growth_ratio`` of it); each stage's prediction is compared with its model timed after
   training (nothing else running: timings taken while the input pipeline prefetches, or
   while any other job runs, are off by tens of percent);
-* the MACs-budget runs (``energy``) and the width multiplier's curve (``scratch`` and
-  ``width-<w>``) are read from ``growth_families.json`` (same protocol, same seeds) and
-  their architectures timed here, with the same interpreter settings.
+* the MACs-budget runs (``energy``) are read from the first of ``--baselines``' results
+  files of ``growth_families.py`` (made with today's default split rule, which the
+  latency runs use), the width multiplier's curve (``scratch`` and ``width-<w>``, which
+  no split rule touches) from the first of them that has each run; each file must have
+  this protocol (it is refused otherwise), and the architectures are timed here, with
+  the same interpreter settings.
 
 Latency: the TFLite interpreter (XNNPACK), one thread, batch 1, median of 50 runs, on
 this machine; the per-layer table is cached in ``benchmarks/results/latency_tables``
@@ -91,21 +94,53 @@ def time_architecture(family, widths, latency):
             "macs": ks.count_flops(model)}
 
 
-def baselines(family, latency):
-    """The MACs-budget and width-multiplier runs of growth_families.json, timed here."""
-    with open(os.path.join(RESULTS, "growth_families.json")) as f:
-        runs = [r for r in json.load(f)["runs"] if r["family"] == family]
+# The protocol settings a baselines file must share with this benchmark's runs.
+PROTOCOL = ("epochs", "train_examples", "val_examples", "eigen_examples", "batch_size", "lr",
+            "weight_decay")
+
+
+def baseline_runs(tags, args):
+    """The ``energy``, ``scratch`` and ``width-<w>`` runs of ``growth_families.py``'s
+    results files ``tags`` (first file first): ``energy`` from the first file only,
+    each (family, method, seed) of the curve from the first file that has it.
+
+    Raises:
+        SystemExit: when a file's protocol differs from ``args``', or the first one was
+            not made with today's default split rule.
+    """
+    out, seen = [], set()
+    for i, tag in enumerate(tags):
+        with open(os.path.join(RESULTS, tag + ".json")) as f:
+            data = json.load(f)
+        settings = data["settings"]
+        other = {k: settings.get(k) for k in PROTOCOL if settings.get(k) != getattr(args, k)}
+        if other:
+            raise SystemExit(f"{tag}.json has another protocol: {other}")
+        if i == 0 and (settings.get("rule") is not None or settings.get("grow") is not None
+                       or settings.get("default_rule")
+                       != ks.GrowthSettings().rule.get_config()):
+            raise SystemExit(f"{tag}.json's growing runs were not made with today's default "
+                             "split rule: name another file first in --baselines")
+        for r in data["runs"]:
+            curve = r["method"] == "scratch" or r["method"].startswith("width-")
+            key = (r["family"], r["method"], r["seed"])
+            if (curve or (i == 0 and r["method"] == "energy")) and key not in seen:
+                seen.add(key)
+                out.append(dict(r, source=tag))
+    return out
+
+
+def baselines(family, runs, latency):
+    """The family's baseline ``runs`` (:func:`baseline_runs`), their architectures timed
+    here."""
     out, timed = [], {}
-    for r in runs:
-        if r["method"] != "energy" and r["method"] != "scratch" \
-                and not r["method"].startswith("width-"):
-            continue
+    for r in (r for r in runs if r["family"] == family):
         key = json.dumps(r["widths"], sort_keys=True)
         if key not in timed:
             timed[key] = time_architecture(family, r["widths"], latency)
         out.append({"family": family, "method": r["method"], "seed": r["seed"],
-                    "widths": r["widths"], "val": r["val"], "test": r["test"],
-                    **timed[key]})
+                    "source": r["source"], "widths": r["widths"], "val": r["val"],
+                    "test": r["test"], **timed[key]})
     return out
 
 
@@ -164,6 +199,9 @@ def main(argv=None):
     family_protocol_arguments(parser)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--device", default=None, help="latency table label (default: CPU)")
+    parser.add_argument("--baselines", default="growth_families_old07,growth_families",
+                        help="results files (tags) of growth_families.py: the MACs-budget "
+                             "runs from the first, the width multiplier's curve from any")
     parser.add_argument("--tag", default="device_costs")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args(argv)
@@ -174,11 +212,12 @@ def main(argv=None):
         tf.config.experimental.enable_op_determinism()
         train_xy, val, test = load(args.data_dir, args.train_examples, args.val_examples)
         sets = {"val": (normalised(val[0]), val[1]), "test": (normalised(test[0]), test[1])}
+        runs = baseline_runs(args.baselines.split(","), args)
         for family in args.families.split(","):
             if not any(r["family"] == family for r in result["baselines"]):
                 latency = latency_model(args)
                 t0 = time.perf_counter()
-                result["baselines"] += baselines(family, latency)
+                result["baselines"] += baselines(family, runs, latency)
                 result["tables"].append({"family": family, "seconds": time.perf_counter() - t0,
                                          "measurements": latency.measurements})
                 _save(path, result, argv)
