@@ -32,7 +32,8 @@ width (the width multiplier they are compared with):
 
 Every finished run is written to ``benchmarks/results/<tag>.json`` as it ends and a rerun
 with the same settings skips it (``--tag`` names a variant), so that the benchmark can
-span sessions. The table reports, per family, the in-place penalty (uniform in place
+be stopped and resumed; a growing run stores the architecture it found, so that its
+retrained run can come in a later process. The table reports, per family, the in-place penalty (uniform in place
 minus scratch), the selection's gain in place (energy minus uniform) and as a found
 architecture (retrained minus scratch), and MAC-epochs against scratch's; ``<tag>.png``
 plots accuracy against MACs with the width multiplier as a curve.
