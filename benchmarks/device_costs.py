@@ -46,6 +46,7 @@ import keras_split as ks  # noqa: E402
 from cifar10_common import (RESULTS, command_line, evaluate,  # noqa: E402
                             family_protocol_arguments, load, machine, normalised, train)
 from families import FAMILIES, layer_widths, widening_plan  # noqa: E402
+from growth_families import SHARED  # noqa: E402
 
 TABLES = os.path.join(RESULTS, "latency_tables")
 
@@ -94,9 +95,9 @@ def time_architecture(family, widths, latency):
             "macs": ks.count_flops(model)}
 
 
-# The protocol settings a baselines file must share with this benchmark's runs.
-PROTOCOL = ("epochs", "train_examples", "val_examples", "eigen_examples", "batch_size", "lr",
-            "weight_decay")
+# The protocol settings a baselines file must share with this benchmark's runs: those of
+# growth_families.py's results files but the evaluation and the growing runs' settings.
+PROTOCOL = tuple(k for k in SHARED if k not in ("eval", "rule", "grow", "model"))
 
 
 def baseline_runs(tags, args):
