@@ -58,6 +58,48 @@ def test_fit_after_split_keeps_optimizer_config_and_slots():
     assert int(model.optimizer.iterations) == 8
 
 
+def _sequential_and_nested():
+    """The same three-layer net as a Sequential model and nested in a functional one:
+    their layers' weight paths carry the inner model's name, a widened clone's do not."""
+    def layers():
+        return [L.Conv2D(4, 3, padding="same", name="c1"), L.BatchNormalization(name="bn1"),
+                L.Activation("swish", name="a1"), L.GlobalAveragePooling2D(name="gap"),
+                L.Dense(3, name="head")]
+    sequential = keras.Sequential([keras.Input((6, 6, 2)), *layers()], name="seq")
+    inner = keras.Sequential([keras.Input((6, 6, 2)), *layers()], name="inner")
+    x = keras.Input((6, 6, 2))
+    return {"sequential": sequential, "nested": keras.Model(x, inner(x), name="outer")}
+
+
+@pytest.mark.parametrize("kind", ["sequential", "nested"])
+def test_split_of_sequential_or_nested_model_keeps_adam_state(kind, caplog):
+    model = ks.GrowingModel(_sequential_and_nested()[kind])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    x = np.random.default_rng(0).normal(size=(16, 6, 6, 2)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(16, 3)).astype("float32")
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    # The old slots are named after the inner model's paths: "seq_c1_kernel_velocity".
+    old = {v.name.removeprefix("seq_").removeprefix("inner_"): np.array(v)
+           for v in model.optimizer.variables}
+    assert "c1_kernel_velocity" in old and float(np.abs(old["c1_kernel_velocity"]).max()) > 0
+    with caplog.at_level("WARNING", logger="keras_split.surgery.optimizer_state"):
+        model.split({"c1": [2]}, epsilon=0.0)
+    assert "start at zero" not in caplog.text
+    new = {v.name: np.array(v) for v in model.optimizer.variables}
+    assert int(model.optimizer.iterations) == 4
+    for name in ("head_bias_momentum", "head_bias_velocity"):
+        np.testing.assert_array_equal(new[name], old[name])
+    # The split unit's children both start with its second moments; the first moments of
+    # the consumer's duplicated input rows are halved like the rows.
+    np.testing.assert_array_equal(new["c1_kernel_velocity"],
+                                  old["c1_kernel_velocity"][..., [0, 1, 2, 2, 3]])
+    np.testing.assert_array_equal(new["bn1_beta_velocity"], old["bn1_beta_velocity"][[0, 1, 2, 2, 3]])
+    np.testing.assert_allclose(new["head_kernel_momentum"][[2, 3]],
+                               np.stack([old["head_kernel_momentum"][2] / 2] * 2), rtol=1e-6)
+    np.testing.assert_array_equal(new["head_kernel_velocity"][[0, 1, 4]],
+                                  old["head_kernel_velocity"][[0, 1, 3]])
+
+
 def test_keras_round_trip_after_split(tmp_path):
     model = ks.GrowingModel(zoo.residual())
     model.compile(optimizer="adam", loss="mse")

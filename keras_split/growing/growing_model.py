@@ -296,24 +296,25 @@ class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
         Returns:
             ``{layer_name: (units_before, units_after)}`` for every widened producer.
         """
-        network, var_edits = candidate.network, candidate.var_edits
+        network = candidate.network
         new_graph = ChannelGraph(network, self.surrogate, self.surrogate_beta)
         summary = {n: (self._graph.units(n), new_graph.units(n)) for n in self._graph.producers
                    if new_graph.units(n) != self._graph.units(n)}
-        self._replace_network(network, new_graph, var_edits, rule)
+        self._replace_network(network, new_graph, candidate, rule)
         logger.info("Split: %s", summary)
         return summary
 
-    def _replace_network(self, network, graph, var_edits, rule):
+    def _replace_network(self, network, graph, widened, rule):
         old_optimizer = getattr(self, "optimizer", None)
         optimizer, iteration = old_optimizer, 0
         if old_optimizer is not None and self.compiled:
             # Built before anything changes, so that a failure leaves the model as it was.
             with self.distribute_strategy.scope():
-                optimizer = rebuild_optimizer(old_optimizer, var_edits,
-                                              network.trainable_variables, rule.reset_slots)
+                optimizer = rebuild_optimizer(old_optimizer, widened.var_edits,
+                                              network.trainable_variables, rule.reset_slots,
+                                              sources=widened.sources)
             iteration = int(keras.ops.convert_to_numpy(old_optimizer.iterations))
-        catch_up = self._catch_up.after_split(var_edits, network.trainable_variables,
+        catch_up = self._catch_up.after_split(widened.var_edits, network.trainable_variables,
                                               iteration, rule.catch_up)
         self._restore((network, graph, optimizer, self.train_function is not None, catch_up))
 

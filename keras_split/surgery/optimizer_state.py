@@ -9,7 +9,7 @@ from keras_split import compat
 logger = logging.getLogger(__name__)
 
 
-def rebuild_optimizer(old, var_edits, variables, reset_slots=False):
+def rebuild_optimizer(old, var_edits, variables, reset_slots=False, sources=None):
     """A fresh optimizer of ``old``'s config for ``variables``, with its state carried over.
 
     The iteration count is kept. Slot variables (momentum, Adam moments, ...)
@@ -25,6 +25,10 @@ def rebuild_optimizer(old, var_edits, variables, reset_slots=False):
             :mod:`keras_split.surgery.widening`).
         variables: the new network's trainable variables.
         reset_slots: the split rule's ``reset_slots``.
+        sources: ``{new weight path: old weight path}`` where they differ (a layer
+            of a Sequential or nested model has its model's name in its paths): the
+            old slots of the weight are found under the old path. Default: the
+            same paths.
 
     Returns:
         A new optimizer, built for ``variables`` when ``old`` was built.
@@ -39,11 +43,13 @@ def rebuild_optimizer(old, var_edits, variables, reset_slots=False):
     new.build(variables)
     new.iterations.assign(old.iterations)
     old_slots = {v.name: v for v in old.variables}
+    renames = {compat.slot_prefix(p): compat.slot_prefix(o)
+               for p, o in (sources or {}).items() if p != o}
     prefixes = sorted(((compat.slot_prefix(p), e) for p, e in var_edits.items()),
                       key=lambda item: -len(item[0]))
     lost = []
     for slot in new.variables:
-        source = old_slots.get(slot.name)
+        source = old_slots.get(_old_name(slot.name, renames))
         if slot is new.iterations:
             continue
         value = None if source is None else _carried(slot, source, prefixes, reset_slots)
@@ -55,6 +61,16 @@ def rebuild_optimizer(old, var_edits, variables, reset_slots=False):
         logger.warning("Optimizer slots that start at zero after the split (no matching "
                        "state in the old optimizer): %s", lost)
     return new
+
+
+def _old_name(name, renames):
+    """The old optimizer's name of slot ``name``: its weight's prefix (the longest of
+    ``renames`` that starts it) replaced by the old weight's."""
+    cuts = [i + 1 for i, c in enumerate(name) if c == "_"]
+    for cut in reversed(cuts):
+        if name[:cut] in renames:
+            return renames[name[:cut]] + name[cut:]
+    return name
 
 
 def _carried(slot, source, prefixes, reset_slots):

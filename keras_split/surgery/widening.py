@@ -30,6 +30,10 @@ class WidenedNetwork:
         network: the widened functional model (the original is unchanged).
         var_edits: ``{variable_path: WeightEdit}``, the edit that produced each
             weight of ``network`` (optimizer slots and catch-up follow them).
+        sources: ``{variable_path: old variable_path}`` for every weight of
+            ``network``: the weight of the original it was made from (a layer of a
+            Sequential or nested model has its model's name in its paths, its
+            clone does not).
 
     Example:
         >>> widened = widen_model(graph, plan_edits(graph, groups, eig, rule))
@@ -39,6 +43,7 @@ class WidenedNetwork:
 
     network: keras.Model
     var_edits: dict
+    sources: dict = dataclasses.field(default_factory=dict)
 
     def stepped(self):
         """``[(variable, step)]``: the kernels moved along an eigenvector step, with that
@@ -276,8 +281,9 @@ def widen_model(graph, plans):
         plans: the result of :func:`plan_edits`.
 
     Returns:
-        A :class:`WidenedNetwork`: the widened functional model, and the edit
-        that produced each of its weights (for optimizer slot variables).
+        A :class:`WidenedNetwork`: the widened functional model, the edit that
+        produced each of its weights and the weight each one comes from (for
+        optimizer slot variables).
     """
     model = graph.model
 
@@ -288,7 +294,7 @@ def widen_model(graph, plans):
         return type(layer).from_config(config)
 
     new_model = keras.models.clone_model(model, clone_function=clone)
-    var_edits = {}
+    var_edits, sources = {}, {}
     for n in graph.nodes:
         if not isinstance(n.layer, keras.layers.Layer):
             continue   # an op node: no weights, re-created by clone_model
@@ -311,5 +317,6 @@ def widen_model(graph, plans):
                     f"{value.shape} vs {tuple(w.shape)}."
                 )
             w.assign(value.astype(w.dtype))
+            sources[w.path] = old_w.path
     logger.debug("Widened model %s", new_model.name)
-    return WidenedNetwork(new_model, var_edits)
+    return WidenedNetwork(new_model, var_edits, sources)
