@@ -2,6 +2,7 @@
 
 import collections
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +12,7 @@ import keras_split as ks
 from keras_split.select import costs
 from tests import zoo
 
+L = keras.layers
 MAC_OPS = ("Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMulV2")
 
 
@@ -49,6 +51,22 @@ def test_count_flops_dilated_and_strided():
     # c1: 9x9 -> 5x5 (stride 2, same), c2: dilated 3x3 same on 5x5, c3: 2x2 valid -> 4x4
     expected = 5 * 5 * 27 * 4 + 5 * 5 * 9 * 4 * 5 + 4 * 4 * 4 * 5 * 3 + 3 * 2
     assert ks.count_flops(model) == expected
+
+
+def test_count_flops_of_recurrent_and_transposed_layers():
+    """One MAC per kernel and recurrent-kernel weight per step (both directions of a
+    Bidirectional layer); one per transposed-convolution weight per input position."""
+    x = keras.Input((10, 3))
+    h = L.LSTM(4, return_sequences=True)(x)               # 10 steps * (3 + 4) * 16
+    h = L.Bidirectional(L.GRU(5))(h)                       # 10 * 2 * (4 + 5) * 15
+    recurrent = keras.Model(x, L.Dense(2)(h))
+    assert ks.count_flops(recurrent) == 10 * 7 * 16 + 10 * 2 * 9 * 15 + 10 * 2
+    x = keras.Input((5, 5, 3))
+    h = L.Conv2DTranspose(4, 3, strides=2, padding="same")(x)   # 25 positions * 3*3*4*3
+    y = keras.Input((7, 2))
+    z = L.Conv1DTranspose(3, 4, strides=1)(L.SimpleRNN(2, return_sequences=True)(y))
+    assert ks.count_flops(keras.Model(x, h)) == 25 * 108
+    assert ks.count_flops(keras.Model(y, z)) == 7 * (2 * 2 + 2 * 2) + 7 * 4 * 3 * 2
 
 
 @pytest.mark.parametrize("topology", sorted(zoo.TOPOLOGIES))

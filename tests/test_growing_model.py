@@ -166,8 +166,9 @@ class Custom(L.Layer):
 @pytest.mark.parametrize(
     "build, pattern",
     [
-        (lambda: keras.Sequential([keras.Input((5, 3)), L.LSTM(4, name="lstm"), L.Dense(2)]),
-         "'lstm' of type LSTM"),
+        (lambda: keras.Sequential([keras.Input((4, 4, 4, 2)), L.Conv3D(3, 2, name="c3d"),
+                                   L.Flatten(), L.Dense(2)]),
+         "'c3d' of type Conv3D"),
         (lambda: keras.Sequential([keras.Input((3,)), L.Dense(4), Custom(name="mine"), L.Dense(2)]),
          "'mine' of type Custom"),
     ],

@@ -58,6 +58,53 @@ def test_channels_that_reach_a_channel_mixing_layer_are_not_split(sink):
         model.split({"d2": [0]})
 
 
+def _text_gru():
+    x = keras.Input((12,), dtype="int32")
+    h = L.Embedding(30, 6, name="embed")(x)
+    h = L.Conv1D(5, 3, activation="relu", name="conv")(h)
+    h = L.Conv1D(4, 3, activation="relu", name="to_rnn")(h)
+    h = L.Bidirectional(L.GRU(4), name="rnn")(h)
+    h = L.Dense(6, activation="relu", name="dense")(h)
+    data = np.random.default_rng(0).integers(0, 30, size=(16, 12)).astype("int32")
+    return keras.Model(x, L.Dense(3, name="out")(h)), data
+
+
+def _augmented_decoder():
+    x = keras.Input((8, 8, 3))
+    h = L.RandomFlip("horizontal", name="flip")(x)
+    h = L.RandomRotation(0.1, name="rotate")(h)
+    h = L.Conv2D(6, 3, padding="same", activation="relu", name="conv")(h)
+    h = L.Conv2D(4, 3, padding="same", name="to_gn")(h)
+    h = L.GroupNormalization(2, name="gn")(h)
+    h = L.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="to_up")(h)
+    h = L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu", name="up")(h)
+    h = L.Conv2D(6, 3, padding="same", activation="relu", name="head_conv")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    data = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype("float32")
+    return keras.Model(x, L.Dense(3, name="out")(h)), data
+
+
+@pytest.mark.parametrize("build, splittable, fixed", [
+    (_text_gru, ["conv", "dense"], "to_rnn"),
+    (_augmented_decoder, ["conv", "head_conv"], "to_gn"),
+])
+def test_layers_that_are_not_widened_fix_their_channels_and_the_rest_grows(build, splittable,
+                                                                           fixed):
+    """Embedding, recurrent layers, GroupNormalization, transposed convolutions and
+    augmentation layers are built in as fixed layers: what feeds them is never split,
+    the other producers split and keep the function."""
+    net, x = build()
+    model = ks.GrowingModel(net)
+    assert model.splittable_layers == splittable
+    with pytest.raises(ValueError, match=fixed):
+        model.split({fixed: [0]})
+    before = model.predict(x, verbose=0)
+    model.split({name: [0, 1] for name in splittable}, epsilon=0.0)
+    for name in splittable:
+        assert model.network.get_layer(name).kernel.shape[-1] == net.get_layer(name).kernel.shape[-1] + 2
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, rtol=1e-5, atol=1e-6)
+
+
 def test_grouped_convolutions_tie_units_across_groups_and_channels_first_is_refused():
     x = keras.Input((8, 8, 4))
     h = L.Conv2D(4, 1, activation="tanh", name="before")(x)

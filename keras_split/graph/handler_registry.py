@@ -22,8 +22,10 @@ from keras_split.graph.handlers import (
     LayerHandler,
     MERGE,
     OP,
+    RecurrentHandler,
     ReshapeHandler,
     SINK,
+    TransposedConvHandler,
 )
 from keras_split.graph.producers import (PRODUCER, Conv2DHandler, ConvHandler,
                                          DepthwiseConvHandler,
@@ -161,8 +163,15 @@ register_handler(L.Flatten, FlattenHandler())
 # (they sit before the first splittable layer, where channels are fixed anyway).
 register_handler(L.Reshape, ReshapeHandler())
 for _cls in (L.Softmax, L.LayerNormalization, L.Permute, L.Rescaling,
-             L.Normalization, L.Resizing, L.CenterCrop):
+             L.Normalization, L.Resizing, L.CenterCrop, L.Embedding, L.GroupNormalization,
+             L.UnitNormalization, L.RandomFlip, L.RandomRotation, L.RandomZoom,
+             L.RandomTranslation, L.RandomCrop, L.RandomContrast, L.RandomBrightness):
     register_handler(_cls, SINK)
+# Layers with weights that are not widened, but whose MACs count.
+for _cls in (L.LSTM, L.GRU, L.SimpleRNN, L.Bidirectional):
+    register_handler(_cls, RecurrentHandler())
+for _cls in (L.Conv1DTranspose, L.Conv2DTranspose):
+    register_handler(_cls, TransposedConvHandler())
 for _cls in compat.keras_applications_channelwise_layers():
     register_handler(_cls, CHANNELWISE)
 for _cls in compat.keras_applications_merge_layers():

@@ -9,8 +9,9 @@ two questions:
   layers (BatchNormalization, activations, pooling, DepthwiseConv2D, ...) pass
   them on; element-wise merges (Add, Multiply, ...) tie the channels of their
   inputs into one coupled group; Concatenate stacks them; Flatten repeats them
-  for every spatial position; *sinks* (Softmax, LayerNormalization, Reshape)
-  mix channels, so whatever reaches them can never be split.
+  for every spatial position; *sinks* (Softmax, LayerNormalization, Reshape,
+  recurrent layers, transposed convolutions, Embedding) mix channels or cannot
+  be widened, so whatever reaches them can never be split.
 * ``widen``: given how each input and output tensor was widened (a
   :class:`~keras_split.graph.channel_map.ChannelMap`), the new layer config and how
   every weight is rebuilt. Consumers halve the incoming weights of a duplicated
@@ -280,6 +281,39 @@ class SinkHandler(LayerHandler):
 
     def widen(self, layer, in_maps, out_maps):
         return {}, {}
+
+
+def _input_positions(layer):
+    """Positions (time steps, pixels) per example of ``layer``'s first call's input."""
+    shape = tuple(layer.input.shape)[1:-1]
+    if any(d is None for d in shape):
+        raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) has the unknown "
+                         f"input shape {tuple(layer.input.shape)}; give the model static shapes.")
+    return int(np.prod(shape)) if shape else 1
+
+
+class RecurrentHandler(SinkHandler):
+    """Recurrent layers (LSTM, GRU, SimpleRNN, Bidirectional): fixed like a sink (their
+    gates mix every channel), their multiply-accumulates counted.
+
+    One step multiplies the input by ``kernel`` and the state by ``recurrent_kernel``;
+    a Bidirectional layer runs both of its layers.
+    """
+
+    def macs(self, layer, output_tensor):
+        directions = [getattr(layer, "forward_layer", None), getattr(layer, "backward_layer", None)]
+        cells = [d.cell for d in directions if d is not None] or [layer.cell]
+        per_step = sum(int(np.prod(c.kernel.shape)) + int(np.prod(c.recurrent_kernel.shape))
+                       for c in cells)
+        return _input_positions(layer) * per_step
+
+
+class TransposedConvHandler(SinkHandler):
+    """Conv1DTranspose and Conv2DTranspose: not widened (fixed like a sink), their
+    multiply-accumulates counted: one per kernel weight per input position."""
+
+    def macs(self, layer, output_tensor):
+        return _input_positions(layer) * int(np.prod(layer.kernel.shape))
 
 
 class OpHandler(LayerHandler):

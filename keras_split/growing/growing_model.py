@@ -296,16 +296,15 @@ class GrowingModel(distributed.MultiWorkerSteps, keras.Model):
         Returns:
             ``{layer_name: (units_before, units_after)}`` for every widened producer.
         """
-        network = candidate.network
-        new_graph = ChannelGraph(network, self.surrogate, self.surrogate_beta)
+        new_graph = ChannelGraph(candidate.network, self.surrogate, self.surrogate_beta)
         summary = {n: (self._graph.units(n), new_graph.units(n)) for n in self._graph.producers
                    if new_graph.units(n) != self._graph.units(n)}
-        self._replace_network(network, new_graph, candidate, rule)
+        self._replace_network(candidate, new_graph, rule)
         logger.info("Split: %s", summary)
         return summary
 
-    def _replace_network(self, network, graph, widened, rule):
-        old_optimizer = getattr(self, "optimizer", None)
+    def _replace_network(self, widened, graph, rule):
+        network, old_optimizer = widened.network, getattr(self, "optimizer", None)
         optimizer, iteration = old_optimizer, 0
         if old_optimizer is not None and self.compiled:
             # Built before anything changes, so that a failure leaves the model as it was.
