@@ -140,6 +140,49 @@ def test_strip_needs_no_keras_split(grown, tmp_path):
     assert np.any(keras.ops.convert_to_numpy(model.network.weights[0]) != 0)
 
 
+def _sequence_model():
+    """Token ids -> Embedding -> Conv1D -> GRU -> Bidirectional(LSTM) -> Dense, with dropout."""
+    x = keras.Input((10,), dtype="int32")
+    h = keras.layers.Embedding(20, 6)(x)
+    h = keras.layers.Conv1D(6, 3, activation="relu", name="conv_1d")(h)
+    h = keras.layers.GRU(5, return_sequences=True)(h)
+    h = keras.layers.Bidirectional(keras.layers.LSTM(3))(h)
+    h = keras.layers.Dropout(0.2)(keras.layers.Dense(6, activation="relu", name="hidden")(h))
+    return keras.Model(x, keras.layers.Dense(3)(h))
+
+
+def _augmented_image_model():
+    """RandomFlip and RandomRotation in front of a Conv2D, Conv2DTranspose decoder."""
+    x = keras.Input((8, 8, 3))
+    h = keras.layers.RandomRotation(0.1)(keras.layers.RandomFlip("horizontal")(x))
+    h = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="conv_2d")(h)
+    h = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(5, 3, name="head")(h))
+    return keras.Model(x, keras.layers.Dense(3)(h))
+
+
+@pytest.mark.parametrize("build, make_x", [
+    (_sequence_model, lambda rng: rng.integers(0, 20, size=(24, 10))),
+    (_augmented_image_model, lambda rng: rng.normal(size=(24, 8, 8, 3)).astype("float32")),
+])
+def test_tflite_of_token_recurrent_and_augmented_models(build, make_x, tmp_path):
+    """Token ids reach the interpreter as integers, recurrent layers are unrolled, the
+    augmentation layers (random ops) are left out, and the grown model agrees with Keras."""
+    rng = np.random.default_rng(0)
+    model = ks.GrowingModel(build())
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = make_x(rng), rng.integers(0, 3, size=24)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    model.split({"hidden" if build is _sequence_model else "head": [0, 2]}, epsilon=0.0)
+    result = export.tflite(model, str(tmp_path / "m.tflite"), sample_data=x)
+    assert result.n_samples == 24 and result.top1_agreement == 1.0
+    assert result.max_abs_diff < 1e-5
+    if build is _sequence_model:
+        random = export.tflite(model, str(tmp_path / "random.tflite"))
+        assert "0 and 1" in random.parity_inputs and random.max_abs_diff < 1e-5
+
+
 def test_bad_export_arguments(grown, tmp_path):
     model, _ = grown
     with pytest.raises(ValueError, match="quantization"):

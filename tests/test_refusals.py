@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import keras_split as ks
-from keras_split.apps import cli, export
+from keras_split.apps import cli, conversion, export
 from keras_split.growing.growing_model import GrowingModel
 from tests import zoo
 
@@ -327,7 +327,7 @@ def test_int8_calibration_with_nan_or_inf_is_refused(tmp_path, monkeypatch, valu
     model = compiled()
     x, _ = data(8)
     x[5, 1, 2, 0] = value
-    monkeypatch.setattr(export, "_convert", lambda *a: 1 / 0)   # no conversion starts
+    monkeypatch.setattr(conversion, "convert", lambda *a: 1 / 0)   # no conversion starts
     with pytest.raises(ValueError, match=r"representative_data holds NaN or infinite values "
                                          r"\(1 of the 3456 values of its first 8 inputs\).*"
                                          r"Received: representative_data with non-finite"):

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_split import compat
+from keras_split.apps import conversion
 from keras_split.data import data_utils
 from keras_split.select.tflite_latency import tflite_interpreter
 
@@ -115,7 +116,11 @@ def sample_inputs(model, data, n=64, seed=0, name="sample_data"):
     """
     shape = tuple(model.inputs[0].shape[1:])
     if data is None:
-        x = np.random.default_rng(seed).normal(size=(min(n, 16),) + shape).astype("float32")
+        rng = np.random.default_rng(seed)
+        if "int" in str(model.inputs[0].dtype):
+            x = rng.integers(0, 2, size=(min(n, 16),) + shape).astype("float32")
+            return x, f"{len(x)} random inputs of 0 and 1 (no data given; integer inputs)"
+        x = rng.normal(size=(min(n, 16),) + shape).astype("float32")
         return x, f"{len(x)} random N(0, 1) inputs (no data given; they may saturate the model)"
     rank = len(shape) + 1
     if isinstance(data, tuple) and 2 <= len(data) <= 3 and hasattr(data[0], "shape") \
@@ -228,14 +233,15 @@ def run_tflite(content, x):
     for example in x:
         value = example[None]
         if inp["dtype"] != np.float32:
+            # Quantized inputs are scaled; integer inputs (token ids) are passed as they are.
             scale, zero = inp["quantization"]
-            value = np.round(value / scale + zero).astype(inp["dtype"])
+            value = (np.round(value / scale + zero) if scale else value).astype(inp["dtype"])
         interp.set_tensor(inp["index"], value)
         interp.invoke()
         y = interp.get_tensor(out["index"])
         if out["dtype"] != np.float32:
             scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
+            y = (y.astype(np.float32) - zero) * scale if scale else y.astype(np.float32)
         results.append(y[0])
     return np.stack(results)
 
@@ -290,7 +296,7 @@ def tflite(model, path, quantization=None, representative_data=None, sample_data
         source += " (representative_data)"
     calib = None if quantization != "int8" else _calibration_inputs(
         plain, representative_data, num_calibration_examples)
-    content = _convert(plain, quantization, calib)
+    content = conversion.convert(plain, quantization, calib)
     dtypes, quantized = _weight_types(content, quantization)
     reference = np.asarray(plain.predict(x, verbose=0))
     diff, rel, agree = _parity(reference, run_tflite(content, x))
@@ -366,22 +372,3 @@ def _write_aside(content, path, parent):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def _convert(plain, quantization, calib):
-    """The TFLite flatbuffer of a plain Keras model (``calib``: int8 calibration inputs)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        plain.export(os.path.join(tmp, "sm"), format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "sm"))
-        if quantization is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quantization == "int8":
-            def representative():
-                for example in calib:
-                    yield [example[None]]
-
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter.convert()

@@ -141,7 +141,9 @@ for _cls in (
 ):
     register_handler(_cls, CHANNELWISE)
 for _cls in (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise,
-             L.GaussianDropout, L.AlphaDropout, L.Identity, L.ActivityRegularization):
+             L.GaussianDropout, L.AlphaDropout, L.Identity, L.ActivityRegularization,
+             L.RandomFlip, L.RandomRotation, L.RandomZoom, L.RandomTranslation, L.RandomCrop,
+             L.RandomContrast, L.RandomBrightness):
     register_handler(_cls, INFERENCE_IDENTITY)
 register_handler(L.Activation, ActivationHandler())
 for _cls, _name in ((L.ReLU, "relu"), (L.LeakyReLU, "leaky_relu"), (L.PReLU, "leaky_relu"),
@@ -164,8 +166,7 @@ register_handler(L.Flatten, FlattenHandler())
 register_handler(L.Reshape, ReshapeHandler())
 for _cls in (L.Softmax, L.LayerNormalization, L.Permute, L.Rescaling,
              L.Normalization, L.Resizing, L.CenterCrop, L.Embedding, L.GroupNormalization,
-             L.UnitNormalization, L.RandomFlip, L.RandomRotation, L.RandomZoom,
-             L.RandomTranslation, L.RandomCrop, L.RandomContrast, L.RandomBrightness):
+             L.UnitNormalization):
     register_handler(_cls, SINK)
 # Layers with weights that are not widened, but whose MACs count.
 for _cls in (L.LSTM, L.GRU, L.SimpleRNN, L.Bidirectional):

@@ -59,6 +59,7 @@ class LayerHandler:
     # What the cost model, the estimators and the report ask of a layer; the defaults
     # are a layer without matmuls that is not an activation.
     normalizes = False   # a per-channel normalisation that folds into the producer before it
+    identity_at_inference = False   # dropout, noise, augmentation: left out of a TFLite export
 
     def macs(self, layer, output_tensor):
         """Multiply-accumulates of one call for one example (0: no matmul)."""
@@ -83,6 +84,10 @@ class LayerHandler:
         channels = inputs[0].shape[-1]
         per = sum(int(np.prod(w.shape[:-1])) for w in layer.weights if w.shape[-1] == channels)
         return per * a
+
+    def export_config(self, layer):
+        """The config the layer is rebuilt with for a TFLite export (default: its own)."""
+        return layer.get_config()
 
     def exported_tensors(self, layer):
         """How many tensors of its output's shape the layer's ops materialise in an
@@ -128,7 +133,10 @@ class ChannelwiseHandler(LayerHandler):
 
 class InferenceIdentityHandler(ChannelwiseHandler):
     """Per-channel layers that are the identity at inference (Dropout, GaussianNoise,
-    Identity, ActivityRegularization): nothing of them is exported."""
+    Identity, ActivityRegularization, the Random* augmentation layers, which transform
+    every channel of an example alike): nothing of them is exported."""
+
+    identity_at_inference = True
 
     def exported_tensors(self, layer):
         return 0
@@ -306,6 +314,18 @@ class RecurrentHandler(SinkHandler):
         per_step = sum(int(np.prod(c.kernel.shape)) + int(np.prod(c.recurrent_kernel.shape))
                        for c in cells)
         return _input_positions(layer) * per_step
+
+    def export_config(self, layer):
+        """Unrolled over a static number of steps: TFLite's converter cannot lower the
+        loop of a recurrent layer whose batch size is not fixed."""
+        config = layer.get_config()
+        if layer.input.shape[1] is None:
+            return config
+        inner = [config[k]["config"] for k in ("layer", "backward_layer")
+                 if isinstance(config.get(k), dict)] or [config]
+        for c in inner:
+            c["unroll"] = True
+        return config
 
 
 class TransposedConvHandler(SinkHandler):

@@ -1,0 +1,62 @@
+"""TFLite conversion of a plain Keras model: the model as it is converted, and the converter.
+
+Layers that are the identity at inference are left out and recurrent layers unrolled, as
+their handlers say (``identity_at_inference``, ``export_config``); the converter runs on a
+SavedModel of the result.
+"""
+
+import os
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_split.graph.handler_registry import registered_handler
+
+
+def for_inference(plain):
+    """``plain`` as it is converted: the layers that are the identity at inference
+    (dropout, noise, augmentation: their handler's ``identity_at_inference``) replaced by
+    ``Identity``, so that no random op of their training branch reaches the converter,
+    and every other layer rebuilt from its handler's ``export_config`` (recurrent layers
+    unrolled); ``plain`` itself when nothing changes."""
+    handlers = {layer.name: registered_handler(layer) for layer in plain.layers}
+
+    def exported(layer):
+        handler = handlers[layer.name]
+        if handler is None:
+            return None
+        if handler.identity_at_inference and not layer.weights:
+            return keras.layers.Identity(name=layer.name)
+        config = handler.export_config(layer)
+        return None if config == layer.get_config() else layer.__class__.from_config(config)
+
+    replaced = {layer.name: exported(layer) for layer in plain.layers}
+    if not any(replaced.values()):
+        return plain
+    model = keras.models.clone_model(plain, clone_function=lambda layer: replaced[layer.name] or
+                                     layer.__class__.from_config(layer.get_config()))
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(plain.get_layer(layer.name).get_weights())
+    return model
+
+
+def convert(plain, quantization, calib):
+    """The TFLite flatbuffer of a plain Keras model (``calib``: int8 calibration inputs)."""
+    plain = for_inference(plain)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain.export(os.path.join(tmp, "sm"), format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "sm"))
+        if quantization is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantization == "int8":
+            def representative():
+                for example in calib:
+                    yield [example[None]]
+
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return converter.convert()
