@@ -165,9 +165,10 @@ def _augmented_image_model():
     (_sequence_model, lambda rng: rng.integers(0, 20, size=(24, 10))),
     (_augmented_image_model, lambda rng: rng.normal(size=(24, 8, 8, 3)).astype("float32")),
 ])
-def test_tflite_of_token_recurrent_and_augmented_models(build, make_x, tmp_path):
-    """Token ids reach the interpreter as integers, recurrent layers are unrolled, the
-    augmentation layers (random ops) are left out, and the grown model agrees with Keras."""
+def test_exports_of_token_recurrent_and_augmented_models(build, make_x, tmp_path):
+    """Token ids reach the exports as integers, recurrent layers are unrolled for TFLite,
+    the augmentation layers (random ops) are left out of it, and the grown model's
+    exports agree with Keras."""
     rng = np.random.default_rng(0)
     model = ks.GrowingModel(build())
     model.compile(optimizer="adam",
@@ -178,8 +179,12 @@ def test_tflite_of_token_recurrent_and_augmented_models(build, make_x, tmp_path)
     result = export.tflite(model, str(tmp_path / "m.tflite"), sample_data=x)
     assert result.n_samples == 24 and result.top1_agreement == 1.0
     assert result.max_abs_diff < 1e-5
+    saved = export.saved_model(model, str(tmp_path / "sm"), sample_data=x)
+    assert saved.n_samples == 24 and saved.max_abs_diff < 1e-5
     if build is _sequence_model:
         random = export.tflite(model, str(tmp_path / "random.tflite"))
+        assert "0 and 1" in random.parity_inputs and random.max_abs_diff < 1e-5
+        random = export.saved_model(model, str(tmp_path / "random_sm"))
         assert "0 and 1" in random.parity_inputs and random.max_abs_diff < 1e-5
 
 

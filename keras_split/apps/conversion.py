@@ -14,12 +14,27 @@ import tensorflow as tf
 from keras_split.graph.handler_registry import registered_handler
 
 
-def for_inference(plain):
-    """``plain`` as it is converted: the layers that are the identity at inference
-    (dropout, noise, augmentation: their handler's ``identity_at_inference``) replaced by
-    ``Identity``, so that no random op of their training branch reaches the converter,
-    and every other layer rebuilt from its handler's ``export_config`` (recurrent layers
-    unrolled); ``plain`` itself when nothing changes."""
+def for_inference(plain, tflite=True):
+    """``plain`` as it is exported.
+
+    The layers that are the identity at inference (dropout, noise, augmentation: their
+    handler's ``identity_at_inference``) are replaced by ``Identity``: an exported
+    signature would otherwise run their training branch (Keras' augmentation layers
+    default to ``training=True``), and TFLite cannot convert its random ops. For
+    TFLite, every other layer is rebuilt from its handler's ``export_config``
+    (recurrent layers unrolled).
+
+    Args:
+        plain: a plain functional Keras model.
+        tflite: also apply the handlers' ``export_config``.
+
+    Returns:
+        The model to export: ``plain`` itself when nothing changes, else a clone with
+        the same weights.
+
+    Example:
+        >>> exported = for_inference(plain, tflite=False)
+    """
     handlers = {layer.name: registered_handler(layer) for layer in plain.layers}
 
     def exported(layer):
@@ -28,6 +43,8 @@ def for_inference(plain):
             return None
         if handler.identity_at_inference and not layer.weights:
             return keras.layers.Identity(name=layer.name)
+        if not tflite:
+            return None
         config = handler.export_config(layer)
         return None if config == layer.get_config() else layer.__class__.from_config(config)
 

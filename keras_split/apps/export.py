@@ -106,7 +106,7 @@ def sample_inputs(model, data, n=64, seed=0, name="sample_data"):
         name: the argument ``data`` came from, for error messages.
 
     Returns:
-        ``(float32 array [m, *input_shape], description)``.
+        ``(array [m, *input_shape] of the model input's dtype, description)``.
 
     Raises:
         ValueError: for empty data or inputs whose shape is not the model's.
@@ -115,12 +115,13 @@ def sample_inputs(model, data, n=64, seed=0, name="sample_data"):
         >>> x, source = sample_inputs(model, (x_test, y_test), n=32)
     """
     shape = tuple(model.inputs[0].shape[1:])
+    dtype = np.dtype(str(model.inputs[0].dtype))
     if data is None:
         rng = np.random.default_rng(seed)
-        if "int" in str(model.inputs[0].dtype):
-            x = rng.integers(0, 2, size=(min(n, 16),) + shape).astype("float32")
+        if np.issubdtype(dtype, np.integer):
+            x = rng.integers(0, 2, size=(min(n, 16),) + shape).astype(dtype)
             return x, f"{len(x)} random inputs of 0 and 1 (no data given; integer inputs)"
-        x = rng.normal(size=(min(n, 16),) + shape).astype("float32")
+        x = rng.normal(size=(min(n, 16),) + shape).astype(dtype)
         return x, f"{len(x)} random N(0, 1) inputs (no data given; they may saturate the model)"
     rank = len(shape) + 1
     if isinstance(data, tuple) and 2 <= len(data) <= 3 and hasattr(data[0], "shape") \
@@ -144,7 +145,7 @@ def sample_inputs(model, data, n=64, seed=0, name="sample_data"):
         if not data_utils.fits_input(model.inputs[0].shape, a.shape):
             raise ValueError(f"Sample inputs of shape {tuple(a.shape[1:])} do not fit the "
                              f"model, which expects inputs of shape {shape}.")
-    x = np.concatenate(xs)[:n].astype("float32")
+    x = np.concatenate(xs)[:n].astype(dtype)
     return x, f"{len(x)} inputs from the given data"
 
 
@@ -181,7 +182,8 @@ def saved_model(model, path, sample_data=None):
 
     The export is written next to ``path`` and moved there only once it has
     loaded and been compared with Keras, so that ``path`` never holds a partial
-    export.
+    export. Its signature computes the model as ``predict`` does: the layers that
+    are the identity at inference (dropout, augmentation) are left out.
 
     Args:
         model: a GrowingModel or a Keras model.
@@ -206,7 +208,8 @@ def saved_model(model, path, sample_data=None):
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         staged = os.path.join(tmp, "saved_model")
-        plain.export(staged, format="tf_saved_model", verbose=False)
+        conversion.for_inference(plain, tflite=False).export(staged, format="tf_saved_model",
+                                                             verbose=False)
         reference = np.asarray(plain.predict(x, verbose=0))
         loaded = tf.saved_model.load(staged)
         got = np.asarray(loaded.serve(tf.constant(x)))
