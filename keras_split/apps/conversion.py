@@ -51,8 +51,9 @@ def for_inference(plain, tflite=True):
     replaced = {layer.name: exported(layer) for layer in plain.layers}
     if not any(replaced.values()):
         return plain
-    model = keras.models.clone_model(plain, clone_function=lambda layer: replaced[layer.name] or
-                                     layer.__class__.from_config(layer.get_config()))
+    # Op nodes (``x + 3.0``) reach the clone function too: cloned from their config.
+    model = keras.models.clone_model(plain, clone_function=lambda op: replaced.get(op.name) or
+                                     op.__class__.from_config(op.get_config()))
     for layer in model.layers:
         if layer.weights:
             layer.set_weights(plain.get_layer(layer.name).get_weights())

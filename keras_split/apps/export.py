@@ -115,7 +115,8 @@ def sample_inputs(model, data, n=64, seed=0, name="sample_data"):
         >>> x, source = sample_inputs(model, (x_test, y_test), n=32)
     """
     shape = tuple(model.inputs[0].shape[1:])
-    dtype = np.dtype(str(model.inputs[0].dtype))
+    dtype = np.dtype(str(model.inputs[0].dtype)) if "int" in str(model.inputs[0].dtype) \
+        else np.dtype("float32")
     if data is None:
         rng = np.random.default_rng(seed)
         if np.issubdtype(dtype, np.integer):

@@ -59,7 +59,7 @@ class LayerHandler:
     # What the cost model, the estimators and the report ask of a layer; the defaults
     # are a layer without matmuls that is not an activation.
     normalizes = False   # a per-channel normalisation that folds into the producer before it
-    identity_at_inference = False   # dropout, noise, augmentation: left out of a TFLite export
+    identity_at_inference = False   # dropout, noise, augmentation: left out of exports
 
     def macs(self, layer, output_tensor):
         """Multiply-accumulates of one call for one example (0: no matmul)."""
