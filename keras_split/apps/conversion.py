@@ -35,10 +35,8 @@ def for_inference(plain, tflite=True):
     Example:
         >>> exported = for_inference(plain, tflite=False)
     """
-    handlers = {layer.name: registered_handler(layer) for layer in plain.layers}
-
     def exported(layer):
-        handler = handlers[layer.name]
+        handler = registered_handler(layer)
         if handler is None:
             return None
         if handler.identity_at_inference and not layer.weights:
