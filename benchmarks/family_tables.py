@@ -190,13 +190,21 @@ def _macs_for(curve, accuracy):
     return f"{macs[int(np.argmin(np.abs(np.array(acc) - accuracy)))] / 1e6:.2f} M"
 
 
-def families_frontier(results, name="growth_families.json"):
+def families_frontier(results, name="growth_families.json", curve_from=None):
     """Per family: the width multiplier's curve (test accuracy at each width's MACs, means
     over seeds), and for the grown network and the found architecture their accuracy and
     MACs and the MACs at which the curve reaches that accuracy (``name``: the results
-    file)."""
+    file; ``curve_from``: another results file of the same protocol whose ``width-<w>``
+    runs, which no split rule touches, complete the curve where ``name`` has none)."""
+    runs = load(results, name)["runs"]
+    if curve_from:
+        own = {(r["family"], r["method"]) for r in runs}
+        families = {family for family, _ in own}
+        runs = runs + [r for r in load(results, curve_from)["runs"]
+                       if r["method"].startswith("width-") and r["family"] in families
+                       and (r["family"], r["method"]) not in own]
     out = []
-    for family, by in _by_family(load(results, name)["runs"]).items():
+    for family, by in _by_family(runs).items():
         curve = _curve(by)
         if len(curve) < 2:
             continue

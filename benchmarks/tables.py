@@ -28,7 +28,8 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 DEFAULT = "growth_families_old07.json"
 
 TABLES = {
-    "families_summary": fam.families_summary,
+    "families_summary": lambda results: fam.families_summary(results, DEFAULT),
+    "families_summary_earlier_rule": fam.families_summary,
     "families": fam.families,
     "families_checks": fam.families_checks,
     "families_budgets": fam.families_budgets,
@@ -41,9 +42,10 @@ TABLES = {
     "families_old_scale": fam.families_old_scale,
     "families_old_scale_summary": fam.families_old_scale_summary,
     "families_weight_decay": fam.families_weight_decay,
-    "families_default_summary": lambda results: fam.families_summary(results, DEFAULT),
     "families_default_checks": lambda results: fam.families_checks(results, DEFAULT),
     "families_default": lambda results: fam.families(results, DEFAULT),
+    "families_default_frontier": lambda results: fam.families_frontier(
+        results, DEFAULT, curve_from="growth_families.json"),
     "mbv1_45k": lambda results: fam.families(results, "growth_mbv1_45k.json"),
     "mbv1_45k_checks": lambda results: fam.families_checks(results, "growth_mbv1_45k.json"),
     "splitting_cost": src.splitting_cost,

@@ -114,3 +114,23 @@ def test_the_frontier_reads_the_width_multipliers_curve(tmp_path):
     assert row[1] == "2.00 M: 0.6000 (n=1) · 4.00 M: 0.6500 (n=2) · 8.00 M: 0.7000 (n=1)"
     # 0.62 lies 2/5 of the way from 0.60 (2 M) to 0.65 (4 M): 2.8 M; 0.72 is above the curve.
     assert row[2:] == ["0.6200 at 4.00 M (n=1)", "2.80 M", "0.7200 at 4.00 M (n=1)", "> 8.00 M |"]
+
+
+def test_the_frontier_completes_its_curve_from_another_file(tmp_path):
+    import json
+    mine = [dict(_run("vgg", m, s, 0.0), macs=macs, test=acc) for m, s, macs, acc in (
+        ("scratch", 0, 4_000_000, 0.64), ("energy", 0, 4_000_000, 0.66),
+        ("retrained", 0, 4_000_000, 0.61))]
+    other = [dict(_run(f, m, s, 0.0), macs=macs, test=acc) for f, m, s, macs, acc in (
+        ("vgg", "width-8", 0, 2_000_000, 0.60), ("vgg", "width-14", 0, 8_000_000, 0.72),
+        ("vgg", "scratch", 0, 4_000_000, 0.99), ("resnet", "width-8", 0, 3_000_000, 0.5))]
+    (tmp_path / "mine.json").write_text(json.dumps({"runs": mine}))
+    (tmp_path / "other.json").write_text(json.dumps({"runs": other}))
+    lines = family_tables.families_frontier(str(tmp_path), "mine.json",
+                                            curve_from="other.json").splitlines()
+    assert len(lines) == 3   # no row for a family of the other file only
+    row = lines[2].split(" | ")
+    # Its own scratch (0.64), not the other file's (0.99); the other file's widths.
+    assert row[1] == "2.00 M: 0.6000 (n=1) · 4.00 M: 0.6400 (n=1) · 8.00 M: 0.7200 (n=1)"
+    # 0.66 is 1/4 of the way from 0.64 (4 M) to 0.72 (8 M): 5 M; 0.61 is 1/4 from 0.60.
+    assert row[2:] == ["0.6600 at 4.00 M (n=1)", "5.00 M", "0.6100 at 4.00 M (n=1)", "2.50 M |"]
