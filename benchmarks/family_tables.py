@@ -198,11 +198,7 @@ def families_frontier(results, name="growth_families.json", curve_from=None):
     runs, which no split rule touches, complete the curve where ``name`` has none)."""
     runs = load(results, name)["runs"]
     if curve_from:
-        own = {(r["family"], r["method"]) for r in runs}
-        families = {family for family, _ in own}
-        runs = runs + [r for r in load(results, curve_from)["runs"]
-                       if r["method"].startswith("width-") and r["family"] in families
-                       and (r["family"], r["method"]) not in own]
+        runs = report.with_curve(runs, load(results, curve_from)["runs"])
     out = []
     for family, by in _by_family(runs).items():
         curve = _curve(by)

@@ -66,7 +66,7 @@ from cifar10_growth import RandomGrowth  # noqa: E402
 from families import FAMILIES, layer_widths, widening_plan  # noqa: E402
 
 from growth_families_report import (GROWING, METHODS, RETRAINS, markdown,  # noqa: E402
-                                   plot, print_table, screening, table)
+                                   plot, print_table, screening, table, with_curve)
 
 
 class UniformGrowth(ks.GrowthCallback):
@@ -201,6 +201,9 @@ def build_parser():
                         "from it (runs are bit-identical on one host), marked reused_from")
     parser.add_argument("--tag", default="growth_families")
     parser.add_argument("--report", action="store_true", help="only print and plot <tag>.json")
+    parser.add_argument("--curve-from", default=None, metavar="TAG",
+                        help="plot the width-<w> runs of <TAG>.json too, where this file has "
+                             "none (the same protocol: the width multiplier's curve)")
     parser.add_argument("--screen", default=None, metavar="PREFIX",
                         help="only print, as Markdown, every run of the results files whose "
                              "tag starts with PREFIX (the one-seed screening of settings)")
@@ -240,7 +243,12 @@ def main(argv=None):
     rows = table(runs, args.train_examples)
     print_table(rows)
     print(markdown(rows))
-    plot(runs, rows, args.tag)
+    if args.curve_from:   # the plot's curve only: the table and JSON keep this file's runs
+        with open(os.path.join(RESULTS, args.curve_from + ".json")) as f:
+            both = with_curve(runs, json.load(f)["runs"])
+        plot(both, table(both, args.train_examples), args.tag)
+    else:
+        plot(runs, rows, args.tag)
     save(path, args, argv, settings, runs, rows)
 
 
@@ -329,9 +337,11 @@ def save(path, args, argv, settings, runs, rows=None):
               "machine": machine(), "runs": runs}
     if os.path.exists(path):   # what was said of the runs (relabels) stays with them
         with open(path) as f:
-            notes = json.load(f).get("notes")
-        if notes:
-            result["notes"] = notes
+            old = json.load(f)
+        if old.get("notes"):
+            result["notes"] = old["notes"]
+        if args.report:   # a report keeps the command and machine that made the runs
+            result.update({k: old[k] for k in ("command", "machine") if k in old})
     if rows is not None:
         result["table"] = rows
     tmp = path + ".tmp"

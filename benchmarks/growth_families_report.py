@@ -166,6 +166,16 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+def with_curve(runs, other):
+    """``runs`` and the ``width-<w>`` runs of ``other`` (another results file's runs, same
+    protocol: no split rule touches a width trained from scratch) of the families and
+    widths that ``runs`` lacks: the width multiplier's curve completed."""
+    own = {(r["family"], r["method"]) for r in runs}
+    families = {family for family, _ in own}
+    return runs + [r for r in other if r["method"].startswith("width-")
+                   and r["family"] in families and (r["family"], r["method"]) not in own]
+
+
 def plot(runs, rows, tag):
     """Accuracy against MACs per family: the width multiplier's curve and the other rows."""
     import matplotlib

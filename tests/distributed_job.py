@@ -1,4 +1,5 @@
-"""Fast eigenpairs split across 2 logical CPU replicas vs the exact ones (run by test_examples)."""
+"""Eigenpairs (the default LOBPCG) split across 2 logical CPU replicas vs the exact ones, and
+a fast-method stage across them (run by test_examples)."""
 
 import os
 
@@ -25,14 +26,14 @@ with strategy.scope():
     model.compile(optimizer="sgd", loss="mse")
 x, y = zoo.data_for(model.network, n=32)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-fast = model.splitting_eigenpairs(ds, method="fast", eigen_epochs=400)
+estimate = model.splitting_eigenpairs(ds, eigen_epochs=40, eigen_tol=1e-4)
 exact = model.splitting_eigenpairs(ds, method="exact")
 worst = {"rel": 0.0, "cos": 1.0}
 top = max(np.abs(e.values).max() for e in exact.values())
 for name in exact:
     for k in np.flatnonzero(np.abs(exact[name].values) >= 0.01 * top):
-        worst["rel"] = max(worst["rel"], abs(fast[name].values[k] / exact[name].values[k] - 1))
-        worst["cos"] = min(worst["cos"], abs(fast[name].vectors[k] @ exact[name].vectors[k]))
+        worst["rel"] = max(worst["rel"], abs(estimate[name].values[k] / exact[name].values[k] - 1))
+        worst["cos"] = min(worst["cos"], abs(estimate[name].vectors[k] @ exact[name].vectors[k]))
 stage = model.grow(ds, growth_ratio=0.5, method="fast", eigen_epochs=2)
 worst["replicas"] = strategy.num_replicas_in_sync
 worst["n_selected"] = stage.n_selected

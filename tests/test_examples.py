@@ -34,6 +34,7 @@ def _write_imagenet_shards(root, n_classes=10):
                     w.write(ex.SerializeToString())
 
 
+@pytest.mark.slow
 def test_imagenet_mbv2_smoke_with_mirrored_strategy(tmp_path):
     data_dir, out = tmp_path / "imagenet", tmp_path / "run"
     data_dir.mkdir()
@@ -60,14 +61,15 @@ def test_imagenet_mbv2_smoke_with_mirrored_strategy(tmp_path):
         assert r["top1"] < r["top5"], r
 
 
-def test_fast_eigenpairs_split_across_replicas_match_exact():
+def test_eigenpairs_split_across_replicas_match_exact():
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-m", "tests.distributed_job"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
-    assert result["rel"] <= 0.02 and result["cos"] >= 0.99, result
+    # The products are summed over the replicas: the same eigenpairs as on one device.
+    assert result["rel"] <= 1e-4 and result["cos"] >= 0.9999, result
     assert result["n_selected"] > 0
     assert "Mirrored" in result["mirrored"] or "Distributed" in result["mirrored"], result
 

@@ -7,6 +7,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 import keras_split  # noqa: F401 - registers GrowingModel for load_model
 from keras_split.growing.distributed import local_cluster
@@ -94,6 +95,7 @@ def test_two_workers_grow_as_one_process_would(tmp_path):
     assert "Invalid reduction dimension" in w0["scalar_reduce"], w0["scalar_reduce"]
 
 
+@pytest.mark.slow
 def test_a_dead_worker_fails_the_other_clearly_and_the_run_resumes(tmp_path):
     multi, single = tmp_path / "multi", tmp_path / "single"
     multi.mkdir()

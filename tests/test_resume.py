@@ -17,7 +17,9 @@ from tests import resume_job, zoo
 
 # Where the fast test kills a 2-stage run: writing a stage, training, estimating, and
 # between a stage's checkpoint and run.json.
-KILL_POINTS = ("stage:0", "fit:1", "eigen:2", "run:2")
+# Mid-fit and mid-estimate in the default suite; at a stage's start and after the run, slow.
+KILL_POINTS = (pytest.param("stage:0", marks=pytest.mark.slow), "fit:1", "eigen:2",
+               pytest.param("run:2", marks=pytest.mark.slow))
 
 
 @pytest.fixture(scope="module")

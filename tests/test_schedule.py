@@ -102,6 +102,44 @@ def test_growth_callback_places_its_stages_from_the_fit_epochs(caplog):
     assert hist.history["growth_stages"] == [1.0, 1.0, 2.0, 2.0, 2.0]
 
 
+class _DriftingParams(ks.costs.Params):
+    """Parameters times a factor that a test changes between epochs: a measured cost
+    (a latency) that moves between stages."""
+
+    name = "drifting_params"
+
+    def __init__(self):
+        self.factor = 1.0
+
+    def network_cost(self, graph):
+        return self.factor * super().network_cost(graph)
+
+
+def test_growth_callback_skips_a_stage_above_a_moved_budget_and_the_fit_goes_on(caplog):
+    keras.utils.set_random_seed(0)
+    x, y = next(iter(resume_job.data(0).unbatch().batch(64)))
+    x, y = x.numpy(), y.numpy()
+    model = resume_job.build()
+    cost = _DriftingParams()
+    limit = 3.0 * model.count_params()
+    cb = ks.GrowthCallback((x, y), grow_after=[1, 2, 3], growth_ratio=0.2, eigen_epochs=1,
+                           batch_size=16, budgets={cost: limit})
+    # After the first stage the measured cost doubles, above the limit, then comes back.
+    drift = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(
+        cost, "factor", {0: 4.0, 1: 1.0}.get(epoch, cost.factor)))
+    with caplog.at_level("WARNING", logger="keras_split.growing.growth_callback"):
+        hist = model.fit(x, y, epochs=5, batch_size=16, callbacks=[cb, drift], verbose=0)
+    assert cb.stage_epochs == [1, 3] and len(hist.history["loss"]) == 5
+    assert ("no stage at this epoch: the network costs" in caplog.text
+            and "'drifting_params'" in caplog.text)
+    assert model.count_params() <= limit
+    # Above the limit when the fit begins: refused before any training step.
+    cost.factor = 10.0
+    with pytest.raises(ValueError, match="budget 'drifting_params'"):
+        resume_job.build().fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[
+            ks.GrowthCallback((x, y), budgets={cost: limit})])
+
+
 def test_growth_callback_checks_grow_arguments_when_built():
     data = (np.zeros((8, 4), "float32"), np.zeros(8))
     for kwargs, pattern in (({"cost": "watts"}, "cost must be one of"),

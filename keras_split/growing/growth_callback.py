@@ -13,7 +13,7 @@ from keras_split.growing.growth_settings import (GrowthSettings, capped_growth_r
                                                   validate_max_macs)
 from keras_split.growing.twins import twin_statistics
 from keras_split.select.flops import count_flops
-from keras_split.select.limits import check_budgets
+from keras_split.select.limits import check_budgets, exceeded_budget
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +79,17 @@ class GrowthCallback(keras.callbacks.Callback):
             (those at or after the fit's last epoch are dropped with a warning).
         **grow_kwargs: passed to ``GrowingModel.grow``: ``settings`` (a
             GrowthSettings) and settings by name (``growth_ratio``, ``cost``,
-            ``method``, ``split_rule``...); checked here, not at epoch N.
+            ``method``, ``split_rule``...); checked here, not at epoch N. With
+            ``budgets``, a due stage finding the network above a limit (a measured
+            cost such as a latency can move between stages) is skipped with a
+            warning, and the fit goes on.
 
     Raises:
         ValueError: for a bad schedule argument or a bad ``grow`` argument; when
             ``fit`` begins, for data whose first batch does not fit the model or
-            holds NaN, data of fewer than 2 examples, or a ``log_dir`` that
-            cannot be written (before any training step).
+            holds NaN, data of fewer than 2 examples, a ``log_dir`` that
+            cannot be written or a network above one of its ``budgets`` (before
+            any training step).
         TypeError: in ``fit``, for a model that is not a ``GrowingModel``, or a
             ``log_dir`` that is not a path.
 
@@ -210,12 +214,19 @@ class GrowthCallback(keras.callbacks.Callback):
 
     def _grow(self):
         """Grows the model once (under the MACs cap); returns the GrowthStage, or None
-        when the model is at the cap."""
+        when the model is at the cap or already above a further budget (measured costs,
+        such as a latency, can move between stages: the fit goes on without growing)."""
         ratio = self._settings.growth_ratio
         if self.max_macs is not None:
             ratio = capped_growth_ratio(self._macs(), ratio, self.max_macs)
             if ratio is None:
                 return None
+        over = exceeded_budget(self.model.channel_graph, self._settings.budget_models)
+        if over is not None:
+            logger.warning("GrowthCallback: no stage at this epoch: the network costs %.6g "
+                           "under budget %r, above its limit %.6g.", over.cost, over.name,
+                           over.limit)
+            return None
         kwargs = dict(self.grow_kwargs, growth_ratio=ratio)
         stage = self.model.grow(self.data, **kwargs)
         self.stages.append(stage)

@@ -78,6 +78,48 @@ def resolve_budgets(budgets):
     return out
 
 
+@dataclasses.dataclass
+class Exceeded:
+    """A budget the network exceeds already.
+
+    Attributes:
+        name: the cost model's name.
+        cost: the network's total under it now.
+        limit: the budget's limit.
+    """
+
+    name: str
+    cost: float
+    limit: float
+
+    def message(self):
+        """What is exceeded, by how much, and what to do."""
+        return (f"The network already costs {self.cost:.6g} under budget {self.name!r}, "
+                f"above its limit {self.limit:.6g}: no growth can respect it. Raise the "
+                "limit or drop it.")
+
+
+def exceeded_budget(graph, budgets):
+    """The first budget the network exceeds already, or None.
+
+    Args:
+        graph: the network's ChannelGraph.
+        budgets: ``[(CostModel, limit)]`` (:func:`resolve_budgets`).
+
+    Returns:
+        An :class:`Exceeded`, or None when every total is within its limit.
+
+    Example:
+        >>> exceeded_budget(model.channel_graph, [(Params(), 10.0)]).name
+        'params'
+    """
+    for model, limit in budgets:
+        now = model.network_cost(graph)
+        if now > limit:
+            return Exceeded(model.name, float(now), float(limit))
+    return None
+
+
 def check_budgets(graph, budgets):
     """Raises ValueError naming the budget when the network already exceeds a limit
     (no growth can respect it).
@@ -86,14 +128,14 @@ def check_budgets(graph, budgets):
         graph: the network's ChannelGraph.
         budgets: ``[(CostModel, limit)]`` (:func:`resolve_budgets`).
 
+    Raises:
+        ValueError: naming the first budget exceeded.
+
     Example:
         >>> check_budgets(model.channel_graph, [(Params(), 10.0)])
         Traceback (most recent call last):
         ValueError: The network already costs ...
     """
-    for model, limit in budgets:
-        now = model.network_cost(graph)
-        if now > limit:
-            raise ValueError(
-                f"The network already costs {now:.6g} under budget {model.name!r}, above its "
-                f"limit {limit:.6g}: no growth can respect it. Raise the limit or drop it.")
+    over = exceeded_budget(graph, budgets)
+    if over is not None:
+        raise ValueError(over.message())
