@@ -304,3 +304,36 @@ def multi_worker_table(result):
 
 def multi_worker(results):
     return multi_worker_table(load(results, "multi_worker.json"))
+
+
+def device_costs(results):
+    """Per family and budget (``device_costs.json``): measured and predicted latency of the
+    grown networks, test accuracy, and the width multiplier's accuracy at that latency
+    (means over seeds)."""
+    out = []
+    for r in load(results, "device_costs.json")["table"]:
+        std = f" ± {r['test_std']:.4f}" if r["test_std"] is not None else ""
+        wm = r["width_multiplier_at_that_latency"]
+        out.append([r["family"], "latency" if r["method"] == "latency" else "MACs",
+                    str(r["n"]), f"{r['measured_ms']:.3f}", f"{r['predicted_ms']:.3f}",
+                    f"{r['test']:.4f}{std}", "" if wm is None else f"{wm:.4f}"])
+    head = ["family", "budget", "n", "measured ms", "predicted ms", "test accuracy",
+            "width multiplier at that measured latency"]
+    return rows_to_markdown(head, out, right=range(2, 7))
+
+
+def device_costs_runs(results):
+    """Every latency-budget run (``device_costs.json``): its budget, each stage's predicted
+    total against the same widths timed after training, and the final network."""
+    out = []
+    for r in sorted(load(results, "device_costs.json")["runs"],
+                    key=lambda r: (r["family"], r["seed"])):
+        stages = " · ".join(f"{s['predicted_ms']:.2f} / {s['measured_ms']:.2f}"
+                            for s in r["stages"])
+        error = 100 * (r["measured_ms"] / r["predicted_ms"] - 1)
+        out.append([r["family"], str(r["seed"]), f"{r['budget_ms']:.3f}", stages,
+                    f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}", f"{error:+.0f} %",
+                    f"{r['macs']:,}", f"{r['test']:.4f}"])
+    head = ["family", "seed", "budget ms", "stages: predicted / measured ms",
+            "predicted ms", "measured ms", "measured vs predicted", "MACs", "test accuracy"]
+    return rows_to_markdown(head, out, right=(1, 2, 4, 5, 6, 7, 8))

@@ -62,6 +62,8 @@ TABLES = {
     "digits_stages": src.digits_stages,
     "digits_protocols": src.digits_protocols,
     "multi_worker": src.multi_worker,
+    "device_costs": src.device_costs,
+    "device_costs_runs": src.device_costs_runs,
 }
 
 BLOCK = re.compile(r"^(<!-- table:([\w-]+) -->\n)(.*?)^(<!-- /table:\2 -->)", re.S | re.M)

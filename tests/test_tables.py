@@ -134,3 +134,23 @@ def test_the_frontier_completes_its_curve_from_another_file(tmp_path):
     assert row[1] == "2.00 M: 0.6000 (n=1) · 4.00 M: 0.6400 (n=1) · 8.00 M: 0.7200 (n=1)"
     # 0.66 is 1/4 of the way from 0.64 (4 M) to 0.72 (8 M): 5 M; 0.61 is 1/4 from 0.60.
     assert row[2:] == ["0.6600 at 4.00 M (n=1)", "5.00 M", "0.6100 at 4.00 M (n=1)", "2.50 M |"]
+
+
+def test_device_cost_tables_show_predicted_against_measured(tmp_path):
+    import json
+
+    from benchmarks import table_sources
+    stage = {"predicted_ms": 1.5, "measured_ms": 1.2}
+    data = {"table": [{"family": "vgg", "method": "latency", "n": 2, "measured_ms": 2.0,
+                       "predicted_ms": 1.6, "test": 0.61, "test_std": 0.02,
+                       "width_multiplier_at_that_latency": 0.6}],
+            "runs": [{"family": "vgg", "seed": 1, "budget_ms": 2.5, "stages": [stage, stage],
+                      "predicted_ms": 2.0, "measured_ms": 2.5, "macs": 1_234_567,
+                      "test": 0.6}]}
+    (tmp_path / "device_costs.json").write_text(json.dumps(data))
+    [row] = table_sources.device_costs(str(tmp_path)).splitlines()[2:]
+    assert row == "| vgg | latency | 2 | 2.000 | 1.600 | 0.6100 ± 0.0200 | 0.6000 |"
+    [row] = table_sources.device_costs_runs(str(tmp_path)).splitlines()[2:]
+    # 2.5 ms measured against 2.0 predicted: +25 %.
+    assert row == ("| vgg | 1 | 2.500 | 1.50 / 1.20 · 1.50 / 1.20 | 2.000 | 2.500 | +25 % | "
+                   "1,234,567 | 0.6000 |")
