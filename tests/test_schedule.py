@@ -242,6 +242,32 @@ def test_growth_epochs_grow_early_and_schedule_takes_a_list(tmp_path):
                          epochs_per_stage=[1, 2])
 
 
+def test_schedule_stage_above_a_moved_budget_trains_without_growing(tmp_path, monkeypatch,
+                                                                    caplog):
+    from keras_split.select import cost_library
+    cost = _DriftingParams()
+    monkeypatch.setitem(cost_library.BUILT_IN, "drifting_params", lambda: cost)
+    limit = 3.0 * resume_job.build().count_params()
+    factors = iter([4.0, 1.0, 1.0])   # set after each stage's fit: stage 1 finds 4x the cost
+    drift = keras.callbacks.LambdaCallback(
+        on_train_end=lambda logs: setattr(cost, "factor", next(factors)))
+    with caplog.at_level("WARNING", logger="keras_split.growing.schedule"):
+        model, history = ks.grow_schedule(
+            resume_job.build, resume_job.data, str(tmp_path / "run"), stages=2,
+            epochs_per_stage=1, growth_ratio=0.2, fit_kwargs={"callbacks": [drift]},
+            grow_kwargs={"eigen_epochs": 1, "budgets": {"drifting_params": limit}})
+    assert len(history["fit"]) == 3 and len(history["stages"]) == 1   # stage 2 grew
+    assert "Stage 1 does not grow: the network costs" in caplog.text
+    assert history["stages"][0]["macs_after"] > history["stages"][0]["macs_before"]
+    assert model.count_params() <= limit
+    # A seed above the limit: refused before any training, nothing written.
+    cost.factor = 10.0
+    with pytest.raises(ValueError, match="budget 'drifting_params'"):
+        ks.grow_schedule(resume_job.build, resume_job.data, str(tmp_path / "over"), stages=1,
+                         grow_kwargs={"budgets": {"drifting_params": limit}})
+    assert not (tmp_path / "over" / "stage_0").exists()
+
+
 def test_schedule_max_macs_cuts_the_last_ratio_and_stops_growing(tmp_path):
     from keras_split.growing.growth_settings import capped_growth_ratio
 

@@ -223,9 +223,7 @@ class GrowthCallback(keras.callbacks.Callback):
                 return None
         over = exceeded_budget(self.model.channel_graph, self._settings.budget_models)
         if over is not None:
-            logger.warning("GrowthCallback: no stage at this epoch: the network costs %.6g "
-                           "under budget %r, above its limit %.6g.", over.cost, over.name,
-                           over.limit)
+            logger.warning("GrowthCallback: no stage at this epoch: %s.", over.describe())
             return None
         kwargs = dict(self.grow_kwargs, growth_ratio=ratio)
         stage = self.model.grow(self.data, **kwargs)

@@ -26,7 +26,7 @@ from keras_split.growing.checkpoint import (  # noqa: F401 - re-exported
 from keras_split.growing.growing_model import GrowingModel
 from keras_split.growing.growth_settings import capped_growth_ratio, validate_max_macs
 from keras_split.select.flops import count_flops
-from keras_split.select.limits import check_budgets, resolve_budgets
+from keras_split.select.limits import check_budgets, exceeded_budget, resolve_budgets
 
 logger = logging.getLogger(__name__)
 
@@ -101,18 +101,18 @@ def grow_schedule(build_model, train_data, out_dir, stages=3, epochs_per_stage=1
 
     Args:
         build_model: ``() -> GrowingModel``, compiled; called only for a new run.
-        train_data: a dataset, or ``stage -> dataset`` (rebuilt every stage, e.g.
-            with a seeded shuffle, so that resumed stages see the same data).
+        train_data: a dataset, or ``stage -> dataset`` (rebuilt every stage, e.g. with
+            a seeded shuffle, so that resumed stages see the same data).
         out_dir: the run directory (created if missing).
         stages: number of growth stages after the seed's training.
         epochs_per_stage: training epochs of every stage, or a list of ``stages + 1``
             of them (``[4, 4, 4, 12]``: grow early, the final width longest).
-        growth_ratio, seed: passed to ``grow``; stage K uses ``seed + K``.
-        grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable), of ``fit``.
+        growth_ratio, seed, verbose: for ``grow`` (verbose: ``fit`` too); stage K: ``seed + K``.
+        grow_kwargs, fit_kwargs: more arguments of ``grow`` (JSON-serialisable), of ``fit``;
+            a stage above one of the ``budgets`` trains without growing (warned).
         config: JSON-serialisable settings of the run; a restart with others is refused.
         deterministic: TensorFlow op determinism (for the whole process): seeded,
             ordered data make runs and resumptions bit-identical on one machine.
-        verbose: passed to ``fit`` and ``grow``.
         grow_data: the batches for eigen estimation (a dataset or ``stage -> dataset``;
             default: the stage's training data).
         strategy: a ``tf.distribute.Strategy`` to build, load, train and split under
@@ -206,14 +206,19 @@ def _grow_and_fit(model, stage, history, data, grow_kwargs, fit_kwargs, max_macs
     """Stage ``stage``: grow (after the seed's stage 0, up to ``max_macs``), then fit;
     both are recorded in ``history``. ``data`` is ``(train_data, grow_data)`` as
     :func:`grow_schedule` got them."""
-    # A limit the network exceeds already is refused before the stage trains.
-    check_budgets(model.channel_graph, resolve_budgets(grow_kwargs.get("budgets")))
+    budgets = resolve_budgets(grow_kwargs.get("budgets"))
+    if stage == 0:   # a limit the seed exceeds already is refused before any training
+        check_budgets(model.channel_graph, budgets)
     train_data, grow_data = data
     train = train_data(stage) if callable(train_data) else train_data
     ratio = None
     if stage > 0:
         ratio = grow_kwargs["growth_ratio"] if max_macs is None else capped_growth_ratio(
             count_flops(model), grow_kwargs["growth_ratio"], max_macs)
+        over = exceeded_budget(model.channel_graph, budgets) if ratio is not None else None
+        if over is not None:   # a measured cost (a latency) can move between stages
+            logger.warning("Stage %d does not grow: %s.", stage, over.describe())
+            ratio = None
     if ratio is not None:
         eigen = train if grow_data is None else (
             grow_data(stage) if callable(grow_data) else grow_data)

@@ -92,8 +92,13 @@ class Exceeded:
     cost: float
     limit: float
 
+    def describe(self):
+        """What is exceeded, and by how much."""
+        return (f"the network costs {self.cost:.6g} under budget {self.name!r}, above its "
+                f"limit {self.limit:.6g}")
+
     def message(self):
-        """What is exceeded, by how much, and what to do."""
+        """What is exceeded, by how much, and what to do (a refusal's message)."""
         return (f"The network already costs {self.cost:.6g} under budget {self.name!r}, "
                 f"above its limit {self.limit:.6g}: no growth can respect it. Raise the "
                 "limit or drop it.")
