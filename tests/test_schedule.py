@@ -251,13 +251,14 @@ def test_schedule_stage_above_a_moved_budget_trains_without_growing(tmp_path, mo
     factors = iter([4.0, 1.0, 1.0])   # set after each stage's fit: stage 1 finds 4x the cost
     drift = keras.callbacks.LambdaCallback(
         on_train_end=lambda logs: setattr(cost, "factor", next(factors)))
-    with caplog.at_level("WARNING", logger="keras_split.growing.schedule"):
+    with caplog.at_level("INFO", logger="keras_split.growing.schedule"):
         model, history = ks.grow_schedule(
             resume_job.build, resume_job.data, str(tmp_path / "run"), stages=2,
             epochs_per_stage=1, growth_ratio=0.2, fit_kwargs={"callbacks": [drift]},
             grow_kwargs={"eigen_epochs": 1, "budgets": {"drifting_params": limit}})
     assert len(history["fit"]) == 3 and len(history["stages"]) == 1   # stage 2 grew
     assert "Stage 1 does not grow: the network costs" in caplog.text
+    assert "max_macs" not in caplog.text   # the budget, not a MACs cap, stopped stage 1
     assert history["stages"][0]["macs_after"] > history["stages"][0]["macs_before"]
     assert model.count_params() <= limit
     # A seed above the limit: refused before any training, nothing written.

@@ -211,23 +211,32 @@ def _grow_and_fit(model, stage, history, data, grow_kwargs, fit_kwargs, max_macs
         check_budgets(model.channel_graph, budgets)
     train_data, grow_data = data
     train = train_data(stage) if callable(train_data) else train_data
-    ratio = None
-    if stage > 0:
-        ratio = grow_kwargs["growth_ratio"] if max_macs is None else capped_growth_ratio(
-            count_flops(model), grow_kwargs["growth_ratio"], max_macs)
-        over = exceeded_budget(model.channel_graph, budgets) if ratio is not None else None
-        if over is not None:   # a measured cost (a latency) can move between stages
-            logger.warning("Stage %d does not grow: %s.", stage, over.describe())
-            ratio = None
+    ratio = _stage_ratio(model, stage, grow_kwargs["growth_ratio"], max_macs, budgets)
     if ratio is not None:
         eigen = train if grow_data is None else (
             grow_data(stage) if callable(grow_data) else grow_data)
         history["stages"].append(
             model.grow(eigen, **dict(grow_kwargs, growth_ratio=ratio)).to_dict())
-    elif stage > 0:
-        logger.info("Stage %d does not grow: the model has reached max_macs=%s.", stage, max_macs)
     fit = model.fit(train, **fit_kwargs)
     history["fit"].append({k: [float(v) for v in vals] for k, vals in fit.history.items()})
+
+
+def _stage_ratio(model, stage, growth_ratio, max_macs, budgets):
+    """The growth ratio of stage ``stage``, or None (logged why) when it does not grow:
+    the seed's stage 0, the model at ``max_macs``, or the network above one of
+    ``budgets`` (a measured cost such as a latency can move between stages)."""
+    if stage == 0:
+        return None
+    ratio = growth_ratio if max_macs is None else capped_growth_ratio(
+        count_flops(model), growth_ratio, max_macs)
+    if ratio is None:
+        logger.info("Stage %d does not grow: the model has reached max_macs=%s.", stage, max_macs)
+        return None
+    over = exceeded_budget(model.channel_graph, budgets)
+    if over is not None:
+        logger.warning("Stage %d does not grow: %s.", stage, over.describe())
+        return None
+    return ratio
 
 
 def _stage_epochs(stages, epochs_per_stage):
